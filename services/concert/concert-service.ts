@@ -1,0 +1,114 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { randomUUID } from "node:crypto";
+import {
+  ConcertAdminService as ConcertAdminServiceDesc,
+  ConcertService as ConcertServiceDesc,
+  SeatState,
+  type CreateConcertRequest,
+  type ListSchedulesRequest,
+  type ListSeatsRequest,
+} from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { entityManager } from "../platform/database.js";
+import { NotFound, Reason } from "../platform/errors.js";
+import { check } from "../platform/validate.js";
+import { Concert, Schedule, Seat } from "./concert.entity.js";
+
+export const defaultSeatCount = 50;
+const seatStates = { AVAILABLE: SeatState.AVAILABLE, HELD: SeatState.HELD, SOLD: SeatState.SOLD } as const;
+
+export interface ScheduleDraft {
+  startsAt: Date;
+  seatCount: number;
+  price: number;
+}
+
+export interface ConcertDraft {
+  title: string;
+  venue: string;
+  schedules: ScheduleDraft[];
+}
+
+/** Seats still AVAILABLE per schedule. */
+async function availableSeats(em: EntityManager, scheduleIds: string[]): Promise<Map<string, number>> {
+  if (scheduleIds.length === 0) return new Map();
+  const rows: { schedule_id: string; available: string }[] = await em
+    .getConnection()
+    .execute(
+      `select schedule_id, count(*) as available from "concert"."seat" where schedule_id = any(?::uuid[]) and state = 'AVAILABLE' group by schedule_id`,
+      [scheduleIds],
+    );
+  return new Map(rows.map((row) => [row.schedule_id, Number(row.available)]));
+}
+
+function scheduleMessage(schedule: { id: string; startsAt: Date; seatCount: number; concert: { id: string } }, available: number) {
+  return {
+    id: schedule.id,
+    concertId: schedule.concert.id,
+    startsAt: timestampFromDate(schedule.startsAt),
+    availableSeats: available,
+    totalSeats: schedule.seatCount,
+  };
+}
+
+/** Puts a concert on sale: the concert, its dates and every seat, in one transaction. */
+export async function createConcert(em: EntityManager, draft: ConcertDraft) {
+  return em.transactional(async (tx) => {
+    const concert = tx.create(Concert, { id: randomUUID(), title: draft.title, venue: draft.venue });
+    const schedules = draft.schedules.map((spec) =>
+      tx.create(Schedule, { id: randomUUID(), concert, startsAt: spec.startsAt, seatCount: spec.seatCount }),
+    );
+    await tx.flush();
+    const seats = draft.schedules.flatMap((spec, i) =>
+      Array.from({ length: spec.seatCount }, (_, n) => ({ scheduleId: schedules[i]!.id, number: n + 1, price: spec.price, state: "AVAILABLE" as const })),
+    );
+    await tx.insertMany(Seat, seats);
+    return { concert, schedules };
+  });
+}
+
+export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
+  async listConcerts(_req: unknown, ctx: HandlerContext) {
+    const concerts = await entityManager(ctx).find(Concert, {}, { orderBy: { createdAt: "asc", id: "asc" } });
+    return { concerts: concerts.map(({ id, title, venue }) => ({ id, title, venue })) };
+  }
+
+  async listSchedules(req: ListSchedulesRequest, ctx: HandlerContext) {
+    const concertId = check.id(req.concertId, "concert_id");
+    const em = entityManager(ctx);
+    const concert = await em.findOne(Concert, { id: concertId });
+    if (!concert) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
+    const schedules = await em.find(Schedule, { concert }, { orderBy: { startsAt: "asc", id: "asc" } });
+    const available = await availableSeats(em, schedules.map((s) => s.id));
+    return { schedules: schedules.map((s) => scheduleMessage(s, available.get(s.id) ?? 0)) };
+  }
+
+  async listSeats(req: ListSeatsRequest, ctx: HandlerContext) {
+    const scheduleId = check.id(req.scheduleId, "schedule_id");
+    const em = entityManager(ctx);
+    const seats = await em.find(Seat, { scheduleId }, { orderBy: { number: "asc" } });
+    if (seats.length === 0) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${scheduleId}`);
+    return { seats: seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[seat.state as keyof typeof seatStates] })) };
+  }
+}
+
+export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServiceDesc> {
+  async createConcert(req: CreateConcertRequest, ctx: HandlerContext) {
+    const draft: ConcertDraft = {
+      title: check.text(req.title, "title", { max: 200 }),
+      venue: check.text(req.venue, "venue", { min: 0, max: 200 }),
+      schedules: check.count(req.schedules, "schedules", 1, 100).map((spec, i) => ({
+        startsAt: check.time(spec.startsAt, `schedules[${i}].starts_at`),
+        seatCount: spec.seatCount === 0 ? defaultSeatCount : check.integer(spec.seatCount, `schedules[${i}].seat_count`, 1, 1000),
+        price: check.integer(spec.price, `schedules[${i}].price`, 1, 10_000_000),
+      })),
+    };
+    const { concert, schedules } = await createConcert(entityManager(ctx), draft);
+    return {
+      concert: { id: concert.id, title: concert.title, venue: concert.venue },
+      schedules: schedules.map((s, i) => scheduleMessage(s, draft.schedules[i]!.seatCount)),
+    };
+  }
+}
+

@@ -1,0 +1,40 @@
+import { defineEntity, p } from "@mikro-orm/postgresql";
+
+/** A show on sale. */
+export const Concert = defineEntity({
+  name: "Concert",
+  schema: "concert",
+  tableName: "concert",
+  properties: {
+    id: p.uuid().primary(),
+    title: p.string().length(200),
+    venue: p.string().length(200),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+});
+
+/** One date of a concert, with its seats numbered 1..seatCount. */
+export const Schedule = defineEntity({
+  name: "Schedule",
+  schema: "concert",
+  tableName: "schedule",
+  properties: {
+    id: p.uuid().primary(),
+    concert: () => p.manyToOne(Concert).index(),
+    startsAt: p.datetime(),
+    seatCount: p.integer(),
+  },
+});
+
+/** A seat of a date. Its state is the one source of truth for what can be sold. */
+export const Seat = defineEntity({
+  name: "Seat",
+  schema: "concert",
+  tableName: "seat",
+  properties: {
+    scheduleId: p.uuid().primary(),
+    number: p.integer().primary(),
+    price: p.bigint("number"),
+    state: p.enum(["AVAILABLE", "HELD", "SOLD"] as const).default("AVAILABLE"),
+  },
+});

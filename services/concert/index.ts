@@ -1,0 +1,21 @@
+import { ConcertAdminService as ConcertAdminServiceDesc, ConcertService as ConcertServiceDesc } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { implementation, type ServiceModule } from "../platform/suite.js";
+import { Concert, Schedule, Seat } from "./concert.entity.js";
+import { ConcertAdminService, ConcertService } from "./concert-service.js";
+import { seedDemo } from "./demo.js";
+import { Migration20261124000000_concerts } from "./migrations/Migration20261124000000_concerts.js";
+
+/** Concert service: what is on sale, its dates and seats. */
+export const concertModule: ServiceModule = {
+  name: "concert",
+  database: { schema: "concert", entities: [Concert, Schedule, Seat], migrations: [Migration20261124000000_concerts] },
+  create: ({ config, orm }) => ({
+    implementations: [
+      implementation(ConcertServiceDesc, new ConcertService()),
+      implementation(ConcertAdminServiceDesc, new ConcertAdminService()),
+    ],
+    start: async () => {
+      if (config.seedDemo && (await seedDemo(orm!))) console.log("concert: loaded the demo concerts");
+    },
+  }),
+};

@@ -1,0 +1,32 @@
+import { ConfigError, loadConfig } from "./platform/config.js";
+import { startSuite } from "./platform/suite.js";
+import { modules } from "./modules.js";
+
+/**
+ * Starts the services named by SERVICES (all by default) in this process.
+ * With no DATABASE_URL the embedded PGlite database under DATA_DIR is used.
+ */
+async function main() {
+  const config = loadConfig();
+  const suite = await startSuite(config, modules);
+  const served = modules.filter((m) => config.services.includes(m.name)).map((m) => m.name);
+  console.log(`boxoffice serving ${served.join(", ")} on ${suite.host.url} (gRPC h2c, gRPC-Web and Connect)`);
+  console.log(`database: ${config.databaseUrl ? "PostgreSQL at DATABASE_URL" : `embedded PGlite in ${config.dataDir}`}`);
+  if (!process.env.OPERATOR_KEY) console.log(`operator key (from ${config.dataDir}/secrets.json): ${config.operatorKey}`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: shutting down`);
+    await suite.close();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof ConfigError ? `configuration error: ${error.message}` : error);
+  process.exit(1);
+});

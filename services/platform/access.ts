@@ -1,0 +1,116 @@
+import { getOption } from "@bufbuild/protobuf";
+import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { timingSafeEqual } from "node:crypto";
+import { Access, access } from "../../gen/boxoffice/common/v1/access_pb.js";
+import { Forbidden, NotAuthenticated, Reason } from "./errors.js";
+import type { UserToken, UserTokens } from "./tokens.js";
+
+/** The user behind a call's `authorization` header, when there is one. */
+export const callerKey = createContextKey<UserToken | undefined>(undefined, { description: "authenticated user" });
+
+/** What an admission check proves about a gated call. */
+export interface Admission {
+  userId: string;
+  concertId: string;
+  queueToken: string;
+  admittedUntil: Date;
+}
+export const admissionKey = createContextKey<Admission | undefined>(undefined, { description: "queue admission" });
+
+/**
+ * Checks queue tokens for gated and queue-token RPCs. Provided by the queue
+ * service once it exists; without it, gated RPCs need only a user token.
+ */
+export interface AdmissionGate {
+  /** Proves the token is admitted now for this user; throws a DomainError otherwise. */
+  checkAdmitted(queueToken: string, userId: string): Promise<Admission>;
+}
+
+export interface AccessOptions {
+  tokens: UserTokens;
+  internalCredential: string;
+  operatorKey: string;
+  gate?: AdmissionGate;
+}
+
+export const internalCredentialHeader = "x-internal-credential";
+export const queueTokenHeader = "x-queue-token";
+
+/** The user a handler acts for; the access interceptor has made sure there is one. */
+export function caller(ctx: HandlerContext): UserToken {
+  const user = ctx.values.get(callerKey);
+  if (!user) throw new NotAuthenticated(Reason.TOKEN_MISSING, "this RPC needs a user token");
+  return user;
+}
+
+function bearer(headers: Headers): string | undefined {
+  const value = headers.get("authorization");
+  if (value === null) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(value);
+  return match ? match[1] : "";
+}
+
+function sameSecret(given: string | undefined, expected: string): boolean {
+  if (given === undefined) return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * Enforces the access level that each RPC declares in the contract
+ * (`option (boxoffice.common.v1.access)`), and puts the caller in the context.
+ */
+export function accessInterceptor(options: AccessOptions): Interceptor {
+  const { tokens, gate } = options;
+
+  async function user(headers: Headers, required: boolean): Promise<UserToken | undefined> {
+    const token = bearer(headers);
+    if (token === undefined) {
+      if (required) throw new NotAuthenticated(Reason.TOKEN_MISSING, "this RPC needs a user token (authorization: Bearer <token>)");
+      return undefined;
+    }
+    if (token === "") throw new NotAuthenticated(Reason.TOKEN_INVALID, "authorization header must be 'Bearer <token>'");
+    return tokens.verify(token);
+  }
+
+  return (next) => async (req) => {
+    const level = getOption(req.method, access);
+    switch (level) {
+      case Access.ANYONE:
+        req.contextValues.set(callerKey, await user(req.header, false));
+        break;
+      case Access.USER:
+        req.contextValues.set(callerKey, await user(req.header, true));
+        break;
+      case Access.GATED: {
+        const who = (await user(req.header, true))!;
+        req.contextValues.set(callerKey, who);
+        if (gate) {
+          const queueToken = req.header.get(queueTokenHeader);
+          if (!queueToken) throw new Forbidden(Reason.QUEUE_TOKEN_MISSING, `this RPC needs an admitted queue token (${queueTokenHeader})`);
+          req.contextValues.set(admissionKey, await gate.checkAdmitted(queueToken, who.userId));
+        }
+        break;
+      }
+      case Access.QUEUE_TOKEN:
+        if (!req.header.get(queueTokenHeader)) {
+          throw new NotAuthenticated(Reason.QUEUE_TOKEN_MISSING, `this RPC needs a queue token (${queueTokenHeader})`);
+        }
+        break;
+      case Access.INTERNAL:
+        if (!sameSecret(req.header.get(internalCredentialHeader) ?? undefined, options.internalCredential)) {
+          throw new Forbidden(Reason.INTERNAL_ONLY, "this RPC is for boxoffice services only");
+        }
+        break;
+      case Access.OPERATOR:
+        if (!sameSecret(bearer(req.header), options.operatorKey)) {
+          throw new Forbidden(Reason.OPERATOR_ONLY, "this RPC needs the operator credential");
+        }
+        break;
+      default:
+        throw new Forbidden(Reason.UNSPECIFIED, `${req.method.name} declares no access level`);
+    }
+    return next(req);
+  };
+}

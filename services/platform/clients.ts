@@ -1,0 +1,85 @@
+import type { DescService } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  createRouterTransport,
+  type Client,
+  type ConnectRouter,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { internalCredentialHeader } from "./access.js";
+import type { ServiceName } from "./config.js";
+import { DependencyDown } from "./errors.js";
+
+/** The service a descriptor belongs to, from its package: boxoffice.queue.v1.X → queue. */
+export function ownerOf(service: DescService): string {
+  return service.typeName.split(".")[1] ?? "";
+}
+
+export interface ClientOptions {
+  internalCredential: string;
+  /** The routes served by this process; called once, on the first in-process call. */
+  localRoutes: () => (router: ConnectRouter) => void;
+  localServices: ReadonlySet<string>;
+  /** Where the other services listen. */
+  urls: Partial<Record<ServiceName, string>>;
+  timeoutMs?: number;
+}
+
+/**
+ * How one service reaches another: in-process when both run here, over gRPC
+ * (h2c) when the other runs elsewhere. Every call carries the internal
+ * credential and a deadline, and goes through the callee's own interceptors.
+ */
+export class ServiceClients {
+  readonly #transports = new Map<string, Transport>();
+
+  constructor(private readonly options: ClientOptions) {}
+
+  for<T extends DescService>(service: T): Client<T> {
+    return createClient(service, this.#transport(ownerOf(service)));
+  }
+
+  #transport(owner: string): Transport {
+    const key = this.options.localServices.has(owner) ? "(local)" : owner;
+    let transport = this.#transports.get(key);
+    if (!transport) {
+      transport = this.#create(owner);
+      this.#transports.set(key, transport);
+    }
+    return transport;
+  }
+
+  #create(owner: string): Transport {
+    const credential: Interceptor = (next) => (req) => {
+      req.header.set(internalCredentialHeader, this.options.internalCredential);
+      return next(req);
+    };
+    const common = { interceptors: [credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
+    if (this.options.localServices.has(owner)) {
+      return createRouterTransport(this.options.localRoutes(), { transport: common });
+    }
+    const url = this.options.urls[owner as ServiceName];
+    return url ? createGrpcTransport({ baseUrl: url, ...common }) : unreachable(owner);
+  }
+}
+
+function unreachable(owner: string): Transport {
+  const fail = () => Promise.reject(new ConnectError(`the ${owner} service is not configured (set ${owner.toUpperCase()}_URL)`, Code.Unavailable));
+  return { unary: fail, stream: fail };
+}
+
+/** Runs a call to another service; when it cannot be reached, says so as a DependencyDown. */
+export async function callDependency<R>(name: string, call: () => Promise<R>): Promise<R> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof ConnectError && [Code.Unavailable, Code.Unimplemented, Code.DeadlineExceeded].includes(error.code)) {
+      throw new DependencyDown(`the ${name} service is unavailable; retry later`);
+    }
+    throw error;
+  }
+}

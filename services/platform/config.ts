@@ -1,0 +1,141 @@
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+/** The services boxoffice is made of; each can run in this process or elsewhere. */
+export const serviceNames = [
+  "token",
+  "queue",
+  "concert",
+  "reservation",
+  "point",
+  "payment",
+  "coordinator",
+] as const;
+export type ServiceName = (typeof serviceNames)[number];
+
+export interface Secrets {
+  /** HMAC key that signs user tokens; every instance of every service must share it. */
+  tokenSecret: string;
+  /** Credential that services present to each other's internal RPCs. */
+  internalCredential: string;
+  /** Credential operators present to admin RPCs. */
+  operatorKey: string;
+}
+
+export interface Config extends Secrets {
+  host: string;
+  port: number;
+  /** PostgreSQL URL; unset means the embedded PGlite database under dataDir. */
+  databaseUrl: string | undefined;
+  /** Redis URL; unset means the in-process queue store. */
+  redisUrl: string | undefined;
+  dataDir: string;
+  seedDemo: boolean;
+  userTokenTtlSeconds: number;
+  /** Services served by this process. */
+  services: ServiceName[];
+  /** Where to reach services that this process does not serve. */
+  serviceUrls: Partial<Record<ServiceName, string>>;
+  /** Most connections each service's database pool opens. */
+  databasePoolSize: number;
+  /** How long shutdown waits for in-flight calls before closing connections. */
+  shutdownGraceMs: number;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be an integer in ${min}..${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.toLowerCase();
+  if (raw === undefined || raw === "") return fallback;
+  if (["1", "true", "yes"].includes(raw)) return true;
+  if (["0", "false", "no"].includes(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${env[name]}"`);
+}
+
+function serviceList(env: Env): ServiceName[] {
+  const raw = env.SERVICES;
+  if (raw === undefined || raw === "" || raw === "all") return [...serviceNames];
+  const names = raw.split(",").map((name) => name.trim());
+  for (const name of names) {
+    if (!serviceNames.includes(name as ServiceName)) {
+      throw new ConfigError(`SERVICES names unknown service "${name}" (known: ${serviceNames.join(", ")})`);
+    }
+  }
+  return names as ServiceName[];
+}
+
+function serviceUrls(env: Env): Partial<Record<ServiceName, string>> {
+  const urls: Partial<Record<ServiceName, string>> = {};
+  for (const name of serviceNames) {
+    const url = env[`${name.toUpperCase()}_URL`];
+    if (url) urls[name] = url;
+  }
+  return urls;
+}
+
+/**
+ * Secrets come from the environment. Where one is unset, a random value is kept in
+ * dataDir/secrets.json, so that a restart (and other processes sharing the folder)
+ * keep accepting the tokens already issued, and no well-known default can be forged.
+ */
+function loadSecrets(env: Env, dataDir: string): Secrets {
+  const fromEnv: Partial<Secrets> = {
+    tokenSecret: env.TOKEN_SECRET || undefined,
+    internalCredential: env.INTERNAL_CREDENTIAL || undefined,
+    operatorKey: env.OPERATOR_KEY || undefined,
+  };
+  if (fromEnv.tokenSecret && fromEnv.internalCredential && fromEnv.operatorKey) return fromEnv as Secrets;
+  const file = join(dataDir, "secrets.json");
+  let stored: Partial<Secrets> = {};
+  try {
+    stored = JSON.parse(readFileSync(file, "utf8")) as Partial<Secrets>;
+  } catch {
+    // First start: the file does not exist yet.
+  }
+  const generated: Secrets = {
+    tokenSecret: stored.tokenSecret ?? randomBytes(32).toString("base64url"),
+    internalCredential: stored.internalCredential ?? randomBytes(24).toString("base64url"),
+    operatorKey: stored.operatorKey ?? randomBytes(24).toString("base64url"),
+  };
+  if (JSON.stringify(generated) !== JSON.stringify(stored)) {
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(file, JSON.stringify(generated, null, 2), { mode: 0o600 });
+  }
+  return {
+    tokenSecret: fromEnv.tokenSecret ?? generated.tokenSecret,
+    internalCredential: fromEnv.internalCredential ?? generated.internalCredential,
+    operatorKey: fromEnv.operatorKey ?? generated.operatorKey,
+  };
+}
+
+/** Reads the whole configuration once, from the environment, with defaults. */
+export function loadConfig(env: Env = process.env): Config {
+  const dataDir = resolve(env.DATA_DIR || ".data");
+  return {
+    host: env.HOST || "0.0.0.0",
+    port: integer(env, "PORT", 8080, 0, 65535),
+    databaseUrl: env.DATABASE_URL || undefined,
+    redisUrl: env.REDIS_URL || undefined,
+    dataDir,
+    seedDemo: boolean(env, "SEED_DEMO", true),
+    userTokenTtlSeconds: integer(env, "USER_TOKEN_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
+    services: serviceList(env),
+    serviceUrls: serviceUrls(env),
+    databasePoolSize: integer(env, "DATABASE_POOL_SIZE", 10, 1, 200),
+    shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    ...loadSecrets(env, dataDir),
+  };
+}

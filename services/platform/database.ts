@@ -1,0 +1,83 @@
+import { Migrator, type Migration } from "@mikro-orm/migrations";
+import { defineConfig, MikroORM, type EntityManager, type EntitySchema } from "@mikro-orm/postgresql";
+import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import pg from "pg";
+
+/** What a service keeps in PostgreSQL: its own schema, entities and committed migrations. */
+export interface DatabaseSpec {
+  schema: string;
+  entities: EntitySchema<any, any>[];
+  migrations: (new (...args: any[]) => Migration)[];
+}
+
+export interface DatabaseOptions {
+  url: string;
+  poolSize: number;
+  debug?: boolean;
+}
+
+/**
+ * Opens a service's ORM on its own schema and applies its pending migrations.
+ * Instances starting together take turns through an advisory lock, so a
+ * migration runs once however many processes start at the same moment.
+ */
+export async function openDatabase(spec: DatabaseSpec, options: DatabaseOptions): Promise<MikroORM> {
+  await withAdvisoryLock(options.url, `boxoffice:migrate:${spec.schema}`, async (client) => {
+    await client.query(`create schema if not exists "${spec.schema}"`);
+  });
+  const orm = await MikroORM.init(
+    defineConfig({
+      clientUrl: options.url,
+      entities: spec.entities,
+      extensions: [Migrator],
+      pool: { min: 0, max: options.poolSize },
+      debug: options.debug ?? false,
+      migrations: {
+        migrationsList: spec.migrations,
+        schema: spec.schema,
+        snapshot: false,
+        snapshotOnMigrate: false,
+        silent: true,
+      },
+    }),
+  );
+  try {
+    await withAdvisoryLock(options.url, `boxoffice:migrate:${spec.schema}`, () => orm.migrator.up().then(() => undefined));
+  } catch (error) {
+    await orm.close();
+    throw error;
+  }
+  return orm;
+}
+
+async function withAdvisoryLock(url: string, name: string, work: (client: pg.Client) => Promise<void>): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query("select pg_advisory_lock(hashtext($1))", [name]);
+    try {
+      await work(client);
+    } finally {
+      await client.query("select pg_advisory_unlock(hashtext($1))", [name]);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+const entityManagerKey = createContextKey<EntityManager | undefined>(undefined, { description: "request entity manager" });
+
+/** Gives every call its own EntityManager (identity map and unit of work), forked from the service's ORM. */
+export function entityManagerInterceptor(orm: MikroORM): Interceptor {
+  return (next) => (req) => {
+    req.contextValues.set(entityManagerKey, orm.em.fork());
+    return next(req);
+  };
+}
+
+/** The call's EntityManager. */
+export function entityManager(ctx: HandlerContext): EntityManager {
+  const em = ctx.values.get(entityManagerKey);
+  if (!em) throw new Error("no EntityManager in context: the service was mounted without its database");
+  return em;
+}

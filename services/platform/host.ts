@@ -1,0 +1,110 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { HealthStatus } from "./health.js";
+
+export interface HostOptions {
+  host: string;
+  port: number;
+  routes: (router: ConnectRouter) => void;
+  /** Extra plain-HTTP handler for paths that are no RPC (for example a web page). */
+  fallback?: http.RequestListener;
+  health: HealthStatus;
+  shutdownGraceMs: number;
+}
+
+export interface Host {
+  /** host:port actually bound (the port is chosen by the system when 0 was asked for). */
+  address: string;
+  port: number;
+  url: string;
+  /** Stops accepting, ends streams, lets in-flight calls finish, then closes every connection. */
+  close(): Promise<void>;
+}
+
+const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+const firstBytesTimeoutMs = 30_000;
+
+/**
+ * Serves RPCs on one port to both kinds of caller: gRPC over HTTP/2 cleartext
+ * (h2c, prior knowledge) and Connect / gRPC-Web over HTTP/1.1 from browsers.
+ * A new connection is told apart by its first bytes: HTTP/2 starts with the
+ * connection preface, HTTP/1.1 with a request line.
+ */
+export async function startHost(options: HostOptions): Promise<Host> {
+  const shutdown = new AbortController();
+  const handler = connectNodeAdapter({
+    routes: options.routes,
+    shutdownSignal: shutdown.signal,
+    fallback: options.fallback as never,
+  });
+
+  const h1 = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: 10_000, requestTimeout: 0 }, handler);
+  const h2 = http2.createServer({}, handler);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  const listener = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    hand(socket);
+  });
+
+  function hand(socket: net.Socket) {
+    let seen = Buffer.alloc(0);
+    socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, http2Preface.length);
+      const looksLikeHttp2 = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
+      if (looksLikeHttp2 && seen.length < http2Preface.length) return;
+      socket.off("data", onData);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(seen);
+      (looksLikeHttp2 ? h2 : h1).emit("connection", socket);
+      process.nextTick(() => socket.resume());
+    };
+    socket.on("data", onData);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    listener.once("error", reject);
+    listener.listen(options.port, options.host, () => resolve());
+  });
+  const bound = listener.address() as net.AddressInfo;
+  const shownHost = options.host === "0.0.0.0" || options.host === "::" ? "127.0.0.1" : options.host;
+
+  let closing: Promise<void> | undefined;
+  async function close(): Promise<void> {
+    options.health.shutDown();
+    shutdown.abort();
+    const stopped = new Promise<void>((resolve) => listener.close(() => resolve()));
+    h1.closeIdleConnections();
+    for (const session of sessions) session.close();
+    const drained = new Promise<void>((resolve) => {
+      const check = () => (sockets.size === 0 ? resolve() : setTimeout(check, 25));
+      check();
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, options.shutdownGraceMs)));
+    await Promise.race([drained, grace]);
+    clearTimeout(timer);
+    for (const socket of sockets) socket.destroy();
+    await stopped;
+  }
+
+  return {
+    address: `${shownHost}:${bound.port}`,
+    port: bound.port,
+    url: `http://${shownHost}:${bound.port}`,
+    close: () => (closing ??= close()),
+  };
+}

@@ -1,0 +1,134 @@
+import type { DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, Interceptor, ServiceImpl } from "@connectrpc/connect";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import type http from "node:http";
+import { accessInterceptor, type AdmissionGate } from "./access.js";
+import { ServiceClients } from "./clients.js";
+import type { Config, ServiceName } from "./config.js";
+import { entityManagerInterceptor, openDatabase, type DatabaseSpec } from "./database.js";
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded-postgres.js";
+import { errorMapper } from "./errors.js";
+import { HealthStatus, healthRoutes } from "./health.js";
+import { startHost, type Host } from "./host.js";
+import { UserTokens } from "./tokens.js";
+
+/** What the platform hands a service when it is brought up. */
+export interface ServiceDeps {
+  config: Config;
+  /** The service's ORM, when it declares a database. */
+  orm: MikroORM | undefined;
+  tokens: UserTokens;
+  clients: ServiceClients;
+}
+
+/** One Connect service implementation, as mounted on the router. */
+export interface Implementation {
+  service: DescService;
+  impl: object;
+}
+
+/** Pairs a service descriptor with its implementation, type-checked against each other. */
+export function implementation<T extends DescService>(service: T, impl: Partial<ServiceImpl<T>>): Implementation {
+  return { service, impl };
+}
+
+/** A running service: what it serves, and what runs beside the handlers. */
+export interface RunningService {
+  implementations: Implementation[];
+  /** Work after the server listens (seeding, background workers). */
+  start?(): Promise<void>;
+  /** Stops background work; called before the database closes. */
+  stop?(): Promise<void>;
+  /** Set when this service checks queue tokens for gated RPCs. */
+  gate?: AdmissionGate;
+}
+
+/** A service of the suite: its folder's entry point. */
+export interface ServiceModule {
+  name: ServiceName;
+  database?: DatabaseSpec;
+  create(deps: ServiceDeps): RunningService | Promise<RunningService>;
+}
+
+export interface Suite {
+  host: Host;
+  config: Config;
+  close(): Promise<void>;
+}
+
+export interface SuiteOptions {
+  fallback?: http.RequestListener;
+  /** Extra interceptors, outermost, for every service (tests and benchmarks). */
+  interceptors?: Interceptor[];
+}
+
+/**
+ * Brings up the services this process serves on one address: the embedded
+ * database when no DATABASE_URL is given, each service's ORM and migrations,
+ * the shared interceptors, health, and in-process or network clients between
+ * services.
+ */
+export async function startSuite(config: Config, modules: ServiceModule[], options: SuiteOptions = {}): Promise<Suite> {
+  const closers: (() => Promise<void>)[] = [];
+  const close = async () => {
+    for (const closer of closers.reverse()) await closer().catch((error) => console.error("shutdown:", error));
+    closers.length = 0;
+  };
+  try {
+    let embedded: EmbeddedPostgres | undefined;
+    const databaseUrl = config.databaseUrl ?? (embedded = await startEmbeddedPostgres(config.dataDir)).url;
+    if (embedded) closers.push(embedded.stop);
+    const poolSize = embedded ? 1 : config.databasePoolSize;
+
+    const tokens = new UserTokens(config.tokenSecret, config.userTokenTtlSeconds);
+    const mounted = modules.filter((module) => config.services.includes(module.name));
+    let routes: (router: ConnectRouter) => void = () => {
+      throw new Error("routes used before the suite was built");
+    };
+    const clients = new ServiceClients({
+      internalCredential: config.internalCredential,
+      localRoutes: () => routes,
+      localServices: new Set(mounted.map((module) => module.name)),
+      urls: config.serviceUrls,
+    });
+
+    const running: { service: RunningService; orm: MikroORM | undefined }[] = [];
+    for (const module of mounted) {
+      const orm = module.database ? await openDatabase(module.database, { url: databaseUrl, poolSize }) : undefined;
+      if (orm) closers.push(() => orm.close());
+      const service = await module.create({ config, orm, tokens, clients });
+      if (service.stop) closers.push(service.stop);
+      running.push({ service, orm });
+    }
+
+    const gate = running.find(({ service }) => service.gate)?.service.gate;
+    const access = accessInterceptor({ tokens, internalCredential: config.internalCredential, operatorKey: config.operatorKey, gate });
+    const health = new HealthStatus();
+    routes = (router) => {
+      healthRoutes(router, health);
+      for (const { service, orm } of running) {
+        const interceptors = [...(options.interceptors ?? []), errorMapper, access];
+        if (orm) interceptors.push(entityManagerInterceptor(orm));
+        for (const { service: desc, impl } of service.implementations) {
+          health.add(desc);
+          router.service(desc, impl as Partial<ServiceImpl<typeof desc>>, { interceptors });
+        }
+      }
+    };
+
+    const host = await startHost({
+      host: config.host,
+      port: config.port,
+      routes,
+      fallback: options.fallback,
+      health,
+      shutdownGraceMs: config.shutdownGraceMs,
+    });
+    closers.push(host.close);
+    for (const { service } of running) await service.start?.();
+    return { host, config, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}

@@ -1,0 +1,41 @@
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { InvalidInput } from "./errors.js";
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Request checks that name the field at fault (snake_case, as callers see it in the .proto). */
+export const check = {
+  id(value: string, field: string): string {
+    if (value === "") throw new InvalidInput(field, "is required");
+    if (!uuidPattern.test(value)) throw new InvalidInput(field, "must be a UUID");
+    return value.toLowerCase();
+  },
+
+  text(value: string, field: string, { min = 1, max }: { min?: number; max: number }): string {
+    const trimmed = value.trim();
+    if (trimmed.length < min) throw new InvalidInput(field, min === 1 ? "is required" : `must be at least ${min} characters`);
+    if (trimmed.length > max) throw new InvalidInput(field, `must be at most ${max} characters`);
+    return trimmed;
+  },
+
+  integer(value: number | bigint, field: string, min: number, max: number): number {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new InvalidInput(field, `must be between ${min} and ${max}`);
+    return n;
+  },
+
+  count<T>(items: T[], field: string, min: number, max: number): T[] {
+    if (items.length < min || items.length > max) throw new InvalidInput(field, `must have ${min} to ${max} entries`);
+    return items;
+  },
+
+  time(value: Timestamp | undefined, field: string): Date {
+    if (!value) throw new InvalidInput(field, "is required");
+    const date = timestampDate(value);
+    if (Number.isNaN(date.getTime()) || date.getUTCFullYear() < 2000 || date.getUTCFullYear() > 2200) {
+      throw new InvalidInput(field, "must be a time between the years 2000 and 2200");
+    }
+    return date;
+  },
+};
