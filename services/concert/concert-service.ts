@@ -36,7 +36,7 @@ async function availableSeats(em: EntityManager, scheduleIds: string[]): Promise
   const rows: { schedule_id: string; available: string }[] = await em
     .getConnection()
     .execute(
-      `select schedule_id, count(*) as available from "concert"."seat" where schedule_id = any(?::uuid[]) and state = 'AVAILABLE' group by schedule_id`,
+      `select schedule_id, count(*) as available from "concert"."seat" where schedule_id in (?) and state = 'AVAILABLE' group by schedule_id`,
       [scheduleIds],
     );
   return new Map(rows.map((row) => [row.schedule_id, Number(row.available)]));

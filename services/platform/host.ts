@@ -85,6 +85,8 @@ export async function startHost(options: HostOptions): Promise<Host> {
   let closing: Promise<void> | undefined;
   async function close(): Promise<void> {
     options.health.shutDown();
+    // Let health watchers send NOT_SERVING before their streams are ended.
+    await new Promise((resolve) => setTimeout(resolve, 50));
     shutdown.abort();
     const stopped = new Promise<void>((resolve) => listener.close(() => resolve()));
     h1.closeIdleConnections();

@@ -1,0 +1,86 @@
+import { Code } from "@connectrpc/connect";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
+import type { Suite } from "../services/platform/suite.js";
+import { client, failure, startTestSuite, type Protocol } from "./support.js";
+
+let suite: Suite;
+beforeAll(async () => {
+  suite = await startTestSuite();
+});
+afterAll(() => suite?.close());
+
+describe("one port for every caller", () => {
+  it.each<Protocol>(["grpc", "connect", "grpc-web"])("serves %s", async (protocol) => {
+    const issued = await client(suite, TokenService, protocol).issueUserToken({});
+    expect(issued.userId).toBeTruthy();
+    const { concerts } = await client(suite, ConcertService, protocol).listConcerts({});
+    expect(Array.isArray(concerts)).toBe(true);
+  });
+
+  it("answers a plain HTTP/1.1 JSON POST, as a browser or curl sends it", async () => {
+    const response = await fetch(`${suite.host.url}/boxoffice.token.v1.TokenService/IssueUserToken`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { userId: string; token: string };
+    expect(body.userId).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("answers malformed JSON with invalid_argument, not a crash", async () => {
+    const response = await fetch(`${suite.host.url}/boxoffice.concert.v1.ConcertService/ListSchedules`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"concertId": 42, "nope": [',
+    });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { code: string }).code).toBe("invalid_argument");
+  });
+
+  it("survives a connection that sends garbage, and keeps serving", async () => {
+    const socket = net.connect(suite.host.port, "127.0.0.1");
+    await new Promise((resolve) => socket.once("connect", resolve));
+    socket.write(Buffer.from([0x50, 0x52, 0x49, 0x00, 0xff, 0xfe, 0x0d, 0x0a, 0x0d, 0x0a]));
+    socket.write("\x16\x03\x01garbage that is neither HTTP/1.1 nor HTTP/2\r\n\r\n");
+    const replies: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => replies.push(chunk));
+    await new Promise((resolve) => socket.once("close", resolve).once("error", resolve));
+    expect(Buffer.concat(replies).toString()).toMatch(/^HTTP\/1\.1 400/);
+    const { status } = await client(suite, Health).check({});
+    expect(status).toBe(Serving.SERVING);
+  });
+});
+
+describe("health", () => {
+  it("reports SERVING for the server and for each service it serves", async () => {
+    const health = client(suite, Health);
+    expect((await health.check({})).status).toBe(Serving.SERVING);
+    expect((await health.check({ service: ConcertService.typeName })).status).toBe(Serving.SERVING);
+    const unknown = await failure(health.check({ service: "no.such.Service" }));
+    expect(unknown.code).toBe(Code.NotFound);
+  });
+});
+
+describe("graceful shutdown", () => {
+  it("ends open streams, reports NOT_SERVING, and stops accepting connections", async () => {
+    const doomed = await startTestSuite();
+    const watch = client(doomed, Health).watch({});
+    const seen: Serving[] = [];
+    const ended = (async () => {
+      for await (const { status } of watch) seen.push(status);
+    })().catch(() => undefined);
+    await expect.poll(() => seen.length).toBe(1);
+    const started = Date.now();
+    await doomed.close();
+    await ended;
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(seen).toEqual([Serving.SERVING, Serving.NOT_SERVING]);
+    const refused = await failure(client(doomed, Health).check({}));
+    expect(refused.code).toBe(Code.Unavailable);
+  });
+});

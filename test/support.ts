@@ -1,0 +1,69 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { inject } from "vitest";
+import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
+import { loadConfig, type Config } from "../services/platform/config.js";
+import { startSuite, type Suite } from "../services/platform/suite.js";
+import { modules } from "../services/modules.js";
+
+export const testSecrets = {
+  TOKEN_SECRET: "test-token-secret-that-is-long-enough",
+  INTERNAL_CREDENTIAL: "test-internal-credential",
+  OPERATOR_KEY: "test-operator-key",
+};
+
+/** The configuration a test suite runs with: real PostgreSQL, port 0, fixed secrets. */
+export function testConfig(env: Record<string, string> = {}): Config {
+  return loadConfig({
+    DATABASE_URL: inject("databaseUrl"),
+    HOST: "127.0.0.1",
+    PORT: "0",
+    DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-test-")),
+    SEED_DEMO: "false",
+    SHUTDOWN_GRACE_MS: "2000",
+    ...testSecrets,
+    ...env,
+  });
+}
+
+/** Starts the whole suite on a real server (port 0) against the test database. */
+export function startTestSuite(env: Record<string, string> = {}): Promise<Suite> {
+  return startSuite(testConfig(env), modules);
+}
+
+export type Protocol = "grpc" | "connect" | "grpc-web";
+
+/** A transport of the given protocol to a running suite: gRPC over h2c, Connect and gRPC-Web over HTTP/1.1. */
+export function transport(suite: Suite, protocol: Protocol = "grpc"): Transport {
+  const baseUrl = suite.host.url;
+  if (protocol === "grpc") return createGrpcTransport({ baseUrl });
+  if (protocol === "grpc-web") return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+  return createConnectTransport({ baseUrl, httpVersion: "1.1" });
+}
+
+export function client<T extends DescService>(suite: Suite, service: T, protocol: Protocol = "grpc"): Client<T> {
+  return createClient(service, transport(suite, protocol));
+}
+
+export const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+export const operator = bearer(testSecrets.OPERATOR_KEY);
+
+/** A new user and its token. */
+export async function newUser(suite: Suite) {
+  return client(suite, TokenService).issueUserToken({});
+}
+
+/** Resolves to the error a call fails with; fails the test when the call succeeds. */
+export async function failure(call: Promise<unknown>): Promise<import("@connectrpc/connect").ConnectError> {
+  const { ConnectError } = await import("@connectrpc/connect");
+  try {
+    await call;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("expected the call to fail, but it succeeded");
+}
