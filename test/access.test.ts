@@ -54,7 +54,7 @@ describe("internal and operator credentials, through the production interceptors
 
   it("refuses an internal RPC without the internal credential", async () => {
     const user = await tokens.sign("6f1c1f0e-4a5b-4c1d-9e8f-0a1b2c3d4e5f");
-    for (const headers of [{}, { authorization: `Bearer ${user.token}` }, { [internalCredentialHeader]: "guess" }]) {
+    for (const headers of [{} as Record<string, string>, { authorization: `Bearer ${user.token}` }, { [internalCredentialHeader]: "guess" }]) {
       const error = await failure(internal.checkAdmission({ queueToken: "t" }, { headers }));
       expect(error.code).toBe(Code.PermissionDenied);
       expect(reasonOf(error)).toBe(Reason.INTERNAL_ONLY);
@@ -64,7 +64,7 @@ describe("internal and operator credentials, through the production interceptors
   });
 
   it("refuses an admin RPC without the operator credential", async () => {
-    for (const headers of [{}, { authorization: "Bearer wrong" }, { [internalCredentialHeader]: "inside" }]) {
+    for (const headers of [{} as Record<string, string>, { authorization: "Bearer wrong" }, { [internalCredentialHeader]: "inside" }]) {
       const error = await failure(admin.pauseAdmission({ concertId: "c" }, { headers }));
       expect(error.code).toBe(Code.PermissionDenied);
       expect(reasonOf(error)).toBe(Reason.OPERATOR_ONLY);
