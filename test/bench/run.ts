@@ -1,0 +1,106 @@
+/**
+ * npm run bench [-- --quick]: starts the suite as its own process on PostgreSQL,
+ * drives each RPC from this process over gRPC (h2c) with a fixed concurrency,
+ * and prints throughput and latency, each as a ratio to the health check
+ * served by the same server in the same run (the machine's own ceiling).
+ */
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+
+const quick = process.argv.includes("--quick");
+const seconds = quick ? 3 : 10;
+const concurrency = 32;
+const root = join(import.meta.dirname, "../..");
+
+async function freshDatabase(): Promise<string> {
+  const base = new URL(process.env.TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test");
+  const admin = new pg.Client({ connectionString: base.toString() });
+  await admin.connect();
+  await admin.query(`drop database if exists boxoffice_bench with (force)`);
+  await admin.query(`create database boxoffice_bench`);
+  await admin.end();
+  base.pathname = "/boxoffice_bench";
+  return base.toString();
+}
+
+async function startServer(databaseUrl: string) {
+  const env = { ...process.env, DATABASE_URL: databaseUrl, PORT: "0", HOST: "127.0.0.1", DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-bench-")) };
+  const child = spawn(join(root, "node_modules/.bin/tsx"), ["services/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "inherit"] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /on (http:\/\/[\d.]+:\d+)/.exec(out);
+      if (match) resolve(match[1]!);
+    });
+    child.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return { url, stop: () => new Promise((resolve) => (child.once("exit", resolve), child.kill("SIGTERM"))) };
+}
+
+interface Result {
+  name: string;
+  calls: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+async function measure(name: string, call: () => Promise<unknown>): Promise<Result> {
+  for (let i = 0; i < 200; i++) await call();
+  const latencies: number[] = [];
+  const until = performance.now() + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < until) {
+        const started = performance.now();
+        await call();
+        latencies.push(performance.now() - started);
+      }
+    }),
+  );
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
+  return { name, calls: latencies.length, perSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
+const server = await startServer(await freshDatabase());
+try {
+  const transport = createGrpcTransport({ baseUrl: server.url });
+  const health = createClient(Health, transport);
+  const concerts: Client<typeof ConcertService> = createClient(ConcertService, transport);
+  const tokens = createClient(TokenService, transport);
+  const user = await tokens.issueUserToken({});
+  const auth = { headers: { authorization: `Bearer ${user.token}` } };
+  const concertId = (await concerts.listConcerts({})).concerts[0]!.id;
+  const scheduleId = (await concerts.listSchedules({ concertId })).schedules[0]!.id;
+
+  const results = [
+    await measure("ceiling: grpc.health.v1.Health/Check", () => health.check({})),
+    await measure("ConcertService/ListConcerts", () => concerts.listConcerts({})),
+    await measure("ConcertService/ListSchedules", () => concerts.listSchedules({ concertId })),
+    await measure("ConcertService/ListSeats", () => concerts.listSeats({ scheduleId }, auth)),
+    await measure("TokenService/IssueUserToken (new user)", () => tokens.issueUserToken({})),
+  ];
+  const ceiling = results[0]!.perSecond;
+  console.log(`\n${seconds}s per case, ${concurrency} concurrent calls over one h2c connection, server in its own process\n`);
+  console.log("| case | calls/s | ratio to ceiling | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|");
+  for (const r of results) {
+    console.log(`| ${r.name} | ${r.perSecond.toFixed(0)} | ${(r.perSecond / ceiling).toFixed(2)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} |`);
+  }
+  const dir = join(root, "test/bench/results");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(file, JSON.stringify({ quick, seconds, concurrency, results }, null, 2));
+  console.log(`\nresults: ${file}`);
+} finally {
+  await server.stop();
+}
