@@ -42,6 +42,15 @@ describe("one port for every caller", () => {
     expect(((await response.json()) as { code: string }).code).toBe("invalid_argument");
   });
 
+  it("refuses a request body over 1 MiB with resource_exhausted", async () => {
+    const response = await fetch(`${suite.host.url}/boxoffice.concert.v1.ConcertAdminService/CreateConcert`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ title: "x".repeat(2 * 1024 * 1024) }),
+    });
+    expect(((await response.json()) as { code: string }).code).toBe("resource_exhausted");
+  });
+
   it("survives a connection that sends garbage, and keeps serving", async () => {
     const socket = net.connect(suite.host.port, "127.0.0.1");
     await new Promise((resolve) => socket.once("connect", resolve));

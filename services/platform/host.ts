@@ -26,6 +26,7 @@ export interface Host {
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const firstBytesTimeoutMs = 30_000;
+const maxRequestBytes = 1024 * 1024;
 
 /**
  * Serves RPCs on one port to both kinds of caller: gRPC over HTTP/2 cleartext
@@ -38,6 +39,8 @@ export async function startHost(options: HostOptions): Promise<Host> {
   const handler = connectNodeAdapter({
     routes: options.routes,
     shutdownSignal: shutdown.signal,
+    // Every boxoffice request is small; refuse large bodies before buffering them.
+    readMaxBytes: maxRequestBytes,
     fallback: options.fallback as never,
   });
 
