@@ -12,7 +12,7 @@ async function main() {
   const served = modules.filter((m) => config.services.includes(m.name)).map((m) => m.name);
   console.log(`boxoffice serving ${served.join(", ")} on ${suite.host.url} (gRPC h2c, gRPC-Web and Connect)`);
   console.log(`database: ${config.databaseUrl ? "PostgreSQL at DATABASE_URL" : `embedded PGlite in ${config.dataDir}`}`);
-  if (!process.env.OPERATOR_KEY) console.log(`operator key (from ${config.dataDir}/secrets.json): ${config.operatorKey}`);
+  if (!process.env.OPERATOR_KEY) console.log(`operator key: operatorKey in ${config.dataDir}/secrets.json`);
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -72,6 +72,8 @@ describe("CreateConcert and the catalog", () => {
       [{ title: "ok", schedules: [good, { ...good, seatCount: 5000 }] }, "schedules[1].seat_count"],
       [{ title: "ok", schedules: [{ ...good, price: 0n }] }, "schedules[0].price"],
       [{ title: "ok", schedules: [{ ...good, price: -5n }] }, "schedules[0].price"],
+      [{ title: "a\u0000b", schedules: [good] }, "title"],
+      [{ title: "ok", venue: "bad\u0007venue", schedules: [good] }, "venue"],
     ];
     for (const [request, field] of cases) {
       const error = await failure(admin.createConcert(request, operator));

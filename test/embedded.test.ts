@@ -46,17 +46,22 @@ async function stop(started: Started): Promise<number | null> {
 describe("npm start with nothing else running (embedded PGlite)", () => {
   it("serves gRPC and HTTP/1.1, loads demo data, stops on SIGTERM, and keeps its data across a restart", async () => {
     const first = await start();
-    const tokens = createClient(TokenService, createGrpcTransport({ baseUrl: first.url }));
-    const user = await tokens.issueUserToken({});
-    const concerts = createClient(ConcertService, createConnectTransport({ baseUrl: first.url, httpVersion: "1.1" }));
-    const before = (await concerts.listConcerts({})).concerts;
-    expect(before.length).toBeGreaterThanOrEqual(3);
-    const { schedules } = await concerts.listSchedules({ concertId: before[0]!.id });
-    expect(schedules.length).toBeGreaterThan(0);
-    expect(schedules.every((s) => s.totalSeats === 50 && s.availableSeats === 50)).toBe(true);
-    const seats = await concerts.listSeats({ scheduleId: schedules[0]!.id }, bearer(user.token));
-    expect(seats.seats).toHaveLength(50);
-    expect(await stop(first)).toBe(0);
+    let before;
+    let user;
+    try {
+      const tokens = createClient(TokenService, createGrpcTransport({ baseUrl: first.url }));
+      user = await tokens.issueUserToken({});
+      const concerts = createClient(ConcertService, createConnectTransport({ baseUrl: first.url, httpVersion: "1.1" }));
+      before = (await concerts.listConcerts({})).concerts;
+      expect(before.length).toBeGreaterThanOrEqual(3);
+      const { schedules } = await concerts.listSchedules({ concertId: before[0]!.id });
+      expect(schedules.length).toBeGreaterThan(0);
+      expect(schedules.every((s) => s.totalSeats === 50 && s.availableSeats === 50)).toBe(true);
+      const seats = await concerts.listSeats({ scheduleId: schedules[0]!.id }, bearer(user.token));
+      expect(seats.seats).toHaveLength(50);
+    } finally {
+      expect(await stop(first)).toBe(0);
+    }
 
     const second = await start();
     try {

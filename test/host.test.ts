@@ -1,10 +1,13 @@
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import type { Suite } from "../services/platform/suite.js";
+import { HealthStatus } from "../services/platform/health.js";
+import { startHost } from "../services/platform/host.js";
 import { client, failure, startTestSuite, type Protocol } from "./support.js";
 
 let suite: Suite;
@@ -76,6 +79,39 @@ describe("health", () => {
 });
 
 describe("graceful shutdown", () => {
+  it("ends a stream that would otherwise run forever, well before the grace period, and closes idle connections", async () => {
+    const health = new HealthStatus();
+    const host = await startHost({
+      host: "127.0.0.1",
+      port: 0,
+      health,
+      shutdownGraceMs: 10_000,
+      routes: (router) =>
+        router.service(Health, {
+          check: () => ({ status: Serving.SERVING }),
+          async *watch(_req, ctx) {
+            yield { status: Serving.SERVING };
+            await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+          },
+        }),
+    });
+    const idle = net.connect(host.port, "127.0.0.1");
+    await new Promise((resolve) => idle.once("connect", resolve));
+    const idleClosed = new Promise((resolve) => idle.once("close", resolve));
+    idle.resume();
+    const transport = createGrpcTransport({ baseUrl: host.url });
+    let received = 0;
+    const ended = (async () => {
+      for await (const _ of createClient(Health, transport).watch({})) received++;
+    })().catch(() => undefined);
+    await expect.poll(() => received).toBe(1);
+    const started = Date.now();
+    await host.close();
+    await ended;
+    await idleClosed;
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
   it("ends open streams, reports NOT_SERVING, and stops accepting connections", async () => {
     const doomed = await startTestSuite();
     const watch = client(doomed, Health).watch({});

@@ -77,4 +77,16 @@ describe("IssueQueueToken", () => {
     expect(error.code).toBe(Code.Unavailable);
     expect(reasonOf(error)).toBe(Reason.DEPENDENCY_UNAVAILABLE);
   });
+
+  it("answers Unavailable when the configured queue address refuses connections", async () => {
+    const split = await startTestSuite({ SERVICES: "token", QUEUE_URL: "http://127.0.0.1:1" });
+    try {
+      const user = await client(split, TokenService).issueUserToken({});
+      const error = await failure(client(split, TokenService).issueQueueToken({ concertId: randomUUID() }, bearer(user.token)));
+      expect(error.code).toBe(Code.Unavailable);
+      expect(reasonOf(error)).toBe(Reason.DEPENDENCY_UNAVAILABLE);
+    } finally {
+      await split.close();
+    }
+  });
 });

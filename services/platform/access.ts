@@ -1,6 +1,6 @@
 import { getOption } from "@bufbuild/protobuf";
 import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { Access, access } from "../../gen/boxoffice/common/v1/access_pb.js";
 import { Forbidden, NotAuthenticated, Reason } from "./errors.js";
 import type { UserToken, UserTokens } from "./tokens.js";
@@ -50,11 +50,11 @@ function bearer(headers: Headers): string | undefined {
   return match ? match[1] : "";
 }
 
+/** Compares digests, so that neither the content nor the length of the secret leaks through timing. */
 function sameSecret(given: string | undefined, expected: string): boolean {
   if (given === undefined) return false;
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+  const digest = (value: string) => createHash("sha256").update(value).digest();
+  return timingSafeEqual(digest(given), digest(expected));
 }
 
 /**

@@ -97,22 +97,31 @@ function loadSecrets(env: Env, dataDir: string): Secrets {
     internalCredential: env.INTERNAL_CREDENTIAL || undefined,
     operatorKey: env.OPERATOR_KEY || undefined,
   };
+  if (fromEnv.tokenSecret !== undefined && fromEnv.tokenSecret.length < 32) {
+    throw new ConfigError("TOKEN_SECRET must be at least 32 characters");
+  }
   if (fromEnv.tokenSecret && fromEnv.internalCredential && fromEnv.operatorKey) return fromEnv as Secrets;
   const file = join(dataDir, "secrets.json");
-  let stored: Partial<Secrets> = {};
-  try {
-    stored = JSON.parse(readFileSync(file, "utf8")) as Partial<Secrets>;
-  } catch {
-    // First start: the file does not exist yet.
-  }
-  const generated: Secrets = {
-    tokenSecret: stored.tokenSecret ?? randomBytes(32).toString("base64url"),
-    internalCredential: stored.internalCredential ?? randomBytes(24).toString("base64url"),
-    operatorKey: stored.operatorKey ?? randomBytes(24).toString("base64url"),
+  mkdirSync(dataDir, { recursive: true });
+  const fresh: Secrets = {
+    tokenSecret: randomBytes(32).toString("base64url"),
+    internalCredential: randomBytes(24).toString("base64url"),
+    operatorKey: randomBytes(24).toString("base64url"),
   };
-  if (JSON.stringify(generated) !== JSON.stringify(stored)) {
-    mkdirSync(dataDir, { recursive: true });
-    writeFileSync(file, JSON.stringify(generated, null, 2), { mode: 0o600 });
+  try {
+    // Exclusive create: of processes starting together on one folder, one writes and all read the same.
+    writeFileSync(file, JSON.stringify(fresh, null, 2), { mode: 0o600, flag: "wx" });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
+  let generated: Secrets;
+  try {
+    generated = JSON.parse(readFileSync(file, "utf8")) as Secrets;
+  } catch {
+    throw new ConfigError(`${file} is unreadable; fix or remove it (removing it invalidates every issued token)`);
+  }
+  for (const key of ["tokenSecret", "internalCredential", "operatorKey"] as const) {
+    if (typeof generated[key] !== "string" || generated[key].length < 16) throw new ConfigError(`${file} has no usable ${key}`);
   }
   return {
     tokenSecret: fromEnv.tokenSecret ?? generated.tokenSecret,

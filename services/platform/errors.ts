@@ -80,6 +80,10 @@ function mapError(error: unknown, procedure: string): ConnectError {
   if (typeof code === "string" && unavailableCodes.has(code)) {
     return toConnectError(new DependencyDown("a backing store is unreachable; retry later"));
   }
+  if (typeof code === "string" && code.startsWith("22")) {
+    // PostgreSQL "data exception": a value the request carried cannot be stored as given.
+    return new ConnectError("a request value is out of range or malformed", Code.InvalidArgument);
+  }
   // A bug: log it whole here, and tell the caller nothing about the internals.
   console.error(`unexpected error in ${procedure}:`, error);
   return new ConnectError("internal error", Code.Internal);

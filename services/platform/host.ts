@@ -27,6 +27,7 @@ export interface Host {
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const firstBytesTimeoutMs = 30_000;
 const maxRequestBytes = 1024 * 1024;
+const idleTimeoutMs = 60_000;
 
 /**
  * Serves RPCs on one port to both kinds of caller: gRPC over HTTP/2 cleartext
@@ -44,24 +45,48 @@ export async function startHost(options: HostOptions): Promise<Host> {
     fallback: options.fallback as never,
   });
 
-  const h1 = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: 10_000, requestTimeout: 0 }, handler);
+  const h1 = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0 }, handler);
+  // An HTTP/1.1 connection silent this long is closed (streams send heartbeats well within it).
+  h1.setTimeout(idleTimeoutMs);
   const h2 = http2.createServer({}, handler);
+  let closing = false;
+
+  const sniffing = new Set<net.Socket>();
   const sockets = new Set<net.Socket>();
+  /** Calls in flight per HTTP/1.1 connection, so shutdown can close the idle ones at once. */
+  const h1Calls = new Map<net.Socket, number>();
   const sessions = new Set<http2.ServerHttp2Session>();
+
+  h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const socket = req.socket;
+    h1Calls.set(socket, (h1Calls.get(socket) ?? 0) + 1);
+    if (closing) res.setHeader("connection", "close");
+    res.once("close", () => {
+      const left = (h1Calls.get(socket) ?? 1) - 1;
+      h1Calls.set(socket, left);
+      if (closing && left === 0) socket.destroySoon();
+    });
+  });
   h2.on("session", (session) => {
     sessions.add(session);
+    session.setTimeout(idleTimeoutMs, () => session.close());
     session.once("close", () => sessions.delete(session));
   });
 
   const listener = net.createServer((socket) => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      sniffing.delete(socket);
+      h1Calls.delete(socket);
+    });
     socket.on("error", () => socket.destroy());
     hand(socket);
   });
 
   function hand(socket: net.Socket) {
     let seen = Buffer.alloc(0);
+    sniffing.add(socket);
     socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
     const onData = (chunk: Buffer) => {
       seen = Buffer.concat([seen, chunk]);
@@ -69,9 +94,11 @@ export async function startHost(options: HostOptions): Promise<Host> {
       const looksLikeHttp2 = seen.subarray(0, n).equals(http2Preface.subarray(0, n));
       if (looksLikeHttp2 && seen.length < http2Preface.length) return;
       socket.off("data", onData);
+      sniffing.delete(socket);
       socket.setTimeout(0);
       socket.pause();
       socket.unshift(seen);
+      if (!looksLikeHttp2) h1Calls.set(socket, 0);
       (looksLikeHttp2 ? h2 : h1).emit("connection", socket);
       process.nextTick(() => socket.resume());
     };
@@ -85,14 +112,16 @@ export async function startHost(options: HostOptions): Promise<Host> {
   const bound = listener.address() as net.AddressInfo;
   const shownHost = options.host === "0.0.0.0" || options.host === "::" ? "127.0.0.1" : options.host;
 
-  let closing: Promise<void> | undefined;
+  let closed: Promise<void> | undefined;
   async function close(): Promise<void> {
+    closing = true;
+    const stopped = new Promise<void>((resolve) => listener.close(() => resolve()));
     options.health.shutDown();
     // Let health watchers send NOT_SERVING before their streams are ended.
     await new Promise((resolve) => setTimeout(resolve, 50));
     shutdown.abort();
-    const stopped = new Promise<void>((resolve) => listener.close(() => resolve()));
-    h1.closeIdleConnections();
+    for (const socket of sniffing) socket.destroy();
+    for (const [socket, calls] of h1Calls) if (calls === 0) socket.destroy();
     for (const session of sessions) session.close();
     const drained = new Promise<void>((resolve) => {
       const check = () => (sockets.size === 0 ? resolve() : setTimeout(check, 25));
@@ -110,6 +139,6 @@ export async function startHost(options: HostOptions): Promise<Host> {
     address: `${shownHost}:${bound.port}`,
     port: bound.port,
     url: `http://${shownHost}:${bound.port}`,
-    close: () => (closing ??= close()),
+    close: () => (closed ??= close()),
   };
 }

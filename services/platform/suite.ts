@@ -70,10 +70,11 @@ export interface SuiteOptions {
  */
 export async function startSuite(config: Config, modules: ServiceModule[], options: SuiteOptions = {}): Promise<Suite> {
   const closers: (() => Promise<void>)[] = [];
-  const close = async () => {
-    for (const closer of closers.reverse()) await closer().catch((error) => console.error("shutdown:", error));
-    closers.length = 0;
-  };
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= (async () => {
+      for (const closer of [...closers].reverse()) await closer().catch((error) => console.error("shutdown:", error));
+    })());
   try {
     let embedded: EmbeddedPostgres | undefined;
     const databaseUrl = config.databaseUrl ?? (embedded = await startEmbeddedPostgres(config.dataDir)).url;

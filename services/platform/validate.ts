@@ -13,6 +13,8 @@ export const check = {
   },
 
   text(value: string, field: string, { min = 1, max }: { min?: number; max: number }): string {
+    // PostgreSQL cannot store NUL, and no name needs control characters.
+    if (/[\u0000-\u001f\u007f]/.test(value)) throw new InvalidInput(field, "must not contain control characters");
     const trimmed = value.trim();
     if (trimmed.length < min) throw new InvalidInput(field, min === 1 ? "is required" : `must be at least ${min} characters`);
     if (trimmed.length > max) throw new InvalidInput(field, `must be at most ${max} characters`);

@@ -10,26 +10,15 @@ import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { createDatabase } from "../databases.js";
 
 const quick = process.argv.includes("--quick");
 const seconds = quick ? 3 : 10;
 const concurrency = 32;
 const root = join(import.meta.dirname, "../..");
-
-async function freshDatabase(): Promise<string> {
-  const base = new URL(process.env.TEST_DATABASE_URL ?? "postgresql://postgres@127.0.0.1:5432/test");
-  const admin = new pg.Client({ connectionString: base.toString() });
-  await admin.connect();
-  await admin.query(`drop database if exists boxoffice_bench with (force)`);
-  await admin.query(`create database boxoffice_bench`);
-  await admin.end();
-  base.pathname = "/boxoffice_bench";
-  return base.toString();
-}
 
 async function startServer(databaseUrl: string) {
   const env = { ...process.env, DATABASE_URL: databaseUrl, PORT: "0", HOST: "127.0.0.1", DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-bench-")) };
@@ -73,7 +62,7 @@ async function measure(name: string, call: () => Promise<unknown>): Promise<Resu
   return { name, calls: latencies.length, perSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
 }
 
-const server = await startServer(await freshDatabase());
+const server = await startServer(await createDatabase("boxoffice_bench"));
 try {
   const transport = createGrpcTransport({ baseUrl: server.url });
   const health = createClient(Health, transport);
