@@ -6,7 +6,6 @@
  */
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,25 +13,16 @@ import { ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { createDatabase } from "../databases.js";
+import { startServerProcess } from "../server-process.js";
 
 const quick = process.argv.includes("--quick");
 const seconds = quick ? 3 : 10;
 const concurrency = 32;
 const root = join(import.meta.dirname, "../..");
 
-async function startServer(databaseUrl: string) {
-  const env = { ...process.env, DATABASE_URL: databaseUrl, PORT: "0", HOST: "127.0.0.1", DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-bench-")) };
-  const child = spawn(join(root, "node_modules/.bin/tsx"), ["services/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "inherit"] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-      const match = /on (http:\/\/[\d.]+:\d+)/.exec(out);
-      if (match) resolve(match[1]!);
-    });
-    child.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  return { url, stop: () => new Promise((resolve) => (child.once("exit", resolve), child.kill("SIGTERM"))) };
+function startServer(databaseUrl: string) {
+  const dataDir = mkdtempSync(join(tmpdir(), "boxoffice-bench-"));
+  return startServerProcess({ ...process.env, DATABASE_URL: databaseUrl, PORT: "0", HOST: "127.0.0.1", DATA_DIR: dataDir });
 }
 
 interface Result {
