@@ -24,33 +24,25 @@ describe("one port for every caller", () => {
     expect(Array.isArray(concerts)).toBe(true);
   });
 
+  /** A Connect unary call as curl or a browser's fetch makes it: JSON over HTTP/1.1. */
+  const postJson = (path: string, body: string) =>
+    fetch(`${suite.host.url}/${path}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+
   it("answers a plain HTTP/1.1 JSON POST, as a browser or curl sends it", async () => {
-    const response = await fetch(`${suite.host.url}/boxoffice.token.v1.TokenService/IssueUserToken`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: "{}",
-    });
+    const response = await postJson("boxoffice.token.v1.TokenService/IssueUserToken", "{}");
     expect(response.status).toBe(200);
     const body = (await response.json()) as { userId: string; token: string };
     expect(body.userId).toMatch(/^[0-9a-f-]{36}$/);
   });
 
   it("answers malformed JSON with invalid_argument, not a crash", async () => {
-    const response = await fetch(`${suite.host.url}/boxoffice.concert.v1.ConcertService/ListSchedules`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: '{"concertId": 42, "nope": [',
-    });
+    const response = await postJson("boxoffice.concert.v1.ConcertService/ListSchedules", '{"concertId": 42, "nope": [');
     expect(response.status).toBe(400);
     expect(((await response.json()) as { code: string }).code).toBe("invalid_argument");
   });
 
   it("refuses a request body over 1 MiB with resource_exhausted", async () => {
-    const response = await fetch(`${suite.host.url}/boxoffice.concert.v1.ConcertAdminService/CreateConcert`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ title: "x".repeat(2 * 1024 * 1024) }),
-    });
+    const response = await postJson("boxoffice.concert.v1.ConcertAdminService/CreateConcert", JSON.stringify({ title: "x".repeat(2 * 1024 * 1024) }));
     expect(((await response.json()) as { code: string }).code).toBe("resource_exhausted");
   });
 

@@ -20,7 +20,7 @@ describe("committed migrations", () => {
         expect(drift).toEqual([]);
         expect(await orm.migrator.getPending()).toEqual([]);
         const executed = await orm.migrator.getExecuted();
-        expect(executed.map((m) => m.name)).toEqual(module.database!.migrations.map((m) => new m({} as never, {} as never).name));
+        expect(executed.map((m) => m.name)).toEqual(module.database!.migrations.map((m) => m.name));
       } finally {
         await Promise.all(opened.map((orm) => orm.close()));
       }

@@ -22,9 +22,6 @@ export interface DatabaseOptions {
  * migration runs once however many processes start at the same moment.
  */
 export async function openDatabase(spec: DatabaseSpec, options: DatabaseOptions): Promise<MikroORM> {
-  await withAdvisoryLock(options.url, `boxoffice:migrate:${spec.schema}`, async (client) => {
-    await client.query(`create schema if not exists "${spec.schema}"`);
-  });
   const orm = await MikroORM.init(
     defineConfig({
       clientUrl: options.url,
@@ -42,7 +39,11 @@ export async function openDatabase(spec: DatabaseSpec, options: DatabaseOptions)
     }),
   );
   try {
-    await withAdvisoryLock(options.url, `boxoffice:migrate:${spec.schema}`, () => orm.migrator.up().then(() => undefined));
+    await withAdvisoryLock(options.url, `boxoffice:migrate:${spec.schema}`, async (client) => {
+      // The migrator keeps its bookkeeping table in the schema, so the schema comes first.
+      await client.query(`create schema if not exists "${spec.schema}"`);
+      await orm.migrator.up();
+    });
   } catch (error) {
     await orm.close();
     throw error;
