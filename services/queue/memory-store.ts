@@ -1,0 +1,263 @@
+import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomStats, Ticket, TickInput, TickResult } from "./store.js";
+import { minuteMs, overlay } from "./policy.js";
+
+/**
+ * Counts present sequence numbers below a bound in O(log n): a Fenwick tree
+ * over the entries' sequence numbers, grown by doubling.
+ */
+class Ranks {
+  #tree = new Int32Array(1024);
+
+  add(seq: number, delta: number) {
+    while (seq >= this.#tree.length) this.#grow();
+    for (let i = seq; i < this.#tree.length; i += i & -i) this.#tree[i]! += delta;
+  }
+
+  /** How many present sequence numbers are ≤ seq. */
+  upTo(seq: number): number {
+    let sum = 0;
+    for (let i = Math.min(seq, this.#tree.length - 1); i > 0; i -= i & -i) sum += this.#tree[i]!;
+    return sum;
+  }
+
+  #grow() {
+    // Nodes below the old length keep their ranges; the node at the old length
+    // covers everything before it; the nodes after it cover only new, empty seqs.
+    const tree = new Int32Array(this.#tree.length * 2);
+    tree.set(this.#tree);
+    tree[this.#tree.length] = this.upTo(this.#tree.length - 1);
+    this.#tree = tree;
+  }
+}
+
+interface Entry {
+  seq: number;
+  state: EntryState;
+  admittedUntil: number;
+}
+
+class Room {
+  seq = 0;
+  /** Waiting users by seq, and the lowest seq that may still be waiting. */
+  line = new Map<number, string>();
+  head = 1;
+  ranks = new Ranks();
+  /** Waiting users by last presence; Map order is oldest presence first (a touch re-inserts). */
+  seen = new Map<string, number>();
+  admitted = new Map<string, number>();
+  /** Admission times within the last minute, oldest first. */
+  recent: number[] = [];
+  entries = new Map<string, Entry>();
+  overrides: Partial<Policy> = {};
+  paused = false;
+  soldOut = false;
+  abandoned = 0;
+  firstAdmissionAt = 0;
+
+  view(ticket: Ticket, now: number): EntryView {
+    const entry = this.entries.get(ticket.userId);
+    if (!entry || entry.seq !== ticket.seq) return ended("EXPIRED");
+    switch (entry.state) {
+      case "WAITING":
+        if (this.soldOut) return ended("SOLD_OUT");
+        return { state: "WAITING", position: this.ranks.upTo(entry.seq), admittedUntil: 0 };
+      case "ADMITTED":
+        return entry.admittedUntil > now ? { state: "ADMITTED", position: 0, admittedUntil: entry.admittedUntil } : ended("EXPIRED");
+      default:
+        return ended(entry.state);
+    }
+  }
+
+  touch(userId: string, now: number) {
+    if (!this.seen.has(userId)) return;
+    this.seen.delete(userId);
+    this.seen.set(userId, now);
+  }
+
+  removeWaiting(userId: string, entry: Entry) {
+    this.line.delete(entry.seq);
+    this.ranks.add(entry.seq, -1);
+    this.seen.delete(userId);
+  }
+
+  trimRecent(now: number) {
+    let drop = 0;
+    while (drop < this.recent.length && this.recent[drop]! <= now - minuteMs) drop++;
+    if (drop > 0) this.recent.splice(0, drop);
+  }
+
+  /** Reads without trimming, so that a reader's clock never changes what the next tick may admit. */
+  pace(now: number): Pace {
+    let low = 0;
+    let high = this.recent.length;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (this.recent[mid]! <= now - minuteMs) low = mid + 1;
+      else high = mid;
+    }
+    return { admittedLastMinute: this.recent.length - low, firstAdmissionAt: this.firstAdmissionAt, paused: this.paused };
+  }
+}
+
+function ended(state: EntryState): EntryView {
+  return { state, position: 0, admittedUntil: 0 };
+}
+
+/** The embedded default: one process's memory, for `npm start` without REDIS_URL. */
+export class MemoryQueueStore implements QueueStore {
+  readonly #rooms = new Map<string, Room>();
+
+  /** The room, kept from now on. */
+  #room(concertId: string): Room {
+    let room = this.#rooms.get(concertId);
+    if (!room) this.#rooms.set(concertId, (room = new Room()));
+    return room;
+  }
+
+  /** The room to read: nobody entered or configured a room that does not exist yet, so an empty one stands in. */
+  #read(concertId: string): Room {
+    return this.#rooms.get(concertId) ?? new Room();
+  }
+
+  async enter(concertId: string, userId: string, now: number): Promise<Entered> {
+    const room = this.#room(concertId);
+    const entry = room.entries.get(userId);
+    if (entry) {
+      const view = room.view({ userId, seq: entry.seq }, now);
+      if (view.state === "WAITING" || view.state === "ADMITTED") {
+        room.touch(userId, now);
+        return { seq: entry.seq, view };
+      }
+      if (entry.state === "ADMITTED") room.admitted.delete(userId);
+    }
+    if (room.soldOut) return { seq: 0, view: ended("SOLD_OUT") };
+    const seq = ++room.seq;
+    room.entries.set(userId, { seq, state: "WAITING", admittedUntil: 0 });
+    room.line.set(seq, userId);
+    room.ranks.add(seq, 1);
+    room.seen.set(userId, now);
+    return { seq, view: room.view({ userId, seq }, now) };
+  }
+
+  async view(concertId: string, ticket: Ticket, now: number, touch: boolean): Promise<EntryView> {
+    const room = this.#read(concertId);
+    const view = room.view(ticket, now);
+    if (touch && view.state === "WAITING") room.touch(ticket.userId, now);
+    return view;
+  }
+
+  async views(concertId: string, tickets: Ticket[], now: number, touch: boolean) {
+    const views: EntryView[] = [];
+    for (const ticket of tickets) views.push(await this.view(concertId, ticket, now, touch));
+    return { views, pace: this.#read(concertId).pace(now) };
+  }
+
+  async pace(concertId: string, now: number): Promise<Pace> {
+    return this.#read(concertId).pace(now);
+  }
+
+  async leave(concertId: string, ticket: Ticket, now: number): Promise<EntryView> {
+    const room = this.#read(concertId);
+    const entry = room.entries.get(ticket.userId);
+    if (entry && entry.seq === ticket.seq && (entry.state === "WAITING" || entry.state === "ADMITTED")) {
+      if (entry.state === "WAITING") room.removeWaiting(ticket.userId, entry);
+      else room.admitted.delete(ticket.userId);
+      entry.state = "LEFT";
+      entry.admittedUntil = 0;
+    }
+    return room.view(ticket, now);
+  }
+
+  async complete(concertId: string, userId: string, now: number): Promise<boolean> {
+    const room = this.#read(concertId);
+    const entry = room.entries.get(userId);
+    if (!entry || entry.state !== "ADMITTED" || entry.admittedUntil <= now) return false;
+    room.admitted.delete(userId);
+    entry.state = "COMPLETED";
+    entry.admittedUntil = 0;
+    return true;
+  }
+
+  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch }: TickInput): Promise<TickResult> {
+    const room = this.#read(concertId);
+    const policy = overlay(defaults, room.overrides);
+    const result: TickResult = { admitted: 0, expired: 0, abandoned: 0 };
+
+    for (const [userId, until] of room.admitted) {
+      if (result.expired >= batch) break;
+      if (until > now) continue;
+      room.admitted.delete(userId);
+      const entry = room.entries.get(userId);
+      if (entry?.state === "ADMITTED") entry.state = "EXPIRED";
+      result.expired++;
+    }
+
+    for (const [userId, seen] of room.seen) {
+      if (seen > now - policy.abandonAfterMs || result.abandoned >= batch) break;
+      const entry = room.entries.get(userId)!;
+      room.removeWaiting(userId, entry);
+      entry.state = "EXPIRED";
+      result.abandoned++;
+    }
+    room.abandoned += result.abandoned;
+
+    room.trimRecent(now);
+    if (supplyOpen && !room.paused && !room.soldOut) {
+      let free = Math.min(policy.maxActive - room.admitted.size, batch);
+      if (policy.ratePerMinute > 0) free = Math.min(free, policy.ratePerMinute - room.recent.length);
+      while (free > 0 && room.line.size > 0) {
+        while (!room.line.has(room.head)) room.head++;
+        const userId = room.line.get(room.head)!;
+        const entry = room.entries.get(userId)!;
+        room.removeWaiting(userId, entry);
+        entry.state = "ADMITTED";
+        entry.admittedUntil = now + policy.sessionTtlMs;
+        room.admitted.set(userId, entry.admittedUntil);
+        room.recent.push(now);
+        if (room.firstAdmissionAt === 0) room.firstAdmissionAt = now;
+        result.admitted++;
+        free--;
+      }
+    }
+    return result;
+  }
+
+  async stats(concertId: string, defaults: Policy, now: number): Promise<RoomStats> {
+    const room = this.#read(concertId);
+    let admitted = 0;
+    for (const until of room.admitted.values()) if (until > now) admitted++;
+    return {
+      waiting: room.soldOut ? 0 : room.line.size,
+      admitted,
+      admittedLastMinute: room.pace(now).admittedLastMinute,
+      abandoned: room.abandoned,
+      paused: room.paused,
+      soldOut: room.soldOut,
+      policy: overlay(defaults, room.overrides),
+    };
+  }
+
+  async setPolicy(concertId: string, defaults: Policy, change: Partial<Policy>): Promise<Policy> {
+    const room = this.#room(concertId);
+    room.overrides = { ...room.overrides, ...change };
+    return overlay(defaults, room.overrides);
+  }
+
+  async setPaused(concertId: string, paused: boolean) {
+    this.#room(concertId).paused = paused;
+  }
+
+  async markSoldOut(concertId: string) {
+    const room = this.#room(concertId);
+    room.soldOut = true;
+    room.line.clear();
+    room.seen.clear();
+    room.ranks = new Ranks();
+  }
+
+  async rooms() {
+    return [...this.#rooms.keys()];
+  }
+
+  async close() {}
+}

@@ -1,0 +1,127 @@
+/**
+ * The waiting room's state, behind one interface with two implementations:
+ * Redis (shared by every instance of the queue service) and in-process memory
+ * (the embedded default). Every method is atomic for its concert: two calls
+ * never interleave halfway, whichever instance makes them.
+ *
+ * Times are epoch milliseconds passed in by the caller, so that tests and the
+ * worker decide what "now" is.
+ */
+
+/** Where an entry stands. */
+export type EntryState = "WAITING" | "ADMITTED" | "EXPIRED" | "LEFT" | "COMPLETED" | "SOLD_OUT";
+
+/** The admission rules of one concert's waiting room. */
+export interface Policy {
+  /** Most admitted sessions at once. */
+  maxActive: number;
+  /** Most admissions in any 60 s window; 0 = unlimited. */
+  ratePerMinute: number;
+  /** How long an admitted session lasts, ms. */
+  sessionTtlMs: number;
+  /** A waiting fan silent this long loses the place, ms. */
+  abandonAfterMs: number;
+}
+
+/** One fan's place, as a queue token sees it. */
+export interface EntryView {
+  state: EntryState;
+  /** 1-based place in line while WAITING, else 0. */
+  position: number;
+  /** While ADMITTED: when the session ends (ms), else 0. */
+  admittedUntil: number;
+}
+
+/** What the waiting line's recent pace is, for estimating waits. */
+export interface Pace {
+  /** Admissions in the last 60 s. */
+  admittedLastMinute: number;
+  /** When the first admission of this room happened (ms), 0 if none yet. */
+  firstAdmissionAt: number;
+  paused: boolean;
+}
+
+/** An entry as a token names it: the user and the entry's sequence number. */
+export interface Ticket {
+  userId: string;
+  seq: number;
+}
+
+export interface Entered {
+  /** The entry's sequence number in this room (it goes into the queue token). 0 when sold out. */
+  seq: number;
+  view: EntryView;
+}
+
+export interface TickInput {
+  now: number;
+  /** False while the concert has no AVAILABLE seat: nobody new is admitted. */
+  supplyOpen: boolean;
+  /** Most entries moved per step (admitted, expired, abandoned) in one tick. */
+  batch: number;
+}
+
+export interface TickResult {
+  admitted: number;
+  expired: number;
+  abandoned: number;
+}
+
+export interface RoomStats {
+  waiting: number;
+  admitted: number;
+  admittedLastMinute: number;
+  abandoned: number;
+  paused: boolean;
+  soldOut: boolean;
+  policy: Policy;
+}
+
+export interface QueueStore {
+  /**
+   * Puts the user in line, or returns their live entry (WAITING, or ADMITTED
+   * and not run out) unchanged. A user whose last entry ended gets a new one at
+   * the back. In a sold-out room nobody enters: seq 0 and SOLD_OUT.
+   * Entering counts as presence.
+   */
+  enter(concertId: string, userId: string, now: number): Promise<Entered>;
+
+  /** The entry the ticket names; `touch` counts it as presence for a waiting fan. */
+  view(concertId: string, ticket: Ticket, now: number, touch: boolean): Promise<EntryView>;
+
+  /** Many tickets of one room at once, in order, with the room's pace: one round trip. */
+  views(concertId: string, tickets: Ticket[], now: number, touch: boolean): Promise<{ views: EntryView[]; pace: Pace }>;
+
+  /** The room's pace alone. */
+  pace(concertId: string, now: number): Promise<Pace>;
+
+  /** Gives the ticket's place up (LEFT); an admitted session frees its slot at once. Returns the view after. */
+  leave(concertId: string, ticket: Ticket, now: number): Promise<EntryView>;
+
+  /** Ends the user's admitted session (COMPLETED) and frees the slot. False when there was none. */
+  complete(concertId: string, userId: string, now: number): Promise<boolean>;
+
+  /**
+   * One admission step for a room: ends sessions past their time, drops waiting
+   * fans silent past abandon_after, then admits from the head while admitted <
+   * max_active, within the rate, unless paused, sold out or supply is closed.
+   * Its cost grows with the entries it moves, not with the length of the line.
+   */
+  tick(concertId: string, policyDefaults: Policy, input: TickInput): Promise<TickResult>;
+
+  /** Counts and the policy in force (stored overrides on top of the defaults). */
+  stats(concertId: string, policyDefaults: Policy, now: number): Promise<RoomStats>;
+
+  /** Stores policy overrides; returns the policy now in force. */
+  setPolicy(concertId: string, policyDefaults: Policy, change: Partial<Policy>): Promise<Policy>;
+
+  setPaused(concertId: string, paused: boolean): Promise<void>;
+
+  /** Every seat is sold: waiting fans become SOLD_OUT at once and nobody enters any more. */
+  markSoldOut(concertId: string): Promise<void>;
+
+  /** Rooms anyone has entered, for the admission worker. */
+  rooms(): Promise<string[]>;
+
+  close(): Promise<void>;
+}

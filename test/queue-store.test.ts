@@ -1,0 +1,681 @@
+import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MemoryQueueStore } from "../services/queue/memory-store.js";
+import { RedisQueueStore } from "../services/queue/redis-store.js";
+import type { EntryView, Policy, QueueStore, Ticket, TickInput } from "../services/queue/store.js";
+
+/**
+ * The QueueStore contract (services/queue/store.ts), run against both
+ * implementations: in-process memory and real Redis. Times are explicit epoch
+ * milliseconds, so nothing here sleeps.
+ */
+
+const redisUrl = "redis://127.0.0.1:6379";
+const keyPrefix = `test:${randomUUID()}:`;
+
+interface Backend {
+  name: string;
+  /** A store for the tests. */
+  open(): QueueStore;
+  /** A second caller of the same state: another connection (another service instance) for Redis, the same object for memory. */
+  another(first: QueueStore): QueueStore;
+}
+
+const backends: Backend[] = [
+  { name: "memory", open: () => new MemoryQueueStore(), another: (first) => first },
+  { name: "redis", open: () => new RedisQueueStore(redisUrl, keyPrefix), another: () => new RedisQueueStore(redisUrl, keyPrefix) },
+];
+
+afterAll(async () => {
+  const redis = new Redis(redisUrl);
+  try {
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${keyPrefix}*`, "COUNT", 1000);
+      if (keys.length > 0) await redis.unlink(...keys);
+      cursor = next;
+    } while (cursor !== "0");
+  } finally {
+    redis.disconnect();
+  }
+});
+
+const defaults: Policy = { maxActive: 3, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
+const open = (now: number): TickInput => ({ now, supplyOpen: true, batch: 1000 });
+const closed = (now: number): TickInput => ({ now, supplyOpen: false, batch: 1000 });
+
+/** A view in a short readable form: "WAITING 2", "ADMITTED", "EXPIRED"… */
+const brief = (view: EntryView) => (view.state === "WAITING" ? `WAITING ${view.position}` : view.state);
+
+describe.each(backends)("QueueStore contract: $name", (backend) => {
+  let store: QueueStore;
+  const extraStores: QueueStore[] = [];
+  beforeAll(() => {
+    store = backend.open();
+  });
+  afterAll(async () => {
+    for (const extra of extraStores) if (extra !== store) await extra.close();
+    await store?.close();
+  });
+
+  /** Enters `count` new fans one after the other at `now`; their tickets in line order. */
+  async function line(concertId: string, count: number, now: number): Promise<Ticket[]> {
+    const tickets: Ticket[] = [];
+    for (let i = 0; i < count; i++) {
+      const userId = randomUUID();
+      const { seq } = await store.enter(concertId, userId, now);
+      tickets.push({ userId, seq });
+    }
+    return tickets;
+  }
+
+  /** Where each ticket stands (view() without touching), briefly. */
+  async function where(concertId: string, tickets: Ticket[], now: number): Promise<string[]> {
+    const views = await Promise.all(tickets.map((ticket) => store.view(concertId, ticket, now, false)));
+    return views.map(brief);
+  }
+
+  describe("enter", () => {
+    it("gives the first fan seq 1 at position 1 and queues later fans behind with rising seqs", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const entered = [];
+      for (let i = 0; i < 3; i++) entered.push(await store.enter(concertId, randomUUID(), t0 + i));
+      expect(entered).toEqual([
+        { seq: 1, view: { state: "WAITING", position: 1, admittedUntil: 0 } },
+        { seq: 2, view: { state: "WAITING", position: 2, admittedUntil: 0 } },
+        { seq: 3, view: { state: "WAITING", position: 3, admittedUntil: 0 } },
+      ]);
+    });
+
+    it("returns the same waiting entry when a waiting fan enters again", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [a, b] = await line(concertId, 2, t0);
+      expect(await store.enter(concertId, a!.userId, t0 + 1_000)).toEqual({
+        seq: a!.seq,
+        view: { state: "WAITING", position: 1, admittedUntil: 0 },
+      });
+      expect(await store.enter(concertId, b!.userId, t0 + 2_000)).toEqual({
+        seq: b!.seq,
+        view: { state: "WAITING", position: 2, admittedUntil: 0 },
+      });
+      const stats = await store.stats(concertId, defaults, t0 + 2_000);
+      expect([stats.waiting, stats.admitted]).toEqual([2, 0]);
+    });
+
+    it("returns the same admitted session when an admitted fan enters again", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [a] = await line(concertId, 1, t0);
+      await store.tick(concertId, defaults, open(t0));
+      expect(await store.enter(concertId, a!.userId, t0 + 1_000)).toEqual({
+        seq: a!.seq,
+        view: { state: "ADMITTED", position: 0, admittedUntil: t0 + defaults.sessionTtlMs },
+      });
+      const stats = await store.stats(concertId, defaults, t0 + 1_000);
+      expect([stats.waiting, stats.admitted]).toEqual([0, 1]);
+    });
+
+    it("puts nobody in line twice under 1,000 concurrent entries, and re-entering concurrently keeps every seq", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const users = Array.from({ length: 1_000 }, () => randomUUID());
+      const first = await Promise.all(users.map((userId) => store.enter(concertId, userId, t0)));
+      const sorted = (values: number[]) => [...values].sort((x, y) => x - y);
+      const oneTo1000 = Array.from({ length: 1_000 }, (_, i) => i + 1);
+      expect(sorted(first.map((e) => e.seq))).toEqual(oneTo1000);
+      expect(sorted(first.map((e) => e.view.position))).toEqual(oneTo1000);
+      expect(first.every((e) => e.view.state === "WAITING" && e.view.position === e.seq)).toBe(true);
+
+      const again = await Promise.all(users.map((userId) => store.enter(concertId, userId, t0 + 1_000)));
+      expect(again.map((e) => e.seq)).toEqual(first.map((e) => e.seq));
+      expect(again.map((e) => e.view.position)).toEqual(first.map((e) => e.view.position));
+      expect((await store.stats(concertId, defaults, t0 + 1_000)).waiting).toBe(1_000);
+    });
+  });
+
+  describe("entering again after the entry ended", () => {
+    const oneSlot: Policy = { ...defaults, maxActive: 1 };
+    /** Ways the head fan's entry ends; each returns when (ms after t0) it is over. */
+    const endings: { how: string; end(concertId: string, head: Ticket, t0: number): Promise<number> }[] = [
+      {
+        how: "left while waiting",
+        end: async (concertId, head, t0) => {
+          await store.leave(concertId, head, t0 + 1_000);
+          return 1_000;
+        },
+      },
+      {
+        how: "left while admitted",
+        end: async (concertId, head, t0) => {
+          await store.tick(concertId, oneSlot, open(t0));
+          await store.leave(concertId, head, t0 + 1_000);
+          return 1_000;
+        },
+      },
+      {
+        how: "completed",
+        end: async (concertId, head, t0) => {
+          await store.tick(concertId, oneSlot, open(t0));
+          expect(await store.complete(concertId, head.userId, t0 + 1_000)).toBe(true);
+          return 1_000;
+        },
+      },
+      {
+        how: "session ran out",
+        end: async (concertId, _head, t0) => {
+          await store.tick(concertId, oneSlot, open(t0));
+          return oneSlot.sessionTtlMs;
+        },
+      },
+    ];
+
+    it.each(endings)("gives a fan whose entry $how a new seq at the back; the old ticket reads EXPIRED", async ({ end }) => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [a, b, c] = await line(concertId, 3, t0);
+      const after = t0 + (await end(concertId, a!, t0));
+
+      const again = await store.enter(concertId, a!.userId, after);
+      expect(again.seq).toBeGreaterThan(c!.seq);
+      expect(again.view).toEqual({ state: "WAITING", position: 3, admittedUntil: 0 });
+      expect(await store.view(concertId, a!, after, false)).toEqual({ state: "EXPIRED", position: 0, admittedUntil: 0 });
+      expect(await where(concertId, [b!, c!, { userId: a!.userId, seq: again.seq }], after)).toEqual([
+        "WAITING 1",
+        "WAITING 2",
+        "WAITING 3",
+      ]);
+    });
+  });
+
+  describe("view", () => {
+    it("moves the fans behind up when someone ahead leaves", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 4, t0);
+      expect(await where(concertId, tickets, t0)).toEqual(["WAITING 1", "WAITING 2", "WAITING 3", "WAITING 4"]);
+      await store.leave(concertId, tickets[1]!, t0 + 1_000);
+      expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["WAITING 1", "LEFT", "WAITING 2", "WAITING 3"]);
+    });
+
+    it("moves the fans behind up when the head is admitted", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 3, t0);
+      await store.tick(concertId, { ...defaults, maxActive: 1 }, open(t0 + 1_000));
+      expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["ADMITTED", "WAITING 1", "WAITING 2"]);
+    });
+
+    it("reads EXPIRED for a ticket whose seq is not the user's entry, and for an unknown user or room", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [a, b] = await line(concertId, 2, t0);
+      const expired: EntryView = { state: "EXPIRED", position: 0, admittedUntil: 0 };
+      expect(await store.view(concertId, { userId: a!.userId, seq: b!.seq }, t0, false)).toEqual(expired);
+      expect(await store.view(concertId, { userId: a!.userId, seq: 999 }, t0, false)).toEqual(expired);
+      expect(await store.view(concertId, { userId: randomUUID(), seq: a!.seq }, t0, false)).toEqual(expired);
+      expect(await store.view(randomUUID(), a!, t0, false)).toEqual(expired);
+      // The real ticket still reads as waiting.
+      expect(await store.view(concertId, a!, t0, false)).toEqual({ state: "WAITING", position: 1, admittedUntil: 0 });
+    });
+  });
+
+  describe("tick", () => {
+    it("admits from the head in FIFO order, never more than maxActive at once", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 5, t0);
+      expect(await store.tick(concertId, defaults, open(t0 + 1_000))).toEqual({ admitted: 3, expired: 0, abandoned: 0 });
+      expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["ADMITTED", "ADMITTED", "ADMITTED", "WAITING 1", "WAITING 2"]);
+      expect(await store.view(concertId, tickets[0]!, t0 + 1_000, false)).toEqual({
+        state: "ADMITTED",
+        position: 0,
+        admittedUntil: t0 + 1_000 + defaults.sessionTtlMs,
+      });
+
+      expect((await store.tick(concertId, defaults, open(t0 + 2_000))).admitted).toBe(0);
+      const late = await store.enter(concertId, randomUUID(), t0 + 3_000);
+      expect(late.view).toEqual({ state: "WAITING", position: 3, admittedUntil: 0 });
+      const stats = await store.stats(concertId, defaults, t0 + 3_000);
+      expect([stats.waiting, stats.admitted]).toEqual([3, 3]);
+    });
+
+    it("admits nobody while supply is closed", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 2, t0);
+      expect((await store.tick(concertId, defaults, closed(t0 + 1_000))).admitted).toBe(0);
+      expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["WAITING 1", "WAITING 2"]);
+      expect((await store.tick(concertId, defaults, open(t0 + 2_000))).admitted).toBe(2);
+    });
+
+    it("admits nobody while paused and admits again once resumed", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 2, t0);
+      await store.setPaused(concertId, true);
+      expect((await store.tick(concertId, defaults, open(t0 + 1_000))).admitted).toBe(0);
+      expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["WAITING 1", "WAITING 2"]);
+      expect((await store.stats(concertId, defaults, t0 + 1_000)).paused).toBe(true);
+
+      await store.setPaused(concertId, false);
+      expect((await store.tick(concertId, defaults, open(t0 + 2_000))).admitted).toBe(2);
+      expect((await store.stats(concertId, defaults, t0 + 2_000)).paused).toBe(false);
+    });
+
+    it("admits no more than ratePerMinute in any 60 s window", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const rated: Policy = { ...defaults, maxActive: 100, ratePerMinute: 2, sessionTtlMs: 600_000, abandonAfterMs: 600_000 };
+      const tickets = await line(concertId, 10, t0);
+      const admittedAt = async (at: number) => (await store.tick(concertId, rated, open(at))).admitted;
+
+      expect(await admittedAt(t0)).toBe(2);
+      expect(await admittedAt(t0 + 10_000)).toBe(0);
+      expect(await admittedAt(t0 + 61_000)).toBe(2);
+      // [t0+41 s, t0+101 s] already holds the two admissions of t0+61 s.
+      expect(await admittedAt(t0 + 101_000)).toBe(0);
+      expect(await admittedAt(t0 + 122_000)).toBe(2);
+      expect(await where(concertId, tickets, t0 + 122_000)).toEqual([
+        ...Array<string>(6).fill("ADMITTED"),
+        "WAITING 1",
+        "WAITING 2",
+        "WAITING 3",
+        "WAITING 4",
+      ]);
+    });
+
+    it("moves at most `batch` entries per step in one tick", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const roomy: Policy = { ...defaults, maxActive: 10 };
+      const tickets = await line(concertId, 7, t0);
+      const step = (now: number, supplyOpen: boolean) => store.tick(concertId, roomy, { now, supplyOpen, batch: 2 });
+      expect(await step(t0, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0 });
+      expect(await step(t0 + 1, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0 });
+      expect(await where(concertId, tickets, t0 + 1)).toEqual([
+        ...Array<string>(4).fill("ADMITTED"),
+        "WAITING 1",
+        "WAITING 2",
+        "WAITING 3",
+      ]);
+      // Later, four sessions have run out and three waiting fans are silent past abandonAfterMs.
+      expect(await step(t0 + 130_000, false)).toEqual({ admitted: 0, expired: 2, abandoned: 2 });
+      expect(await step(t0 + 130_001, false)).toEqual({ admitted: 0, expired: 2, abandoned: 1 });
+      expect(await step(t0 + 130_002, false)).toEqual({ admitted: 0, expired: 0, abandoned: 0 });
+    });
+
+    it("admits exactly the first maxActive by seq from a line of 5,000", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets: Ticket[] = [];
+      for (let chunk = 0; chunk < 10; chunk++) {
+        const users = Array.from({ length: 500 }, () => randomUUID());
+        const entered = await Promise.all(users.map((userId) => store.enter(concertId, userId, t0)));
+        entered.forEach((e, i) => tickets.push({ userId: users[i]!, seq: e.seq }));
+      }
+      tickets.sort((x, y) => x.seq - y.seq);
+      const policy: Policy = { ...defaults, maxActive: 10 };
+
+      expect(await store.tick(concertId, policy, open(t0 + 1_000))).toEqual({ admitted: 10, expired: 0, abandoned: 0 });
+      const { views } = await store.views(concertId, tickets, t0 + 1_000, false);
+      expect(views.slice(0, 10).map(brief)).toEqual(Array(10).fill("ADMITTED"));
+      expect(views.slice(10).map(brief)).toEqual(Array.from({ length: 4_990 }, (_, i) => `WAITING ${i + 1}`));
+      expect(await store.view(concertId, tickets[10]!, t0 + 1_000, false)).toEqual({ state: "WAITING", position: 1, admittedUntil: 0 });
+      const stats = await store.stats(concertId, policy, t0 + 1_000);
+      expect([stats.waiting, stats.admitted]).toEqual([4_990, 10]);
+    });
+
+    it("keeps admissions FIFO and within maxActive when two callers tick concurrently", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const a = store;
+      const b = backend.another(store);
+      extraStores.push(b);
+      const policy: Policy = { maxActive: 5, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000 };
+      let live = await line(concertId, 200, t0); // not left nor completed, in seq order
+      const everAdmitted = new Set<string>();
+      let admittedByTicks = 0;
+      let admittedNow: Ticket[] = [];
+
+      for (let round = 0; round < 50; round++) {
+        const now = t0 + (round + 1) * 1_000;
+        const ended: Ticket[] = [];
+        const work: Promise<unknown>[] = [];
+        // Some sessions end while both instances tick: a completion, every third round a leave of an admitted fan.
+        if (admittedNow[0]) {
+          const done = admittedNow[0];
+          ended.push(done);
+          work.push(a.complete(concertId, done.userId, now).then((ok) => expect(ok).toBe(true)));
+        }
+        if (round % 3 === 0 && admittedNow[1]) {
+          ended.push(admittedNow[1]);
+          work.push(b.leave(concertId, admittedNow[1], now));
+        }
+        // A waiting fan at the back gives up (too far back to be admitted this round).
+        const last = live[live.length - 1]!;
+        ended.push(last);
+        work.push((round % 2 ? a : b).leave(concertId, last, now));
+
+        const ticks = Promise.all([a.tick(concertId, policy, open(now)), b.tick(concertId, policy, open(now))]);
+        const [[ra, rb]] = await Promise.all([ticks, Promise.all(work)]);
+        admittedByTicks += ra.admitted + rb.admitted;
+        live = live.filter((t) => !ended.includes(t));
+
+        const shown = (await Promise.all(live.map((t) => a.view(concertId, t, now, false)))).map(brief);
+        const admittedCount = shown.filter((s) => s === "ADMITTED").length;
+        expect(admittedCount, `round ${round}`).toBeLessThanOrEqual(5);
+        // The admitted are exactly the head of the line of those still in it; the rest wait in order behind.
+        expect(shown, `round ${round}`).toEqual([
+          ...Array<string>(admittedCount).fill("ADMITTED"),
+          ...Array.from({ length: live.length - admittedCount }, (_, i) => `WAITING ${i + 1}`),
+        ]);
+        const stats = await b.stats(concertId, policy, now);
+        expect([stats.admitted, stats.waiting], `round ${round}`).toEqual([admittedCount, live.length - admittedCount]);
+
+        admittedNow = live.slice(0, admittedCount);
+        for (const t of admittedNow) everAdmitted.add(t.userId);
+      }
+      // No fan was admitted twice (by both instances), and slots were refilled.
+      expect(admittedByTicks).toBe(everAdmitted.size);
+      expect(everAdmitted.size).toBeGreaterThan(50);
+    });
+  });
+
+  describe("session expiry", () => {
+    it("reads an admitted session as EXPIRED once now reaches admittedUntil, without a tick", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [a] = await line(concertId, 1, t0);
+      await store.tick(concertId, defaults, open(t0));
+      const until = t0 + defaults.sessionTtlMs;
+      expect(await store.view(concertId, a!, until - 1, false)).toEqual({ state: "ADMITTED", position: 0, admittedUntil: until });
+      expect(await store.view(concertId, a!, until, false)).toEqual({ state: "EXPIRED", position: 0, admittedUntil: 0 });
+    });
+
+    it("frees a run-out session's slot on the next tick so the next fan is admitted", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const oneSlot: Policy = { ...defaults, maxActive: 1 };
+      const [a, b] = await line(concertId, 2, t0);
+      await store.tick(concertId, oneSlot, open(t0));
+      const until = t0 + oneSlot.sessionTtlMs;
+
+      expect(await store.tick(concertId, oneSlot, open(until - 1))).toEqual({ admitted: 0, expired: 0, abandoned: 0 });
+      const first = await store.tick(concertId, oneSlot, open(until));
+      expect(first.expired).toBe(1);
+      const second = await store.tick(concertId, oneSlot, open(until + 1));
+      expect(second.expired).toBe(0);
+      expect(first.admitted + second.admitted).toBe(1);
+      expect(await where(concertId, [a!, b!], until + 1)).toEqual(["EXPIRED", "ADMITTED"]);
+      const stats = await store.stats(concertId, oneSlot, until + 1);
+      expect([stats.waiting, stats.admitted]).toEqual([0, 1]);
+    });
+  });
+
+  describe("leave", () => {
+    it("gives a waiting fan's place up and the fans behind move up", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 3, t0);
+      expect(await store.leave(concertId, tickets[0]!, t0 + 1_000)).toEqual({ state: "LEFT", position: 0, admittedUntil: 0 });
+      expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["LEFT", "WAITING 1", "WAITING 2"]);
+      expect((await store.stats(concertId, defaults, t0 + 1_000)).waiting).toBe(2);
+    });
+
+    it("frees an admitted fan's slot at once", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const oneSlot: Policy = { ...defaults, maxActive: 1 };
+      const [a, b] = await line(concertId, 2, t0);
+      await store.tick(concertId, oneSlot, open(t0));
+      expect(await store.leave(concertId, a!, t0 + 1_000)).toEqual({ state: "LEFT", position: 0, admittedUntil: 0 });
+      expect((await store.stats(concertId, oneSlot, t0 + 1_000)).admitted).toBe(0);
+      expect((await store.tick(concertId, oneSlot, open(t0 + 2_000))).admitted).toBe(1);
+      expect(await where(concertId, [a!, b!], t0 + 2_000)).toEqual(["LEFT", "ADMITTED"]);
+    });
+
+    it("is harmless when repeated, and a stale ticket does not end the fan's new entry", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [a, b] = await line(concertId, 2, t0);
+      await store.leave(concertId, a!, t0 + 1_000);
+      expect((await store.leave(concertId, a!, t0 + 2_000)).state).toBe("LEFT");
+      expect(await where(concertId, [a!, b!], t0 + 2_000)).toEqual(["LEFT", "WAITING 1"]);
+      expect((await store.stats(concertId, defaults, t0 + 2_000)).waiting).toBe(1);
+
+      const again = await store.enter(concertId, a!.userId, t0 + 3_000);
+      await store.leave(concertId, a!, t0 + 4_000);
+      expect(await where(concertId, [b!, { userId: a!.userId, seq: again.seq }], t0 + 4_000)).toEqual(["WAITING 1", "WAITING 2"]);
+    });
+  });
+
+  describe("complete", () => {
+    it("ends an admitted session as COMPLETED and frees the slot", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const oneSlot: Policy = { ...defaults, maxActive: 1 };
+      const [a, b] = await line(concertId, 2, t0);
+      await store.tick(concertId, oneSlot, open(t0));
+      expect(await store.complete(concertId, a!.userId, t0 + 1_000)).toBe(true);
+      expect(await store.view(concertId, a!, t0 + 1_000, false)).toEqual({ state: "COMPLETED", position: 0, admittedUntil: 0 });
+      expect((await store.stats(concertId, oneSlot, t0 + 1_000)).admitted).toBe(0);
+      expect((await store.tick(concertId, oneSlot, open(t0 + 2_000))).admitted).toBe(1);
+      expect(await where(concertId, [b!], t0 + 2_000)).toEqual(["ADMITTED"]);
+    });
+
+    it("returns false when the user has no admitted session", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const oneSlot: Policy = { ...defaults, maxActive: 1 };
+      const [a, b, c] = await line(concertId, 3, t0);
+      await store.tick(concertId, oneSlot, open(t0));
+
+      expect(await store.complete(concertId, b!.userId, t0 + 1_000)).toBe(false); // waiting
+      expect(await store.complete(concertId, randomUUID(), t0 + 1_000)).toBe(false); // unknown
+      expect(await store.complete(randomUUID(), a!.userId, t0 + 1_000)).toBe(false); // other room
+      expect(await where(concertId, [a!, b!, c!], t0 + 1_000)).toEqual(["ADMITTED", "WAITING 1", "WAITING 2"]);
+
+      expect(await store.complete(concertId, a!.userId, t0 + 2_000)).toBe(true);
+      expect(await store.complete(concertId, a!.userId, t0 + 3_000)).toBe(false); // already completed
+
+      await store.tick(concertId, oneSlot, open(t0 + 4_000)); // admits b until t0 + 64 s
+      expect(await store.complete(concertId, b!.userId, t0 + 4_000 + oneSlot.sessionTtlMs)).toBe(false); // ran out
+    });
+  });
+
+  describe("abandonment", () => {
+    // One admitted fan holds the only slot for long, so the waiting stay waiting.
+    const held: Policy = { maxActive: 1, ratePerMinute: 0, sessionTtlMs: 600_000, abandonAfterMs: 120_000 };
+
+    it("drops waiting fans silent past abandonAfterMs and the line closes up; touched fans stay", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [holder] = await line(concertId, 1, t0);
+      await store.tick(concertId, held, open(t0));
+      const [silent, viewed, peeked, batched, reentered] = await line(concertId, 5, t0);
+
+      await store.view(concertId, viewed!, t0 + 100_000, true);
+      await store.views(concertId, [batched!], t0 + 100_000, true);
+      await store.enter(concertId, reentered!.userId, t0 + 100_000);
+      await store.view(concertId, peeked!, t0 + 110_000, false); // not presence
+      await store.views(concertId, [peeked!], t0 + 110_000, false); // not presence
+
+      expect(await store.tick(concertId, held, open(t0 + 130_000))).toEqual({ admitted: 0, expired: 0, abandoned: 2 });
+      expect(await where(concertId, [holder!, silent!, viewed!, peeked!, batched!, reentered!], t0 + 130_000)).toEqual([
+        "ADMITTED",
+        "EXPIRED",
+        "WAITING 1",
+        "EXPIRED",
+        "WAITING 2",
+        "WAITING 3",
+      ]);
+      const stats = await store.stats(concertId, held, t0 + 130_000);
+      expect([stats.waiting, stats.admitted, stats.abandoned]).toEqual([3, 1, 2]);
+
+      // The kept fans were present at t0 + 100 s: they go 120 s later.
+      expect((await store.tick(concertId, held, open(t0 + 230_000))).abandoned).toBe(3);
+      expect((await store.stats(concertId, held, t0 + 230_000)).abandoned).toBe(5);
+    });
+
+    it("lets an abandoned fan enter again with a new seq at the back", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [holder] = await line(concertId, 1, t0);
+      await store.tick(concertId, held, open(t0));
+      const [gone] = await line(concertId, 1, t0);
+      const [stayer] = await line(concertId, 1, t0 + 100_000);
+      await store.tick(concertId, held, open(t0 + 130_000));
+
+      const again = await store.enter(concertId, gone!.userId, t0 + 131_000);
+      expect(again.seq).toBeGreaterThan(stayer!.seq);
+      expect(again.view).toEqual({ state: "WAITING", position: 2, admittedUntil: 0 });
+      expect(await where(concertId, [holder!, gone!, stayer!], t0 + 131_000)).toEqual(["ADMITTED", "EXPIRED", "WAITING 1"]);
+    });
+  });
+
+  describe("views and pace", () => {
+    it("returns each ticket's view in the order asked, the same as view()", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 5, t0);
+      await store.tick(concertId, { ...defaults, maxActive: 2 }, open(t0 + 1_000));
+      await store.leave(concertId, tickets[2]!, t0 + 2_000);
+      const asked = [
+        tickets[4]!,
+        { userId: randomUUID(), seq: 1 },
+        tickets[0]!,
+        tickets[2]!,
+        { userId: tickets[3]!.userId, seq: tickets[1]!.seq },
+        tickets[3]!,
+        tickets[1]!,
+      ];
+      const { views } = await store.views(concertId, asked, t0 + 3_000, false);
+      const one = await Promise.all(asked.map((t) => store.view(concertId, t, t0 + 3_000, false)));
+      expect(views).toEqual(one);
+      expect(views.map(brief)).toEqual(["WAITING 2", "EXPIRED", "ADMITTED", "LEFT", "EXPIRED", "WAITING 1", "ADMITTED"]);
+    });
+
+    it("reports admissions of the last minute, the first admission time and pause", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const roomy: Policy = { ...defaults, maxActive: 10, sessionTtlMs: 600_000, abandonAfterMs: 600_000 };
+      const [a] = await line(concertId, 5, t0);
+      expect(await store.pace(concertId, t0)).toEqual({ admittedLastMinute: 0, firstAdmissionAt: 0, paused: false });
+
+      await store.tick(concertId, { ...roomy, maxActive: 2 }, open(t0 + 5_000));
+      await store.tick(concertId, { ...roomy, maxActive: 3 }, open(t0 + 35_000));
+      expect(await store.pace(concertId, t0 + 40_000)).toEqual({ admittedLastMinute: 3, firstAdmissionAt: t0 + 5_000, paused: false });
+      expect((await store.views(concertId, [a!], t0 + 40_000, false)).pace).toEqual(await store.pace(concertId, t0 + 40_000));
+      expect((await store.stats(concertId, roomy, t0 + 40_000)).admittedLastMinute).toBe(3);
+      // A minute later the first two have left the window, the first admission time stays.
+      expect(await store.pace(concertId, t0 + 70_000)).toEqual({ admittedLastMinute: 1, firstAdmissionAt: t0 + 5_000, paused: false });
+      expect((await store.stats(concertId, roomy, t0 + 70_000)).admittedLastMinute).toBe(1);
+
+      await store.setPaused(concertId, true);
+      expect((await store.views(concertId, [a!], t0 + 71_000, false)).pace.paused).toBe(true);
+      expect((await store.pace(concertId, t0 + 71_000)).paused).toBe(true);
+    });
+  });
+
+  describe("stats and policy", () => {
+    it("counts the room and reports the default policy when nothing is overridden", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      await line(concertId, 5, t0);
+      await store.tick(concertId, defaults, open(t0 + 1_000));
+      expect(await store.stats(concertId, defaults, t0 + 1_000)).toEqual({
+        waiting: 2,
+        admitted: 3,
+        admittedLastMinute: 3,
+        abandoned: 0,
+        paused: false,
+        soldOut: false,
+        policy: defaults,
+      });
+    });
+
+    it("stores policy overrides on top of the defaults; a partial change keeps the other fields", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      expect(await store.setPolicy(concertId, defaults, { maxActive: 7 })).toEqual({ ...defaults, maxActive: 7 });
+      expect(await store.setPolicy(concertId, defaults, { ratePerMinute: 30 })).toEqual({ ...defaults, maxActive: 7, ratePerMinute: 30 });
+      expect((await store.stats(concertId, defaults, t0)).policy).toEqual({ ...defaults, maxActive: 7, ratePerMinute: 30 });
+      // Fields not overridden follow the defaults of the call.
+      const otherDefaults: Policy = { maxActive: 1, ratePerMinute: 1, sessionTtlMs: 5_000, abandonAfterMs: 9_000 };
+      expect((await store.stats(concertId, otherDefaults, t0)).policy).toEqual({ ...otherDefaults, maxActive: 7, ratePerMinute: 30 });
+      // Another room keeps the defaults.
+      expect((await store.stats(randomUUID(), defaults, t0)).policy).toEqual(defaults);
+    });
+
+    it("applies a raised maxActive on the next tick and a lowered one admits nobody over it", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const tickets = await line(concertId, 8, t0);
+      expect((await store.tick(concertId, defaults, open(t0 + 1_000))).admitted).toBe(3);
+      await store.setPolicy(concertId, defaults, { maxActive: 5 });
+      expect((await store.tick(concertId, defaults, open(t0 + 2_000))).admitted).toBe(2);
+      expect((await store.stats(concertId, defaults, t0 + 2_000)).admitted).toBe(5);
+
+      await store.setPolicy(concertId, defaults, { maxActive: 3 });
+      await store.leave(concertId, tickets[0]!, t0 + 3_000);
+      expect((await store.tick(concertId, defaults, open(t0 + 4_000))).admitted).toBe(0);
+      expect(await where(concertId, tickets, t0 + 4_000)).toEqual([
+        "LEFT",
+        "ADMITTED",
+        "ADMITTED",
+        "ADMITTED",
+        "ADMITTED",
+        "WAITING 1",
+        "WAITING 2",
+        "WAITING 3",
+      ]);
+    });
+  });
+
+  describe("markSoldOut", () => {
+    it("turns every waiting fan SOLD_OUT, keeps newcomers out and stops admissions", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const oneSlot: Policy = { ...defaults, maxActive: 1 };
+      const tickets = await line(concertId, 4, t0);
+      await store.tick(concertId, oneSlot, open(t0));
+      await store.markSoldOut(concertId);
+
+      expect(await where(concertId, tickets.slice(1), t0 + 1_000)).toEqual(["SOLD_OUT", "SOLD_OUT", "SOLD_OUT"]);
+      expect(await store.view(concertId, tickets[1]!, t0 + 1_000, false)).toEqual({ state: "SOLD_OUT", position: 0, admittedUntil: 0 });
+      expect(await store.enter(concertId, randomUUID(), t0 + 1_000)).toEqual({
+        seq: 0,
+        view: { state: "SOLD_OUT", position: 0, admittedUntil: 0 },
+      });
+      expect((await store.enter(concertId, tickets[2]!.userId, t0 + 1_000)).seq).toBe(0);
+
+      await store.leave(concertId, tickets[0]!, t0 + 2_000);
+      expect((await store.tick(concertId, oneSlot, open(t0 + 3_000))).admitted).toBe(0);
+      const stats = await store.stats(concertId, oneSlot, t0 + 3_000);
+      expect([stats.soldOut, stats.waiting, stats.admitted]).toEqual([true, 0, 0]);
+    });
+  });
+
+  describe("rooms", () => {
+    it("lists a room once someone entered it", async () => {
+      const concertId = randomUUID();
+      expect(await store.rooms()).not.toContain(concertId);
+      await store.enter(concertId, randomUUID(), Date.now());
+      expect(await store.rooms()).toContain(concertId);
+    });
+
+    it("does not list a room that was only looked at", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      await store.view(concertId, { userId: randomUUID(), seq: 1 }, t0, true);
+      await store.views(concertId, [{ userId: randomUUID(), seq: 1 }], t0, true);
+      await store.pace(concertId, t0);
+      await store.stats(concertId, defaults, t0);
+      await store.complete(concertId, randomUUID(), t0);
+      expect(await store.rooms()).not.toContain(concertId);
+    });
+  });
+});
