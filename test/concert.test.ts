@@ -5,13 +5,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { reasonOf, Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
-import { bearer, client, failure, newUser, operator, startTestSuite } from "./support.js";
+import { admittedFan, bearer, client, failure, newUser, operator, startTestSuite } from "./support.js";
 
 let suite: Suite;
 let token: string;
+/** A fan admitted to a concert of its own, for lookups behind the gate. */
+let fan: Awaited<ReturnType<typeof admittedFan>>;
 beforeAll(async () => {
   suite = await startTestSuite();
   token = (await newUser(suite)).token;
+  fan = await admittedFan(suite, (await createConcert()).concert!.id);
 });
 afterAll(() => suite?.close());
 
@@ -46,7 +49,8 @@ describe("CreateConcert and the catalog", () => {
     ]);
     expect(schedules.every((s) => s.concertId === created.concert!.id)).toBe(true);
 
-    const { seats } = await client(suite, ConcertService).listSeats({ scheduleId: schedules[0]!.id }, bearer(token));
+    const admitted = await admittedFan(suite, created.concert!.id);
+    const { seats } = await client(suite, ConcertService).listSeats({ scheduleId: schedules[0]!.id }, admitted.headers);
     expect(seats.map((s) => s.number)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     expect(seats.every((s) => s.price === 120_000n && s.state === SeatState.AVAILABLE)).toBe(true);
   });
@@ -89,7 +93,7 @@ describe("lookups", () => {
     const noConcert = await failure(concerts.listSchedules({ concertId: randomUUID() }));
     expect(noConcert.code).toBe(Code.NotFound);
     expect(reasonOf(noConcert)).toBe(Reason.CONCERT_NOT_FOUND);
-    const noDate = await failure(concerts.listSeats({ scheduleId: randomUUID() }, bearer(token)));
+    const noDate = await failure(concerts.listSeats({ scheduleId: randomUUID() }, fan.headers));
     expect(noDate.code).toBe(Code.NotFound);
     expect(reasonOf(noDate)).toBe(Reason.SCHEDULE_NOT_FOUND);
   });
@@ -101,7 +105,7 @@ describe("lookups", () => {
       expect(error.code).toBe(Code.InvalidArgument);
       expect(error.rawMessage).toContain("concert_id");
     }
-    const error = await failure(concerts.listSeats({ scheduleId: "x" }, bearer(token)));
+    const error = await failure(concerts.listSeats({ scheduleId: "x" }, fan.headers));
     expect(error.code).toBe(Code.InvalidArgument);
     expect(error.rawMessage).toContain("schedule_id");
   });
@@ -110,5 +114,12 @@ describe("lookups", () => {
     const created = await createConcert();
     const error = await failure(client(suite, ConcertService).listSeats({ scheduleId: created.schedules[0]!.id }));
     expect(error.code).toBe(Code.Unauthenticated);
+  });
+
+  it("ListSeats of another concert's date is PermissionDenied: a queue token admits to one concert", async () => {
+    const other = await createConcert();
+    const error = await failure(client(suite, ConcertService).listSeats({ scheduleId: other.schedules[0]!.id }, fan.headers));
+    expect(error.code).toBe(Code.PermissionDenied);
+    expect(reasonOf(error)).toBe(Reason.NOT_ADMITTED);
   });
 });

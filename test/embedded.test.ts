@@ -5,9 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
+import { QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { startServerProcess, type ServerProcess } from "./server-process.js";
-import { bearer } from "./support.js";
+import { bearer, gated } from "./support.js";
 
 const dataDir = mkdtempSync(join(tmpdir(), "boxoffice-embedded-"));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -33,7 +35,13 @@ describe("npm start with nothing else running (embedded PGlite)", () => {
       const { schedules } = await concerts.listSchedules({ concertId: before[0]!.id });
       expect(schedules.length).toBeGreaterThan(0);
       expect(schedules.every((s) => s.totalSeats === 50 && s.availableSeats === 50)).toBe(true);
-      const seats = await concerts.listSeats({ scheduleId: schedules[0]!.id }, bearer(user.token));
+      // The seed flow on the in-process queue store: queue token, watch until admitted, then the gated seats.
+      const { queueToken } = await tokens.issueQueueToken({ concertId: before[0]!.id }, bearer(user.token));
+      const coordinator = createClient(CoordinatorService, createGrpcTransport({ baseUrl: first.url }));
+      let last;
+      for await (const update of coordinator.watchQueueStatus({}, { headers: { "x-queue-token": queueToken } })) last = update.status;
+      expect(last?.state).toBe(QueueState.ADMITTED);
+      const seats = await concerts.listSeats({ scheduleId: schedules[0]!.id }, gated(user.token, queueToken));
       expect(seats.seats).toHaveLength(50);
     } finally {
       expect(await first.stop()).toBe(0);

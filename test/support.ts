@@ -5,6 +5,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inject } from "vitest";
+import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { loadConfig, type Config } from "../services/platform/config.js";
 import { startSuite, type Suite } from "../services/platform/suite.js";
@@ -25,6 +26,8 @@ export function testConfig(env: Record<string, string> = {}): Config {
     DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-test-")),
     SEED_DEMO: "false",
     SHUTDOWN_GRACE_MS: "2000",
+    QUEUE_TICK_MS: "20",
+    WATCH_REFRESH_MS: "100",
     ...testSecrets,
     ...env,
   });
@@ -51,6 +54,29 @@ export function client<T extends DescService>(suite: Suite, service: T, protocol
 
 export const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 export const operator = bearer(testSecrets.OPERATOR_KEY);
+/** Headers of a gated call: the user token and the queue token. */
+export const gated = (token: string, queueToken: string) => ({ headers: { authorization: `Bearer ${token}`, "x-queue-token": queueToken } });
+export const withQueueToken = (queueToken: string) => ({ headers: { "x-queue-token": queueToken } });
+
+/** Polls GetQueueStatus until the token reaches `state` (the admission worker runs every 20 ms in tests). */
+export async function waitForState(suite: Suite, queueToken: string, state: QueueState, timeoutMs = 10_000) {
+  const queue = client(suite, QueueService);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { status } = await queue.getQueueStatus({}, withQueueToken(queueToken));
+    if (status!.state === state) return status!;
+    if (Date.now() > deadline) throw new Error(`queue token still ${QueueState[status!.state]} after ${timeoutMs} ms, expected ${QueueState[state]}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A new user, admitted to the concert's waiting room: what a gated call needs. */
+export async function admittedFan(suite: Suite, concertId: string) {
+  const user = await newUser(suite);
+  const { queueToken } = await client(suite, QueueService).enterQueue({ concertId }, bearer(user.token));
+  await waitForState(suite, queueToken, QueueState.ADMITTED);
+  return { userId: user.userId, token: user.token, queueToken, headers: gated(user.token, queueToken) };
+}
 
 /** A new user and its token. */
 export async function newUser(suite: Suite) {

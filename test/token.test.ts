@@ -1,11 +1,14 @@
 import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { ConcertAdminService } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { reasonOf, Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { UserTokens } from "../services/platform/tokens.js";
-import { bearer, client, failure, newUser, startTestSuite, testSecrets } from "./support.js";
+import { bearer, client, failure, newUser, operator, startTestSuite, testSecrets } from "./support.js";
 
 let suite: Suite;
 beforeAll(async () => {
@@ -71,11 +74,26 @@ describe("IssueQueueToken", () => {
     expect(reasonOf(error)).toBe(Reason.INVALID_ARGUMENT);
   });
 
-  it("answers Unavailable while the queue service cannot be reached", async () => {
+  it("enters the concert's waiting room and returns the queue token; asking again returns the same token", async () => {
+    const user = await newUser(suite);
+    const { concert } = await client(suite, ConcertAdminService).createConcert(
+      { title: "Queue token test", schedules: [{ startsAt: timestampFromDate(new Date(Date.now() + 86_400_000)), price: 1000n }] },
+      operator,
+    );
+    const tokens = client(suite, TokenService);
+    const first = await tokens.issueQueueToken({ concertId: concert!.id }, bearer(user.token));
+    expect(first.queueToken).toMatch(/^q1\./);
+    expect(first.status?.concertId).toBe(concert!.id);
+    expect([QueueState.WAITING, QueueState.ADMITTED]).toContain(first.status?.state);
+    const again = await tokens.issueQueueToken({ concertId: concert!.id }, bearer(user.token));
+    expect(again.queueToken).toBe(first.queueToken);
+  });
+
+  it("is NotFound for a concert that does not exist", async () => {
     const user = await newUser(suite);
     const error = await failure(client(suite, TokenService).issueQueueToken({ concertId: randomUUID() }, bearer(user.token)));
-    expect(error.code).toBe(Code.Unavailable);
-    expect(reasonOf(error)).toBe(Reason.DEPENDENCY_UNAVAILABLE);
+    expect(error.code).toBe(Code.NotFound);
+    expect(reasonOf(error)).toBe(Reason.CONCERT_NOT_FOUND);
   });
 
   it("answers Unavailable when the configured queue address refuses connections", async () => {

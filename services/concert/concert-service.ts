@@ -4,6 +4,8 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import {
   ConcertAdminService as ConcertAdminServiceDesc,
+  ConcertInternalService as ConcertInternalServiceDesc,
+  type GetConcertSupplyRequest,
   ConcertService as ConcertServiceDesc,
   SeatState,
   type CreateConcertRequest,
@@ -11,7 +13,8 @@ import {
   type ListSeatsRequest,
 } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { entityManager } from "../platform/database.js";
-import { NotFound, Reason } from "../platform/errors.js";
+import { admission } from "../platform/access.js";
+import { Forbidden, NotFound, Reason } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
 import { Concert, Schedule, Seat } from "./concert.entity.js";
 
@@ -87,9 +90,33 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
   async listSeats(req: ListSeatsRequest, ctx: HandlerContext) {
     const scheduleId = check.id(req.scheduleId, "schedule_id");
     const em = entityManager(ctx);
+    const schedule = await em.findOne(Schedule, { id: scheduleId });
+    if (!schedule) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${scheduleId}`);
+    if (schedule.concert.id !== admission(ctx).concertId) {
+      throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert");
+    }
     const seats = await em.find(Seat, { scheduleId }, { orderBy: { number: "asc" } });
-    if (seats.length === 0) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${scheduleId}`);
     return { seats: seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[seat.state as keyof typeof seatStates] })) };
+  }
+}
+
+/** Answers other boxoffice services (the queue's supply-aware admission). */
+export class ConcertInternalService implements ServiceImpl<typeof ConcertInternalServiceDesc> {
+  async getConcertSupply(req: GetConcertSupplyRequest, ctx: HandlerContext) {
+    const concertId = check.id(req.concertId, "concert_id");
+    const em = entityManager(ctx);
+    const rows: { state: string; seats: string }[] = await em
+      .getConnection()
+      .execute(
+        `select seat.state, count(*) as seats from "concert"."seat" seat join "concert"."schedule" schedule on schedule.id = seat.schedule_id where schedule.concert_id = ? group by seat.state`,
+        [concertId],
+      );
+    if (rows.length === 0 && !(await em.findOne(Concert, { id: concertId }))) {
+      throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
+    }
+    const count = (state: string) => Number(rows.find((row) => row.state === state)?.seats ?? 0);
+    const [available, held, sold] = [count("AVAILABLE"), count("HELD"), count("SOLD")];
+    return { total: available + held + sold, available, held, sold };
   }
 }
 

@@ -1,7 +1,11 @@
-import { ConcertAdminService as ConcertAdminServiceDesc, ConcertService as ConcertServiceDesc } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import {
+  ConcertAdminService as ConcertAdminServiceDesc,
+  ConcertInternalService as ConcertInternalServiceDesc,
+  ConcertService as ConcertServiceDesc,
+} from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
 import { Concert, Schedule, Seat } from "./concert.entity.js";
-import { ConcertAdminService, ConcertService } from "./concert-service.js";
+import { ConcertAdminService, ConcertInternalService, ConcertService } from "./concert-service.js";
 import { seedDemo } from "./demo.js";
 import { Migration20261124000000_concerts } from "./migrations/Migration20261124000000_concerts.js";
 
@@ -12,6 +16,7 @@ export const concertModule: ServiceModule = {
   create: ({ config, orm }) => ({
     implementations: [
       implementation(ConcertServiceDesc, new ConcertService()),
+      implementation(ConcertInternalServiceDesc, new ConcertInternalService()),
       implementation(ConcertAdminServiceDesc, new ConcertAdminService()),
     ],
     start: async () => {

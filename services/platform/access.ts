@@ -2,7 +2,7 @@ import { getOption } from "@bufbuild/protobuf";
 import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Access, access } from "../../gen/boxoffice/common/v1/access_pb.js";
-import { Forbidden, NotAuthenticated, Reason } from "./errors.js";
+import { DependencyDown, Forbidden, NotAuthenticated, Reason } from "./errors.js";
 import type { UserToken, UserTokens } from "./tokens.js";
 
 /** The user behind a call's `authorization` header, when there is one. */
@@ -18,8 +18,9 @@ export interface Admission {
 export const admissionKey = createContextKey<Admission | undefined>(undefined, { description: "queue admission" });
 
 /**
- * Checks queue tokens for gated and queue-token RPCs. Provided by the queue
- * service once it exists; without it, gated RPCs need only a user token.
+ * Checks queue tokens for gated RPCs. The queue service provides it: directly
+ * when it runs in this process, through its internal RPC otherwise. Without
+ * one, gated RPCs fail closed.
  */
 export interface AdmissionGate {
   /** Proves the token is admitted now for this user; throws a DomainError otherwise. */
@@ -35,6 +36,13 @@ export interface AccessOptions {
 
 export const internalCredentialHeader = "x-internal-credential";
 export const queueTokenHeader = "x-queue-token";
+
+/** The admission a gated handler runs under; the access interceptor has checked it. */
+export function admission(ctx: HandlerContext): Admission {
+  const admitted = ctx.values.get(admissionKey);
+  if (!admitted) throw new Forbidden(Reason.NOT_ADMITTED, "this RPC needs an admitted queue token");
+  return admitted;
+}
 
 /** The user a handler acts for; the access interceptor has made sure there is one. */
 export function caller(ctx: HandlerContext): UserToken {
@@ -86,11 +94,10 @@ export function accessInterceptor(options: AccessOptions): Interceptor {
       case Access.GATED: {
         const who = (await user(req.header, true))!;
         req.contextValues.set(callerKey, who);
-        if (gate) {
-          const queueToken = req.header.get(queueTokenHeader);
-          if (!queueToken) throw new Forbidden(Reason.QUEUE_TOKEN_MISSING, `this RPC needs an admitted queue token (${queueTokenHeader})`);
-          req.contextValues.set(admissionKey, await gate.checkAdmitted(queueToken, who.userId));
-        }
+        const queueToken = req.header.get(queueTokenHeader);
+        if (!queueToken) throw new Forbidden(Reason.QUEUE_TOKEN_MISSING, `this RPC needs an admitted queue token (${queueTokenHeader})`);
+        if (!gate) throw new DependencyDown("no admission gate: the queue service is not part of this suite");
+        req.contextValues.set(admissionKey, await gate.checkAdmitted(queueToken, who.userId));
         break;
       }
       case Access.QUEUE_TOKEN:

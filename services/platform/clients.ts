@@ -60,7 +60,13 @@ export class ServiceClients {
     };
     const common = { interceptors: [credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
     if (this.options.localServices.has(owner)) {
-      return createRouterTransport(this.options.localRoutes(), { transport: common });
+      // Built on the first call: clients are made while the services, and so the routes, are still being set up.
+      let local: Transport | undefined;
+      const transport = () => (local ??= createRouterTransport(this.options.localRoutes(), { transport: common }));
+      return {
+        unary: (...args) => transport().unary(...args),
+        stream: (...args) => transport().stream(...args),
+      };
     }
     const url = this.options.urls[owner as ServiceName];
     return url ? createGrpcTransport({ baseUrl: url, ...common }) : unreachable(owner);

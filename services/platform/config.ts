@@ -41,6 +41,24 @@ export interface Config extends Secrets {
   databasePoolSize: number;
   /** How long shutdown waits for in-flight calls before closing connections. */
   shutdownGraceMs: number;
+  queue: QueueConfig;
+}
+
+/** The waiting room's defaults; operators change them per concert at run time. */
+export interface QueueConfig {
+  /** Admission policy for concerts without stored overrides. */
+  maxActive: number;
+  ratePerMinute: number;
+  sessionTtlMs: number;
+  abandonAfterMs: number;
+  /** How often the admission worker runs. */
+  tickMs: number;
+  /** Prefix of every Redis key boxoffice writes. */
+  redisKeyPrefix: string;
+  /** How often the coordinator refreshes the statuses of open watch streams. */
+  watchRefreshMs: number;
+  /** Longest silence on a watch stream before a heartbeat. */
+  watchHeartbeatMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -145,6 +163,16 @@ export function loadConfig(env: Env = process.env): Config {
     serviceUrls: serviceUrls(env),
     databasePoolSize: integer(env, "DATABASE_POOL_SIZE", 10, 1, 200),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    queue: {
+      maxActive: integer(env, "QUEUE_MAX_ACTIVE", 200, 1, 1_000_000),
+      ratePerMinute: integer(env, "QUEUE_RATE_PER_MINUTE", 0, 0, 1_000_000),
+      sessionTtlMs: 1000 * integer(env, "QUEUE_SESSION_TTL_SECONDS", 600, 1, 86_400),
+      abandonAfterMs: 1000 * integer(env, "QUEUE_ABANDON_AFTER_SECONDS", 120, 1, 86_400),
+      tickMs: integer(env, "QUEUE_TICK_MS", 250, 10, 60_000),
+      redisKeyPrefix: env.REDIS_KEY_PREFIX ?? "boxoffice:",
+      watchRefreshMs: integer(env, "WATCH_REFRESH_MS", 1000, 50, 15_000),
+      watchHeartbeatMs: integer(env, "WATCH_HEARTBEAT_MS", 15_000, 100, 15_000),
+    },
     ...loadSecrets(env, dataDir),
   };
 }

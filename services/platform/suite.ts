@@ -48,6 +48,8 @@ export interface ServiceModule {
   name: ServiceName;
   database?: DatabaseSpec;
   create(deps: ServiceDeps): RunningService | Promise<RunningService>;
+  /** For the service that checks queue tokens: its gate as reached from processes that do not run it. */
+  remoteGate?(clients: ServiceClients): AdmissionGate;
 }
 
 export interface Suite {
@@ -102,7 +104,9 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       running.push({ service, orm });
     }
 
-    const gate = running.find(({ service }) => service.gate)?.service.gate;
+    const gate =
+      running.find(({ service }) => service.gate)?.service.gate ??
+      modules.find((module) => module.remoteGate && !mounted.includes(module))?.remoteGate!(clients);
     const access = accessInterceptor({ tokens, internalCredential: config.internalCredential, operatorKey: config.operatorKey, gate });
     const health = new HealthStatus();
     routes = (router) => {

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/concert/v1/concert.proto.
  */
 export const file_boxoffice_concert_v1_concert: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSIzCgdDb25jZXJ0EgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg0KBXZlbnVlGAMgASgJIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiawoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjInoKFUNyZWF0ZUNvbmNlcnRSZXNwb25zZRIuCgdjb25jZXJ0GAEgASgLMh0uYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydBIxCglzY2hlZHVsZXMYAiADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TY2hlZHVsZSprCglTZWF0U3RhdGUSGgoWU0VBVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFNFQVRfU1RBVEVfQVZBSUxBQkxFEAESEwoPU0VBVF9TVEFURV9IRUxEEAISEwoPU0VBVF9TVEFURV9TT0xEEAMy0QIKDkNvbmNlcnRTZXJ2aWNlEmsKDExpc3RDb25jZXJ0cxIpLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1JlcXVlc3QaKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0Q29uY2VydHNSZXNwb25zZSIEiLUYARJuCg1MaXN0U2NoZWR1bGVzEiouYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiBIi1GAESYgoJTGlzdFNlYXRzEiYuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVxdWVzdBonLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0c1Jlc3BvbnNlIgSItRgDMoUBChNDb25jZXJ0QWRtaW5TZXJ2aWNlEm4KDUNyZWF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5DcmVhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXNwb25zZSIEiLUYBmIGcHJvdG8z", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSIzCgdDb25jZXJ0EgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg0KBXZlbnVlGAMgASgJIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiawoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjInoKFUNyZWF0ZUNvbmNlcnRSZXNwb25zZRIuCgdjb25jZXJ0GAEgASgLMh0uYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydBIxCglzY2hlZHVsZXMYAiADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TY2hlZHVsZSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIlgKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFKmsKCVNlYXRTdGF0ZRIaChZTRUFUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VBVF9TVEFURV9BVkFJTEFCTEUQARITCg9TRUFUX1NUQVRFX0hFTEQQAhITCg9TRUFUX1NUQVRFX1NPTEQQAzLRAgoOQ29uY2VydFNlcnZpY2USawoMTGlzdENvbmNlcnRzEikuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdENvbmNlcnRzUmVxdWVzdBoqLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1Jlc3BvbnNlIgSItRgBEm4KDUxpc3RTY2hlZHVsZXMSKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTY2hlZHVsZXNSZXNwb25zZSIEiLUYARJiCglMaXN0U2VhdHMSJi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdHNSZXF1ZXN0GicuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVzcG9uc2UiBIi1GAMyhQEKE0NvbmNlcnRBZG1pblNlcnZpY2USbgoNQ3JlYXRlQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ3JlYXRlQ29uY2VydFJlc3BvbnNlIgSItRgGMpEBChZDb25jZXJ0SW50ZXJuYWxTZXJ2aWNlEncKEEdldENvbmNlcnRTdXBwbHkSLS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBouLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXNwb25zZSIEiLUYBWIGcHJvdG8z", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
 
 /**
  * Concert is a show on sale.
@@ -353,6 +353,69 @@ export const CreateConcertResponseSchema: GenMessage<CreateConcertResponse> = /*
   messageDesc(file_boxoffice_concert_v1_concert, 11);
 
 /**
+ * GetConcertSupplyRequest names the concert.
+ *
+ * @generated from message boxoffice.concert.v1.GetConcertSupplyRequest
+ */
+export type GetConcertSupplyRequest = Message<"boxoffice.concert.v1.GetConcertSupplyRequest"> & {
+  /**
+   * The concert whose seats to count.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.GetConcertSupplyRequest.
+ * Use `create(GetConcertSupplyRequestSchema)` to create a new message.
+ */
+export const GetConcertSupplyRequestSchema: GenMessage<GetConcertSupplyRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 12);
+
+/**
+ * GetConcertSupplyResponse counts the concert's seats by state.
+ *
+ * @generated from message boxoffice.concert.v1.GetConcertSupplyResponse
+ */
+export type GetConcertSupplyResponse = Message<"boxoffice.concert.v1.GetConcertSupplyResponse"> & {
+  /**
+   * Seats over all dates.
+   *
+   * @generated from field: int32 total = 1;
+   */
+  total: number;
+
+  /**
+   * Seats free to hold.
+   *
+   * @generated from field: int32 available = 2;
+   */
+  available: number;
+
+  /**
+   * Seats held and not yet paid for.
+   *
+   * @generated from field: int32 held = 3;
+   */
+  held: number;
+
+  /**
+   * Seats paid for.
+   *
+   * @generated from field: int32 sold = 4;
+   */
+  sold: number;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.GetConcertSupplyResponse.
+ * Use `create(GetConcertSupplyResponseSchema)` to create a new message.
+ */
+export const GetConcertSupplyResponseSchema: GenMessage<GetConcertSupplyResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 13);
+
+/**
  * SeatState is whether a seat can be had.
  *
  * @generated from enum boxoffice.concert.v1.SeatState
@@ -450,4 +513,24 @@ export const ConcertAdminService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_concert_v1_concert, 1);
+
+/**
+ * ConcertInternalService answers other boxoffice services about a concert's supply.
+ *
+ * @generated from service boxoffice.concert.v1.ConcertInternalService
+ */
+export const ConcertInternalService: GenService<{
+  /**
+   * GetConcertSupply counts a concert's seats by state, over all its dates; the
+   * queue admits fans only while some seat is AVAILABLE.
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertInternalService.GetConcertSupply
+   */
+  getConcertSupply: {
+    methodKind: "unary";
+    input: typeof GetConcertSupplyRequestSchema;
+    output: typeof GetConcertSupplyResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_boxoffice_concert_v1_concert, 2);
 

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/queue/v1/queue.proto.
  */
 export const file_boxoffice_queue_v1_queue: GenFile = /*@__PURE__*/
-  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSLfAQoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkioAEKD0FkbWlzc2lvblBvbGljeRISCgptYXhfYWN0aXZlGAEgASgFEhcKD3JhdGVfcGVyX21pbnV0ZRgCIAEoBRIuCgtzZXNzaW9uX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1hYmFuZG9uX2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIicKEUVudGVyUXVldWVSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiWgoSRW50ZXJRdWV1ZVJlc3BvbnNlEhMKC3F1ZXVlX3Rva2VuGAEgASgJEi8KBnN0YXR1cxgCIAEoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyIXChVHZXRRdWV1ZVN0YXR1c1JlcXVlc3QiSQoWR2V0UXVldWVTdGF0dXNSZXNwb25zZRIvCgZzdGF0dXMYASABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiEwoRTGVhdmVRdWV1ZVJlcXVlc3QiRQoSTGVhdmVRdWV1ZVJlc3BvbnNlEi8KBnN0YXR1cxgBIAEoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyJAChVDaGVja0FkbWlzc2lvblJlcXVlc3QSEwoLcXVldWVfdG9rZW4YASABKAkSEgoKY29uY2VydF9pZBgCIAEoCSJxChZDaGVja0FkbWlzc2lvblJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCRIyCg5hZG1pdHRlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoWQ29tcGxldGVTZXNzaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkiGQoXQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiKgoUR2V0UXVldWVTdGF0c1JlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSKvAQoVR2V0UXVldWVTdGF0c1Jlc3BvbnNlEg8KB3dhaXRpbmcYASABKAMSEAoIYWRtaXR0ZWQYAiABKAMSGwoTYWRtaXR0ZWRfcGVyX21pbnV0ZRgDIAEoAxIRCglhYmFuZG9uZWQYBCABKAMSDgoGcGF1c2VkGAUgASgIEjMKBnBvbGljeRgGIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kiKwoVUGF1c2VBZG1pc3Npb25SZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiGAoWUGF1c2VBZG1pc3Npb25SZXNwb25zZSIsChZSZXN1bWVBZG1pc3Npb25SZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiGQoXUmVzdW1lQWRtaXNzaW9uUmVzcG9uc2UiZAoZU2V0QWRtaXNzaW9uUG9saWN5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJEjMKBnBvbGljeRgCIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kiUQoaU2V0QWRtaXNzaW9uUG9saWN5UmVzcG9uc2USMwoGcG9saWN5GAEgASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeSrAAQoKUXVldWVTdGF0ZRIbChdRVUVVRV9TVEFURV9VTlNQRUNJRklFRBAAEhcKE1FVRVVFX1NUQVRFX1dBSVRJTkcQARIYChRRVUVVRV9TVEFURV9BRE1JVFRFRBACEhcKE1FVRVVFX1NUQVRFX0VYUElSRUQQAxIUChBRVUVVRV9TVEFURV9MRUZUEAQSGQoVUVVFVUVfU1RBVEVfQ09NUExFVEVEEAUSGAoUUVVFVUVfU1RBVEVfU09MRF9PVVQQBjLDAgoMUXVldWVTZXJ2aWNlEmEKCkVudGVyUXVldWUSJS5ib3hvZmZpY2UucXVldWUudjEuRW50ZXJRdWV1ZVJlcXVlc3QaJi5ib3hvZmZpY2UucXVldWUudjEuRW50ZXJRdWV1ZVJlc3BvbnNlIgSItRgCEm0KDkdldFF1ZXVlU3RhdHVzEikuYm94b2ZmaWNlLnF1ZXVlLnYxLkdldFF1ZXVlU3RhdHVzUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c1Jlc3BvbnNlIgSItRgEEmEKCkxlYXZlUXVldWUSJS5ib3hvZmZpY2UucXVldWUudjEuTGVhdmVRdWV1ZVJlcXVlc3QaJi5ib3hvZmZpY2UucXVldWUudjEuTGVhdmVRdWV1ZVJlc3BvbnNlIgSItRgEMvcBChRRdWV1ZUludGVybmFsU2VydmljZRJtCg5DaGVja0FkbWlzc2lvbhIpLmJveG9mZmljZS5xdWV1ZS52MS5DaGVja0FkbWlzc2lvblJlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuQ2hlY2tBZG1pc3Npb25SZXNwb25zZSIEiLUYBRJwCg9Db21wbGV0ZVNlc3Npb24SKi5ib3hvZmZpY2UucXVldWUudjEuQ29tcGxldGVTZXNzaW9uUmVxdWVzdBorLmJveG9mZmljZS5xdWV1ZS52MS5Db21wbGV0ZVNlc3Npb25SZXNwb25zZSIEiLUYBTLbAwoRUXVldWVBZG1pblNlcnZpY2USagoNR2V0UXVldWVTdGF0cxIoLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXRzUmVxdWVzdBopLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXRzUmVzcG9uc2UiBIi1GAYSbQoOUGF1c2VBZG1pc3Npb24SKS5ib3hvZmZpY2UucXVldWUudjEuUGF1c2VBZG1pc3Npb25SZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLlBhdXNlQWRtaXNzaW9uUmVzcG9uc2UiBIi1GAYScAoPUmVzdW1lQWRtaXNzaW9uEiouYm94b2ZmaWNlLnF1ZXVlLnYxLlJlc3VtZUFkbWlzc2lvblJlcXVlc3QaKy5ib3hvZmZpY2UucXVldWUudjEuUmVzdW1lQWRtaXNzaW9uUmVzcG9uc2UiBIi1GAYSeQoSU2V0QWRtaXNzaW9uUG9saWN5Ei0uYm94b2ZmaWNlLnF1ZXVlLnYxLlNldEFkbWlzc2lvblBvbGljeVJlcXVlc3QaLi5ib3hvZmZpY2UucXVldWUudjEuU2V0QWRtaXNzaW9uUG9saWN5UmVzcG9uc2UiBIi1GAZiBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSLfAQoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkiuQEKD0FkbWlzc2lvblBvbGljeRISCgptYXhfYWN0aXZlGAEgASgFEhwKD3JhdGVfcGVyX21pbnV0ZRgCIAEoBUgAiAEBEi4KC3Nlc3Npb25fdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDWFiYW5kb25fYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEgoQX3JhdGVfcGVyX21pbnV0ZSInChFFbnRlclF1ZXVlUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIloKEkVudGVyUXVldWVSZXNwb25zZRITCgtxdWV1ZV90b2tlbhgBIAEoCRIvCgZzdGF0dXMYAiABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiFwoVR2V0UXVldWVTdGF0dXNSZXF1ZXN0IkkKFkdldFF1ZXVlU3RhdHVzUmVzcG9uc2USLwoGc3RhdHVzGAEgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIhMKEUxlYXZlUXVldWVSZXF1ZXN0IkUKEkxlYXZlUXVldWVSZXNwb25zZRIvCgZzdGF0dXMYASABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiUQoVQ2hlY2tBZG1pc3Npb25SZXF1ZXN0EhMKC3F1ZXVlX3Rva2VuGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCSJxChZDaGVja0FkbWlzc2lvblJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCRIyCg5hZG1pdHRlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoXR2V0UXVldWVTdGF0dXNlc1JlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIUCgxxdWV1ZV90b2tlbnMYAiADKAkiTQoYR2V0UXVldWVTdGF0dXNlc1Jlc3BvbnNlEjEKCHN0YXR1c2VzGAEgAygLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIj0KFkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJIhkKF0NvbXBsZXRlU2Vzc2lvblJlc3BvbnNlIioKFEdldFF1ZXVlU3RhdHNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiwQEKFUdldFF1ZXVlU3RhdHNSZXNwb25zZRIPCgd3YWl0aW5nGAEgASgDEhAKCGFkbWl0dGVkGAIgASgDEhsKE2FkbWl0dGVkX3Blcl9taW51dGUYAyABKAMSEQoJYWJhbmRvbmVkGAQgASgDEg4KBnBhdXNlZBgFIAEoCBIzCgZwb2xpY3kYBiABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5EhAKCHNvbGRfb3V0GAcgASgIIisKFVBhdXNlQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhgKFlBhdXNlQWRtaXNzaW9uUmVzcG9uc2UiLAoWUmVzdW1lQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhkKF1Jlc3VtZUFkbWlzc2lvblJlc3BvbnNlImQKGVNldEFkbWlzc2lvblBvbGljeVJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIzCgZwb2xpY3kYAiABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5IlEKGlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlEjMKBnBvbGljeRgBIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kqwAEKClF1ZXVlU3RhdGUSGwoXUVVFVUVfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNRVUVVRV9TVEFURV9XQUlUSU5HEAESGAoUUVVFVUVfU1RBVEVfQURNSVRURUQQAhIXChNRVUVVRV9TVEFURV9FWFBJUkVEEAMSFAoQUVVFVUVfU1RBVEVfTEVGVBAEEhkKFVFVRVVFX1NUQVRFX0NPTVBMRVRFRBAFEhgKFFFVRVVFX1NUQVRFX1NPTERfT1VUEAYywwIKDFF1ZXVlU2VydmljZRJhCgpFbnRlclF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXNwb25zZSIEiLUYAhJtCg5HZXRRdWV1ZVN0YXR1cxIpLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c1JlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNSZXNwb25zZSIEiLUYBBJhCgpMZWF2ZVF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXNwb25zZSIEiLUYBDLsAgoUUXVldWVJbnRlcm5hbFNlcnZpY2USbQoOQ2hlY2tBZG1pc3Npb24SKS5ib3hvZmZpY2UucXVldWUudjEuQ2hlY2tBZG1pc3Npb25SZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNoZWNrQWRtaXNzaW9uUmVzcG9uc2UiBIi1GAUScwoQR2V0UXVldWVTdGF0dXNlcxIrLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVxdWVzdBosLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVzcG9uc2UiBIi1GAUScAoPQ29tcGxldGVTZXNzaW9uEiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QaKy5ib3hvZmZpY2UucXVldWUudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiBIi1GAUy2wMKEVF1ZXVlQWRtaW5TZXJ2aWNlEmoKDUdldFF1ZXVlU3RhdHMSKC5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaKS5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlIgSItRgGEm0KDlBhdXNlQWRtaXNzaW9uEikuYm94b2ZmaWNlLnF1ZXVlLnYxLlBhdXNlQWRtaXNzaW9uUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5QYXVzZUFkbWlzc2lvblJlc3BvbnNlIgSItRgGEnAKD1Jlc3VtZUFkbWlzc2lvbhIqLmJveG9mZmljZS5xdWV1ZS52MS5SZXN1bWVBZG1pc3Npb25SZXF1ZXN0GisuYm94b2ZmaWNlLnF1ZXVlLnYxLlJlc3VtZUFkbWlzc2lvblJlc3BvbnNlIgSItRgGEnkKElNldEFkbWlzc2lvblBvbGljeRItLmJveG9mZmljZS5xdWV1ZS52MS5TZXRBZG1pc3Npb25Qb2xpY3lSZXF1ZXN0Gi4uYm94b2ZmaWNlLnF1ZXVlLnYxLlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlIgSItRgGYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * QueueStatus is the waiting info of one queue token.
@@ -85,11 +85,12 @@ export type AdmissionPolicy = Message<"boxoffice.queue.v1.AdmissionPolicy"> & {
   maxActive: number;
 
   /**
-   * Most admissions per minute; 0 means no rate limit (the default).
+   * Most admissions in any 60-second window; 0 means no rate limit (the
+   * default). Optional so that SetAdmissionPolicy can tell "unset" from 0.
    *
-   * @generated from field: int32 rate_per_minute = 2;
+   * @generated from field: optional int32 rate_per_minute = 2;
    */
-  ratePerMinute: number;
+  ratePerMinute?: number | undefined;
 
   /**
    * How long an admitted session lasts (default 10 minutes).
@@ -253,6 +254,13 @@ export type CheckAdmissionRequest = Message<"boxoffice.queue.v1.CheckAdmissionRe
    * @generated from field: string concert_id = 2;
    */
   concertId: string;
+
+  /**
+   * When set, the token must belong to this user.
+   *
+   * @generated from field: string user_id = 3;
+   */
+  userId: string;
 };
 
 /**
@@ -298,6 +306,55 @@ export const CheckAdmissionResponseSchema: GenMessage<CheckAdmissionResponse> = 
   messageDesc(file_boxoffice_queue_v1_queue, 9);
 
 /**
+ * GetQueueStatusesRequest carries the tokens to report.
+ *
+ * @generated from message boxoffice.queue.v1.GetQueueStatusesRequest
+ */
+export type GetQueueStatusesRequest = Message<"boxoffice.queue.v1.GetQueueStatusesRequest"> & {
+  /**
+   * The concert every token must be for.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+
+  /**
+   * The queue tokens (at most 1,000).
+   *
+   * @generated from field: repeated string queue_tokens = 2;
+   */
+  queueTokens: string[];
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.GetQueueStatusesRequest.
+ * Use `create(GetQueueStatusesRequestSchema)` to create a new message.
+ */
+export const GetQueueStatusesRequestSchema: GenMessage<GetQueueStatusesRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 10);
+
+/**
+ * GetQueueStatusesResponse reports each token in request order.
+ *
+ * @generated from message boxoffice.queue.v1.GetQueueStatusesResponse
+ */
+export type GetQueueStatusesResponse = Message<"boxoffice.queue.v1.GetQueueStatusesResponse"> & {
+  /**
+   * One status per token; state UNSPECIFIED for a token that is not valid for the concert.
+   *
+   * @generated from field: repeated boxoffice.queue.v1.QueueStatus statuses = 1;
+   */
+  statuses: QueueStatus[];
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.GetQueueStatusesResponse.
+ * Use `create(GetQueueStatusesResponseSchema)` to create a new message.
+ */
+export const GetQueueStatusesResponseSchema: GenMessage<GetQueueStatusesResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 11);
+
+/**
  * CompleteSessionRequest names the session to end.
  *
  * @generated from message boxoffice.queue.v1.CompleteSessionRequest
@@ -323,7 +380,7 @@ export type CompleteSessionRequest = Message<"boxoffice.queue.v1.CompleteSession
  * Use `create(CompleteSessionRequestSchema)` to create a new message.
  */
 export const CompleteSessionRequestSchema: GenMessage<CompleteSessionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 10);
+  messageDesc(file_boxoffice_queue_v1_queue, 12);
 
 /**
  * CompleteSessionResponse is empty: the session is ended (or already was).
@@ -338,7 +395,7 @@ export type CompleteSessionResponse = Message<"boxoffice.queue.v1.CompleteSessio
  * Use `create(CompleteSessionResponseSchema)` to create a new message.
  */
 export const CompleteSessionResponseSchema: GenMessage<CompleteSessionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 11);
+  messageDesc(file_boxoffice_queue_v1_queue, 13);
 
 /**
  * GetQueueStatsRequest names the concert.
@@ -359,7 +416,7 @@ export type GetQueueStatsRequest = Message<"boxoffice.queue.v1.GetQueueStatsRequ
  * Use `create(GetQueueStatsRequestSchema)` to create a new message.
  */
 export const GetQueueStatsRequestSchema: GenMessage<GetQueueStatsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 12);
+  messageDesc(file_boxoffice_queue_v1_queue, 14);
 
 /**
  * GetQueueStatsResponse carries the counts of a waiting room.
@@ -408,6 +465,13 @@ export type GetQueueStatsResponse = Message<"boxoffice.queue.v1.GetQueueStatsRes
    * @generated from field: boxoffice.queue.v1.AdmissionPolicy policy = 6;
    */
   policy?: AdmissionPolicy | undefined;
+
+  /**
+   * Whether every seat is sold (nobody waits or enters any more).
+   *
+   * @generated from field: bool sold_out = 7;
+   */
+  soldOut: boolean;
 };
 
 /**
@@ -415,7 +479,7 @@ export type GetQueueStatsResponse = Message<"boxoffice.queue.v1.GetQueueStatsRes
  * Use `create(GetQueueStatsResponseSchema)` to create a new message.
  */
 export const GetQueueStatsResponseSchema: GenMessage<GetQueueStatsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 13);
+  messageDesc(file_boxoffice_queue_v1_queue, 15);
 
 /**
  * PauseAdmissionRequest names the concert.
@@ -436,7 +500,7 @@ export type PauseAdmissionRequest = Message<"boxoffice.queue.v1.PauseAdmissionRe
  * Use `create(PauseAdmissionRequestSchema)` to create a new message.
  */
 export const PauseAdmissionRequestSchema: GenMessage<PauseAdmissionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 14);
+  messageDesc(file_boxoffice_queue_v1_queue, 16);
 
 /**
  * PauseAdmissionResponse is empty.
@@ -451,7 +515,7 @@ export type PauseAdmissionResponse = Message<"boxoffice.queue.v1.PauseAdmissionR
  * Use `create(PauseAdmissionResponseSchema)` to create a new message.
  */
 export const PauseAdmissionResponseSchema: GenMessage<PauseAdmissionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 15);
+  messageDesc(file_boxoffice_queue_v1_queue, 17);
 
 /**
  * ResumeAdmissionRequest names the concert.
@@ -472,7 +536,7 @@ export type ResumeAdmissionRequest = Message<"boxoffice.queue.v1.ResumeAdmission
  * Use `create(ResumeAdmissionRequestSchema)` to create a new message.
  */
 export const ResumeAdmissionRequestSchema: GenMessage<ResumeAdmissionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 16);
+  messageDesc(file_boxoffice_queue_v1_queue, 18);
 
 /**
  * ResumeAdmissionResponse is empty.
@@ -487,7 +551,7 @@ export type ResumeAdmissionResponse = Message<"boxoffice.queue.v1.ResumeAdmissio
  * Use `create(ResumeAdmissionResponseSchema)` to create a new message.
  */
 export const ResumeAdmissionResponseSchema: GenMessage<ResumeAdmissionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 17);
+  messageDesc(file_boxoffice_queue_v1_queue, 19);
 
 /**
  * SetAdmissionPolicyRequest carries the new policy.
@@ -515,7 +579,7 @@ export type SetAdmissionPolicyRequest = Message<"boxoffice.queue.v1.SetAdmission
  * Use `create(SetAdmissionPolicyRequestSchema)` to create a new message.
  */
 export const SetAdmissionPolicyRequestSchema: GenMessage<SetAdmissionPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 18);
+  messageDesc(file_boxoffice_queue_v1_queue, 20);
 
 /**
  * SetAdmissionPolicyResponse carries the policy now in force.
@@ -536,7 +600,7 @@ export type SetAdmissionPolicyResponse = Message<"boxoffice.queue.v1.SetAdmissio
  * Use `create(SetAdmissionPolicyResponseSchema)` to create a new message.
  */
 export const SetAdmissionPolicyResponseSchema: GenMessage<SetAdmissionPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 19);
+  messageDesc(file_boxoffice_queue_v1_queue, 21);
 
 /**
  * QueueState is where a queue token stands.
@@ -657,6 +721,18 @@ export const QueueInternalService: GenService<{
     methodKind: "unary";
     input: typeof CheckAdmissionRequestSchema;
     output: typeof CheckAdmissionResponseSchema;
+  },
+  /**
+   * GetQueueStatuses reports many queue tokens of one concert at once, in the
+   * order given, and counts as presence for the waiting ones (the coordinator's
+   * watch streams use it: one call per concert, not one per watcher).
+   *
+   * @generated from rpc boxoffice.queue.v1.QueueInternalService.GetQueueStatuses
+   */
+  getQueueStatuses: {
+    methodKind: "unary";
+    input: typeof GetQueueStatusesRequestSchema;
+    output: typeof GetQueueStatusesResponseSchema;
   },
   /**
    * CompleteSession ends a user's admitted session for a concert (after payment).
