@@ -1,0 +1,127 @@
+/**
+ * WatchQueueStatus at scale: N fans wait in one paused room, each with an open
+ * watch stream (spread over several HTTP/2 connections). Measures the server's
+ * memory per open stream, the Redis commands per second while the streams sit
+ * open (one batched refresh per concert, not one per stream), and, once
+ * admission resumes for everyone, how long each stream takes to hear ADMITTED.
+ */
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Redis } from "ioredis";
+import { readdirSync, readFileSync } from "node:fs";
+import { CoordinatorService } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
+import { QueueAdminService, QueueService, QueueState } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+
+export interface WatchResult {
+  streams: number;
+  connections: number;
+  rssBeforeMiB: number;
+  rssOpenMiB: number;
+  kibPerStream: number;
+  redisCommandsPerSecond: number;
+  admittedP50Ms: number;
+  admittedP99Ms: number;
+  allAdmittedMs: number;
+}
+
+/** The node process that runs the server: tsx starts it as a child of the pid we spawned. */
+export function serverPid(spawned: number): number {
+  const children = (pid: number): number[] =>
+    readdirSync(`/proc/${pid}/task`).flatMap((task) =>
+      readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number),
+    );
+  const all: number[] = [];
+  for (let frontier = [spawned]; frontier.length > 0; ) {
+    frontier = frontier.flatMap(children);
+    all.push(...frontier);
+  }
+  return all.reduce((largest, pid) => (rssMiB(pid) > rssMiB(largest) ? pid : largest), spawned);
+}
+
+function rssMiB(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"))!;
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+async function redisCommands(redis: Redis): Promise<number> {
+  const info = await redis.info("stats");
+  return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export async function measureWatchStreams(options: {
+  url: string;
+  serverPid: number;
+  redisUrl: string;
+  operatorKey: string;
+  concertId: string;
+  fanTokens: string[];
+  connections: number;
+}): Promise<WatchResult> {
+  const { url, concertId, fanTokens, connections } = options;
+  const operator = { headers: { authorization: `Bearer ${options.operatorKey}` } };
+  const transports = Array.from({ length: connections }, () => createGrpcTransport({ baseUrl: url }));
+  const admin = createClient(QueueAdminService, transports[0]!);
+  await admin.pauseAdmission({ concertId }, operator);
+
+  // Everyone enters the paused room.
+  const queue = createClient(QueueService, transports[0]!);
+  const queueTokens: string[] = [];
+  for (let start = 0; start < fanTokens.length; start += 500) {
+    const batch = fanTokens.slice(start, start + 500);
+    const entered = await Promise.all(batch.map((token) => queue.enterQueue({ concertId }, { headers: { authorization: `Bearer ${token}` } })));
+    queueTokens.push(...entered.map((e) => e.queueToken));
+  }
+
+  global.gc?.();
+  await sleep(1_000);
+  const rssBefore = rssMiB(options.serverPid);
+
+  // Open every stream; each resolves with the time it heard ADMITTED.
+  const watchers: Client<typeof CoordinatorService>[] = transports.map((t) => createClient(CoordinatorService, t));
+  const opened: Promise<void>[] = [];
+  const abort = new AbortController();
+  let resumedAt = 0;
+  const admittedAfter: Promise<number>[] = queueTokens.map((queueToken, i) => {
+    let markOpen!: () => void;
+    opened.push(new Promise<void>((resolve) => (markOpen = resolve)));
+    return (async () => {
+      const stream = watchers[i % watchers.length]!.watchQueueStatus({}, { headers: { "x-queue-token": queueToken }, signal: abort.signal, timeoutMs: 0 });
+      for await (const update of stream) {
+        markOpen();
+        if (update.status?.state === QueueState.ADMITTED) return performance.now() - resumedAt;
+      }
+      throw new Error("a watch stream ended before ADMITTED");
+    })();
+  });
+  await Promise.all(opened);
+  await sleep(3_000);
+  const rssOpen = rssMiB(options.serverPid);
+
+  const redis = new Redis(options.redisUrl);
+  const commandsBefore = await redisCommands(redis);
+  const windowMs = 5_000;
+  await sleep(windowMs);
+  const commandsPerSecond = ((await redisCommands(redis)) - commandsBefore - 1) / (windowMs / 1000);
+  redis.disconnect();
+
+  // Room for everyone, then resume: every stream should hear ADMITTED within about one refresh.
+  await admin.setAdmissionPolicy({ concertId, policy: { maxActive: queueTokens.length + 1 } }, operator);
+  resumedAt = performance.now();
+  await admin.resumeAdmission({ concertId }, operator);
+  const delays = (await Promise.all(admittedAfter)).sort((a, b) => a - b);
+  abort.abort();
+  const at = (q: number) => delays[Math.min(delays.length - 1, Math.floor(q * delays.length))]!;
+  return {
+    streams: queueTokens.length,
+    connections,
+    rssBeforeMiB: rssBefore,
+    rssOpenMiB: rssOpen,
+    kibPerStream: ((rssOpen - rssBefore) * 1024) / queueTokens.length,
+    redisCommandsPerSecond: commandsPerSecond,
+    admittedP50Ms: at(0.5),
+    admittedP99Ms: at(0.99),
+    allAdmittedMs: delays.at(-1)!,
+  };
+}
