@@ -2,7 +2,8 @@ import { concertModule } from "./concert/index.js";
 import { coordinatorModule } from "./coordinator/index.js";
 import type { ServiceModule } from "./platform/suite.js";
 import { queueModule } from "./queue/index.js";
+import { reservationModule } from "./reservation/index.js";
 import { tokenModule } from "./token/index.js";
 
 /** Every service of the suite that is implemented, in start order. */
-export const modules: ServiceModule[] = [tokenModule, concertModule, queueModule, coordinatorModule];
+export const modules: ServiceModule[] = [tokenModule, concertModule, queueModule, reservationModule, coordinatorModule];

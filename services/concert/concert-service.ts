@@ -6,6 +6,9 @@ import {
   ConcertAdminService as ConcertAdminServiceDesc,
   ConcertInternalService as ConcertInternalServiceDesc,
   type GetConcertSupplyRequest,
+  type HoldSeatsRequest,
+  type ReleaseSeatsRequest,
+  type SellSeatsRequest,
   ConcertService as ConcertServiceDesc,
   SeatState,
   type CreateConcertRequest,
@@ -17,6 +20,7 @@ import { admission } from "../platform/access.js";
 import { Forbidden, NotFound, Reason } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
 import { Concert, Schedule, Seat } from "./concert.entity.js";
+import { SeatInventory, seatStateNow } from "./seat-inventory.js";
 
 export const defaultSeatCount = 50;
 const seatStates = { AVAILABLE: SeatState.AVAILABLE, HELD: SeatState.HELD, SOLD: SeatState.SOLD } as const;
@@ -39,7 +43,7 @@ async function availableSeats(em: EntityManager, scheduleIds: string[]): Promise
   const rows: { schedule_id: string; available: string }[] = await em
     .getConnection()
     .execute(
-      `select schedule_id, count(*) as available from "concert"."seat" where schedule_id in (?) and state = 'AVAILABLE' group by schedule_id`,
+      `select schedule_id, count(*) as available from "concert"."seat" seat where schedule_id in (?) and ${seatStateNow} = 'AVAILABLE' group by schedule_id`,
       [scheduleIds],
     );
   return new Map(rows.map((row) => [row.schedule_id, Number(row.available)]));
@@ -95,20 +99,27 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
     if (schedule.concert.id !== admission(ctx).concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert");
     }
-    const seats = await em.find(Seat, { scheduleId }, { orderBy: { number: "asc" } });
-    return { seats: seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[seat.state as keyof typeof seatStates] })) };
+    const seats = await em
+      .getConnection()
+      .execute<{ number: number; price: string; state: keyof typeof seatStates }[]>(
+        `select number, price, ${seatStateNow} as state from "concert"."seat" seat where schedule_id = ? order by number`,
+        [scheduleId],
+      );
+    return { seats: seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[seat.state] })) };
   }
 }
 
 /** Answers other boxoffice services (the queue's supply-aware admission). */
 export class ConcertInternalService implements ServiceImpl<typeof ConcertInternalServiceDesc> {
+  constructor(private readonly inventory = new SeatInventory()) {}
+
   async getConcertSupply(req: GetConcertSupplyRequest, ctx: HandlerContext) {
     const concertId = check.id(req.concertId, "concert_id");
     const em = entityManager(ctx);
     const rows: { state: string; seats: string }[] = await em
       .getConnection()
       .execute(
-        `select seat.state, count(*) as seats from "concert"."seat" seat join "concert"."schedule" schedule on schedule.id = seat.schedule_id where schedule.concert_id = ? group by seat.state`,
+        `select ${seatStateNow} as state, count(*) as seats from "concert"."seat" seat join "concert"."schedule" schedule on schedule.id = seat.schedule_id where schedule.concert_id = ? group by 1`,
         [concertId],
       );
     if (rows.length === 0 && !(await em.findOne(Concert, { id: concertId }))) {
@@ -117,6 +128,33 @@ export class ConcertInternalService implements ServiceImpl<typeof ConcertInterna
     const count = (state: string) => Number(rows.find((row) => row.state === state)?.seats ?? 0);
     const [available, held, sold] = [count("AVAILABLE"), count("HELD"), count("SOLD")];
     return { total: available + held + sold, available, held, sold };
+  }
+
+  async holdSeats(req: HoldSeatsRequest, ctx: HandlerContext) {
+    const numbers = check.seatNumbers(req.seatNumbers);
+    const held = await this.inventory.hold(entityManager(ctx), {
+      scheduleId: check.id(req.scheduleId, "schedule_id"),
+      concertId: check.id(req.concertId, "concert_id"),
+      seatNumbers: numbers,
+      reservationId: check.id(req.reservationId, "reservation_id"),
+      holdMs: check.integer(req.holdMs, "hold_ms", 1, 3_600_000),
+    });
+    return { seats: held.seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price) })), heldUntil: timestampFromDate(held.heldUntil) };
+  }
+
+  async sellSeats(req: SellSeatsRequest, ctx: HandlerContext) {
+    await this.inventory.sell(
+      entityManager(ctx),
+      check.id(req.reservationId, "reservation_id"),
+      check.id(req.scheduleId, "schedule_id"),
+      check.integer(req.seatCount, "seat_count", 1, 4),
+    );
+    return {};
+  }
+
+  async releaseSeats(req: ReleaseSeatsRequest, ctx: HandlerContext) {
+    const ids = check.count(req.reservationIds, "reservation_ids", 0, 1000).map((id, i) => check.id(id, `reservation_ids[${i}]`));
+    return this.inventory.release(entityManager(ctx), ids);
   }
 }
 

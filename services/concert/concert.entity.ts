@@ -26,15 +26,24 @@ export const Schedule = defineEntity({
   },
 });
 
-/** A seat of a date. Its state is the one source of truth for what can be sold. */
+/**
+ * A seat of a date: the one source of truth for what can be sold. The concert
+ * service owns seat inventory; the reservation service changes it only through
+ * ConcertInternalService (hold, sell, release).
+ */
 export const Seat = defineEntity({
   name: "Seat",
   schema: "concert",
   tableName: "seat",
+  indexes: [{ name: "seat_reservation_id_index", properties: ["reservationId"], where: `"reservation_id" is not null` }],
   properties: {
     scheduleId: p.uuid().primary(),
     number: p.integer().primary(),
     price: p.bigint("number"),
     state: p.enum(["AVAILABLE", "HELD", "SOLD"] as const).default("AVAILABLE"),
+    /** The reservation holding or having bought the seat. */
+    reservationId: p.uuid().nullable(),
+    /** A HELD seat is free again from this moment, whether or not anyone tidies it up. */
+    heldUntil: p.datetime().nullable(),
   },
 });

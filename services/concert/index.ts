@@ -8,11 +8,12 @@ import { Concert, Schedule, Seat } from "./concert.entity.js";
 import { ConcertAdminService, ConcertInternalService, ConcertService } from "./concert-service.js";
 import { seedDemo } from "./demo.js";
 import { Migration20261124000000_concerts } from "./migrations/Migration20261124000000_concerts.js";
+import { Migration20261124010000_seat_holds } from "./migrations/Migration20261124010000_seat_holds.js";
 
 /** Concert service: what is on sale, its dates and seats. */
 export const concertModule: ServiceModule = {
   name: "concert",
-  database: { schema: "concert", entities: [Concert, Schedule, Seat], migrations: [Migration20261124000000_concerts] },
+  database: { schema: "concert", entities: [Concert, Schedule, Seat], migrations: [Migration20261124000000_concerts, Migration20261124010000_seat_holds] },
   create: ({ config, orm }) => ({
     implementations: [
       implementation(ConcertServiceDesc, new ConcertService()),

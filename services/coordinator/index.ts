@@ -1,5 +1,7 @@
+import { ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { CoordinatorService } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { QueueInternalService, QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
 import { CoordinatorHandlers } from "./coordinator-service.js";
 import { QueueWatch } from "./queue-watch.js";
@@ -13,7 +15,10 @@ export const coordinatorModule: ServiceModule = {
       heartbeatMs: config.queue.watchHeartbeatMs,
     });
     return {
-      implementations: [implementation(CoordinatorService, new CoordinatorHandlers(queueWatch))],
+      implementations: [implementation(
+          CoordinatorService,
+          new CoordinatorHandlers(queueWatch, { concerts: clients.for(ConcertService), reservations: clients.for(ReservationService) }),
+        ),],
       stop: async () => queueWatch.close(),
     };
   },

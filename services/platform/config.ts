@@ -42,6 +42,10 @@ export interface Config extends Secrets {
   /** How long shutdown waits for in-flight calls before closing connections. */
   shutdownGraceMs: number;
   queue: QueueConfig;
+  /** How long a seat hold lasts. */
+  holdMs: number;
+  /** How often expired holds are tidied up and announced. */
+  holdSweepMs: number;
 }
 
 /** The waiting room's defaults; operators change them per concert at run time. */
@@ -163,6 +167,8 @@ export function loadConfig(env: Env = process.env): Config {
     serviceUrls: serviceUrls(env),
     databasePoolSize: integer(env, "DATABASE_POOL_SIZE", 10, 1, 200),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    holdMs: 1000 * integer(env, "HOLD_SECONDS", 300, 1, 3600),
+    holdSweepMs: integer(env, "HOLD_SWEEP_MS", 1000, 10, 60_000),
     queue: {
       maxActive: integer(env, "QUEUE_MAX_ACTIVE", 200, 1, 1_000_000),
       ratePerMinute: integer(env, "QUEUE_RATE_PER_MINUTE", 0, 0, 1_000_000),

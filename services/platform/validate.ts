@@ -32,6 +32,13 @@ export const check = {
     return items;
   },
 
+  /** The seats of one hold: 1..4 distinct numbers, each a plausible seat number; sorted. */
+  seatNumbers(numbers: number[], field = "seat_numbers"): number[] {
+    check.count(numbers, field, 1, 4).forEach((n, i) => check.integer(n, `${field}[${i}]`, 1, 1000));
+    if (new Set(numbers).size !== numbers.length) throw new InvalidInput(field, "must not repeat a seat");
+    return [...numbers].sort((a, b) => a - b);
+  },
+
   time(value: Timestamp | undefined, field: string): Date {
     if (!value) throw new InvalidInput(field, "is required");
     const date = timestampDate(value);

@@ -1,3 +1,4 @@
+import { Repeating } from "../platform/background.js";
 import type { Policy, QueueStore } from "./store.js";
 import type { SupplySource } from "./supply.js";
 
@@ -15,10 +16,7 @@ export interface AdmissionWorkerOptions {
  * never admit more than max_active.
  */
 export class AdmissionWorker {
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #stopped = false;
-  #lastError = 0;
+  readonly #loop: Repeating;
   readonly #clock: () => number;
 
   constructor(
@@ -28,17 +26,15 @@ export class AdmissionWorker {
     private readonly options: AdmissionWorkerOptions,
   ) {
     this.#clock = options.clock ?? Date.now;
+    this.#loop = new Repeating("queue admission", options.tickMs, () => this.tick());
   }
 
   start() {
-    this.#stopped = false;
-    this.#schedule();
+    this.#loop.start();
   }
 
-  async stop() {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#running;
+  stop() {
+    return this.#loop.stop();
   }
 
   /** One pass over every room. */
@@ -47,9 +43,15 @@ export class AdmissionWorker {
       try {
         await this.#tickRoom(concertId);
       } catch (error) {
-        this.#report(error);
+        this.#loop.report(error);
       }
     }
+  }
+
+  /** Seats came back: read the concert's supply afresh and move its line now. */
+  async supplyChanged(concertId: string) {
+    this.supply.forget(concertId);
+    await this.#tickRoom(concertId);
   }
 
   async #tickRoom(concertId: string) {
@@ -60,22 +62,5 @@ export class AdmissionWorker {
       supplyOpen: supply.available > 0,
       batch: this.options.batch ?? 1_000,
     });
-  }
-
-  #schedule() {
-    if (this.#stopped) return;
-    this.#timer = setTimeout(() => {
-      this.#running = this.tick()
-        .catch((error: unknown) => this.#report(error))
-        .finally(() => this.#schedule());
-    }, this.options.tickMs);
-  }
-
-  /** Logs at most one failure a minute: a store that is down would otherwise flood the log. */
-  #report(error: unknown) {
-    const now = Date.now();
-    if (now - this.#lastError < 60_000) return;
-    this.#lastError = now;
-    console.error("queue admission:", error instanceof Error ? error.message : error);
   }
 }

@@ -29,7 +29,7 @@ export const queueModule: ServiceModule = {
     return {
       implementations: [
         implementation(QueueService, new QueueHandlers(room)),
-        implementation(QueueInternalService, new QueueInternalHandlers(room)),
+        implementation(QueueInternalService, new QueueInternalHandlers(room, worker)),
         implementation(QueueAdminService, new QueueAdminHandlers(room)),
       ],
       gate: localGate(room),

@@ -18,10 +18,12 @@ import {
   type QueueStatus,
   type ResumeAdmissionRequest,
   type SetAdmissionPolicyRequest,
+  type SupplyChangedRequest,
 } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { caller, queueTokenHeader } from "../platform/access.js";
 import { InvalidInput, NotAuthenticated, Reason } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
+import type { AdmissionWorker } from "./admission.js";
 import type { Policy } from "./store.js";
 import type { RoomStatus, WaitingRoom } from "./waiting-room.js";
 
@@ -89,7 +91,15 @@ export class QueueHandlers implements ServiceImpl<typeof QueueService> {
 
 /** The gate and session end, for other boxoffice services. */
 export class QueueInternalHandlers implements ServiceImpl<typeof QueueInternalService> {
-  constructor(private readonly room: WaitingRoom) {}
+  constructor(
+    private readonly room: WaitingRoom,
+    private readonly worker: AdmissionWorker,
+  ) {}
+
+  async supplyChanged(req: SupplyChangedRequest) {
+    await this.worker.supplyChanged(check.id(req.concertId, "concert_id"));
+    return {};
+  }
 
   async checkAdmission(req: CheckAdmissionRequest) {
     if (!req.queueToken) throw new InvalidInput("queue_token", "is required");

@@ -13,6 +13,8 @@ export interface Supply {
 /** Where the queue learns what is left to sell. Throws NotFound for an unknown concert. */
 export interface SupplySource {
   of(concertId: string): Promise<Supply>;
+  /** Drops what is remembered of the concert's supply, so the next read asks afresh. */
+  forget(concertId: string): void;
 }
 
 /**
@@ -28,6 +30,10 @@ export class ConcertSupply implements SupplySource {
     private readonly maxAgeMs = 1_000,
     private readonly clock: () => number = Date.now,
   ) {}
+
+  forget(concertId: string) {
+    this.#cache.delete(concertId);
+  }
 
   of(concertId: string): Promise<Supply> {
     const now = this.clock();

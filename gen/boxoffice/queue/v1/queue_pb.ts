@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/queue/v1/queue.proto.
  */
 export const file_boxoffice_queue_v1_queue: GenFile = /*@__PURE__*/
-  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSLfAQoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkiuQEKD0FkbWlzc2lvblBvbGljeRISCgptYXhfYWN0aXZlGAEgASgFEhwKD3JhdGVfcGVyX21pbnV0ZRgCIAEoBUgAiAEBEi4KC3Nlc3Npb25fdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDWFiYW5kb25fYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEgoQX3JhdGVfcGVyX21pbnV0ZSInChFFbnRlclF1ZXVlUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIloKEkVudGVyUXVldWVSZXNwb25zZRITCgtxdWV1ZV90b2tlbhgBIAEoCRIvCgZzdGF0dXMYAiABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiFwoVR2V0UXVldWVTdGF0dXNSZXF1ZXN0IkkKFkdldFF1ZXVlU3RhdHVzUmVzcG9uc2USLwoGc3RhdHVzGAEgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIhMKEUxlYXZlUXVldWVSZXF1ZXN0IkUKEkxlYXZlUXVldWVSZXNwb25zZRIvCgZzdGF0dXMYASABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiUQoVQ2hlY2tBZG1pc3Npb25SZXF1ZXN0EhMKC3F1ZXVlX3Rva2VuGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCSJxChZDaGVja0FkbWlzc2lvblJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCRIyCg5hZG1pdHRlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoXR2V0UXVldWVTdGF0dXNlc1JlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIUCgxxdWV1ZV90b2tlbnMYAiADKAkiTQoYR2V0UXVldWVTdGF0dXNlc1Jlc3BvbnNlEjEKCHN0YXR1c2VzGAEgAygLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIj0KFkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJIhkKF0NvbXBsZXRlU2Vzc2lvblJlc3BvbnNlIioKFEdldFF1ZXVlU3RhdHNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiwQEKFUdldFF1ZXVlU3RhdHNSZXNwb25zZRIPCgd3YWl0aW5nGAEgASgDEhAKCGFkbWl0dGVkGAIgASgDEhsKE2FkbWl0dGVkX3Blcl9taW51dGUYAyABKAMSEQoJYWJhbmRvbmVkGAQgASgDEg4KBnBhdXNlZBgFIAEoCBIzCgZwb2xpY3kYBiABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5EhAKCHNvbGRfb3V0GAcgASgIIisKFVBhdXNlQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhgKFlBhdXNlQWRtaXNzaW9uUmVzcG9uc2UiLAoWUmVzdW1lQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhkKF1Jlc3VtZUFkbWlzc2lvblJlc3BvbnNlImQKGVNldEFkbWlzc2lvblBvbGljeVJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIzCgZwb2xpY3kYAiABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5IlEKGlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlEjMKBnBvbGljeRgBIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kqwAEKClF1ZXVlU3RhdGUSGwoXUVVFVUVfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNRVUVVRV9TVEFURV9XQUlUSU5HEAESGAoUUVVFVUVfU1RBVEVfQURNSVRURUQQAhIXChNRVUVVRV9TVEFURV9FWFBJUkVEEAMSFAoQUVVFVUVfU1RBVEVfTEVGVBAEEhkKFVFVRVVFX1NUQVRFX0NPTVBMRVRFRBAFEhgKFFFVRVVFX1NUQVRFX1NPTERfT1VUEAYywwIKDFF1ZXVlU2VydmljZRJhCgpFbnRlclF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXNwb25zZSIEiLUYAhJtCg5HZXRRdWV1ZVN0YXR1cxIpLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c1JlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNSZXNwb25zZSIEiLUYBBJhCgpMZWF2ZVF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXNwb25zZSIEiLUYBDLsAgoUUXVldWVJbnRlcm5hbFNlcnZpY2USbQoOQ2hlY2tBZG1pc3Npb24SKS5ib3hvZmZpY2UucXVldWUudjEuQ2hlY2tBZG1pc3Npb25SZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNoZWNrQWRtaXNzaW9uUmVzcG9uc2UiBIi1GAUScwoQR2V0UXVldWVTdGF0dXNlcxIrLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVxdWVzdBosLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVzcG9uc2UiBIi1GAUScAoPQ29tcGxldGVTZXNzaW9uEiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QaKy5ib3hvZmZpY2UucXVldWUudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiBIi1GAUy2wMKEVF1ZXVlQWRtaW5TZXJ2aWNlEmoKDUdldFF1ZXVlU3RhdHMSKC5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaKS5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlIgSItRgGEm0KDlBhdXNlQWRtaXNzaW9uEikuYm94b2ZmaWNlLnF1ZXVlLnYxLlBhdXNlQWRtaXNzaW9uUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5QYXVzZUFkbWlzc2lvblJlc3BvbnNlIgSItRgGEnAKD1Jlc3VtZUFkbWlzc2lvbhIqLmJveG9mZmljZS5xdWV1ZS52MS5SZXN1bWVBZG1pc3Npb25SZXF1ZXN0GisuYm94b2ZmaWNlLnF1ZXVlLnYxLlJlc3VtZUFkbWlzc2lvblJlc3BvbnNlIgSItRgGEnkKElNldEFkbWlzc2lvblBvbGljeRItLmJveG9mZmljZS5xdWV1ZS52MS5TZXRBZG1pc3Npb25Qb2xpY3lSZXF1ZXN0Gi4uYm94b2ZmaWNlLnF1ZXVlLnYxLlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlIgSItRgGYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSLfAQoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkiuQEKD0FkbWlzc2lvblBvbGljeRISCgptYXhfYWN0aXZlGAEgASgFEhwKD3JhdGVfcGVyX21pbnV0ZRgCIAEoBUgAiAEBEi4KC3Nlc3Npb25fdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDWFiYW5kb25fYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEgoQX3JhdGVfcGVyX21pbnV0ZSInChFFbnRlclF1ZXVlUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIloKEkVudGVyUXVldWVSZXNwb25zZRITCgtxdWV1ZV90b2tlbhgBIAEoCRIvCgZzdGF0dXMYAiABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiFwoVR2V0UXVldWVTdGF0dXNSZXF1ZXN0IkkKFkdldFF1ZXVlU3RhdHVzUmVzcG9uc2USLwoGc3RhdHVzGAEgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIhMKEUxlYXZlUXVldWVSZXF1ZXN0IkUKEkxlYXZlUXVldWVSZXNwb25zZRIvCgZzdGF0dXMYASABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiUQoVQ2hlY2tBZG1pc3Npb25SZXF1ZXN0EhMKC3F1ZXVlX3Rva2VuGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCSJxChZDaGVja0FkbWlzc2lvblJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCRIyCg5hZG1pdHRlZF91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoXR2V0UXVldWVTdGF0dXNlc1JlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIUCgxxdWV1ZV90b2tlbnMYAiADKAkiTQoYR2V0UXVldWVTdGF0dXNlc1Jlc3BvbnNlEjEKCHN0YXR1c2VzGAEgAygLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIioKFFN1cHBseUNoYW5nZWRSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiFwoVU3VwcGx5Q2hhbmdlZFJlc3BvbnNlIj0KFkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJIhkKF0NvbXBsZXRlU2Vzc2lvblJlc3BvbnNlIioKFEdldFF1ZXVlU3RhdHNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiwQEKFUdldFF1ZXVlU3RhdHNSZXNwb25zZRIPCgd3YWl0aW5nGAEgASgDEhAKCGFkbWl0dGVkGAIgASgDEhsKE2FkbWl0dGVkX3Blcl9taW51dGUYAyABKAMSEQoJYWJhbmRvbmVkGAQgASgDEg4KBnBhdXNlZBgFIAEoCBIzCgZwb2xpY3kYBiABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5EhAKCHNvbGRfb3V0GAcgASgIIisKFVBhdXNlQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhgKFlBhdXNlQWRtaXNzaW9uUmVzcG9uc2UiLAoWUmVzdW1lQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhkKF1Jlc3VtZUFkbWlzc2lvblJlc3BvbnNlImQKGVNldEFkbWlzc2lvblBvbGljeVJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIzCgZwb2xpY3kYAiABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5IlEKGlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlEjMKBnBvbGljeRgBIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kqwAEKClF1ZXVlU3RhdGUSGwoXUVVFVUVfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNRVUVVRV9TVEFURV9XQUlUSU5HEAESGAoUUVVFVUVfU1RBVEVfQURNSVRURUQQAhIXChNRVUVVRV9TVEFURV9FWFBJUkVEEAMSFAoQUVVFVUVfU1RBVEVfTEVGVBAEEhkKFVFVRVVFX1NUQVRFX0NPTVBMRVRFRBAFEhgKFFFVRVVFX1NUQVRFX1NPTERfT1VUEAYywwIKDFF1ZXVlU2VydmljZRJhCgpFbnRlclF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXNwb25zZSIEiLUYAhJtCg5HZXRRdWV1ZVN0YXR1cxIpLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c1JlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNSZXNwb25zZSIEiLUYBBJhCgpMZWF2ZVF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXNwb25zZSIEiLUYBDLYAwoUUXVldWVJbnRlcm5hbFNlcnZpY2USbQoOQ2hlY2tBZG1pc3Npb24SKS5ib3hvZmZpY2UucXVldWUudjEuQ2hlY2tBZG1pc3Npb25SZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNoZWNrQWRtaXNzaW9uUmVzcG9uc2UiBIi1GAUScwoQR2V0UXVldWVTdGF0dXNlcxIrLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVxdWVzdBosLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVzcG9uc2UiBIi1GAUSagoNU3VwcGx5Q2hhbmdlZBIoLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVxdWVzdBopLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVzcG9uc2UiBIi1GAUScAoPQ29tcGxldGVTZXNzaW9uEiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QaKy5ib3hvZmZpY2UucXVldWUudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiBIi1GAUy2wMKEVF1ZXVlQWRtaW5TZXJ2aWNlEmoKDUdldFF1ZXVlU3RhdHMSKC5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaKS5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlIgSItRgGEm0KDlBhdXNlQWRtaXNzaW9uEikuYm94b2ZmaWNlLnF1ZXVlLnYxLlBhdXNlQWRtaXNzaW9uUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5QYXVzZUFkbWlzc2lvblJlc3BvbnNlIgSItRgGEnAKD1Jlc3VtZUFkbWlzc2lvbhIqLmJveG9mZmljZS5xdWV1ZS52MS5SZXN1bWVBZG1pc3Npb25SZXF1ZXN0GisuYm94b2ZmaWNlLnF1ZXVlLnYxLlJlc3VtZUFkbWlzc2lvblJlc3BvbnNlIgSItRgGEnkKElNldEFkbWlzc2lvblBvbGljeRItLmJveG9mZmljZS5xdWV1ZS52MS5TZXRBZG1pc3Npb25Qb2xpY3lSZXF1ZXN0Gi4uYm94b2ZmaWNlLnF1ZXVlLnYxLlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlIgSItRgGYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * QueueStatus is the waiting info of one queue token.
@@ -355,6 +355,42 @@ export const GetQueueStatusesResponseSchema: GenMessage<GetQueueStatusesResponse
   messageDesc(file_boxoffice_queue_v1_queue, 11);
 
 /**
+ * SupplyChangedRequest names the concert.
+ *
+ * @generated from message boxoffice.queue.v1.SupplyChangedRequest
+ */
+export type SupplyChangedRequest = Message<"boxoffice.queue.v1.SupplyChangedRequest"> & {
+  /**
+   * The concert whose seats came back.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.SupplyChangedRequest.
+ * Use `create(SupplyChangedRequestSchema)` to create a new message.
+ */
+export const SupplyChangedRequestSchema: GenMessage<SupplyChangedRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 12);
+
+/**
+ * SupplyChangedResponse is empty.
+ *
+ * @generated from message boxoffice.queue.v1.SupplyChangedResponse
+ */
+export type SupplyChangedResponse = Message<"boxoffice.queue.v1.SupplyChangedResponse"> & {
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.SupplyChangedResponse.
+ * Use `create(SupplyChangedResponseSchema)` to create a new message.
+ */
+export const SupplyChangedResponseSchema: GenMessage<SupplyChangedResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 13);
+
+/**
  * CompleteSessionRequest names the session to end.
  *
  * @generated from message boxoffice.queue.v1.CompleteSessionRequest
@@ -380,7 +416,7 @@ export type CompleteSessionRequest = Message<"boxoffice.queue.v1.CompleteSession
  * Use `create(CompleteSessionRequestSchema)` to create a new message.
  */
 export const CompleteSessionRequestSchema: GenMessage<CompleteSessionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 12);
+  messageDesc(file_boxoffice_queue_v1_queue, 14);
 
 /**
  * CompleteSessionResponse is empty: the session is ended (or already was).
@@ -395,7 +431,7 @@ export type CompleteSessionResponse = Message<"boxoffice.queue.v1.CompleteSessio
  * Use `create(CompleteSessionResponseSchema)` to create a new message.
  */
 export const CompleteSessionResponseSchema: GenMessage<CompleteSessionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 13);
+  messageDesc(file_boxoffice_queue_v1_queue, 15);
 
 /**
  * GetQueueStatsRequest names the concert.
@@ -416,7 +452,7 @@ export type GetQueueStatsRequest = Message<"boxoffice.queue.v1.GetQueueStatsRequ
  * Use `create(GetQueueStatsRequestSchema)` to create a new message.
  */
 export const GetQueueStatsRequestSchema: GenMessage<GetQueueStatsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 14);
+  messageDesc(file_boxoffice_queue_v1_queue, 16);
 
 /**
  * GetQueueStatsResponse carries the counts of a waiting room.
@@ -479,7 +515,7 @@ export type GetQueueStatsResponse = Message<"boxoffice.queue.v1.GetQueueStatsRes
  * Use `create(GetQueueStatsResponseSchema)` to create a new message.
  */
 export const GetQueueStatsResponseSchema: GenMessage<GetQueueStatsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 15);
+  messageDesc(file_boxoffice_queue_v1_queue, 17);
 
 /**
  * PauseAdmissionRequest names the concert.
@@ -500,7 +536,7 @@ export type PauseAdmissionRequest = Message<"boxoffice.queue.v1.PauseAdmissionRe
  * Use `create(PauseAdmissionRequestSchema)` to create a new message.
  */
 export const PauseAdmissionRequestSchema: GenMessage<PauseAdmissionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 16);
+  messageDesc(file_boxoffice_queue_v1_queue, 18);
 
 /**
  * PauseAdmissionResponse is empty.
@@ -515,7 +551,7 @@ export type PauseAdmissionResponse = Message<"boxoffice.queue.v1.PauseAdmissionR
  * Use `create(PauseAdmissionResponseSchema)` to create a new message.
  */
 export const PauseAdmissionResponseSchema: GenMessage<PauseAdmissionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 17);
+  messageDesc(file_boxoffice_queue_v1_queue, 19);
 
 /**
  * ResumeAdmissionRequest names the concert.
@@ -536,7 +572,7 @@ export type ResumeAdmissionRequest = Message<"boxoffice.queue.v1.ResumeAdmission
  * Use `create(ResumeAdmissionRequestSchema)` to create a new message.
  */
 export const ResumeAdmissionRequestSchema: GenMessage<ResumeAdmissionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 18);
+  messageDesc(file_boxoffice_queue_v1_queue, 20);
 
 /**
  * ResumeAdmissionResponse is empty.
@@ -551,7 +587,7 @@ export type ResumeAdmissionResponse = Message<"boxoffice.queue.v1.ResumeAdmissio
  * Use `create(ResumeAdmissionResponseSchema)` to create a new message.
  */
 export const ResumeAdmissionResponseSchema: GenMessage<ResumeAdmissionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 19);
+  messageDesc(file_boxoffice_queue_v1_queue, 21);
 
 /**
  * SetAdmissionPolicyRequest carries the new policy.
@@ -579,7 +615,7 @@ export type SetAdmissionPolicyRequest = Message<"boxoffice.queue.v1.SetAdmission
  * Use `create(SetAdmissionPolicyRequestSchema)` to create a new message.
  */
 export const SetAdmissionPolicyRequestSchema: GenMessage<SetAdmissionPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 20);
+  messageDesc(file_boxoffice_queue_v1_queue, 22);
 
 /**
  * SetAdmissionPolicyResponse carries the policy now in force.
@@ -600,7 +636,7 @@ export type SetAdmissionPolicyResponse = Message<"boxoffice.queue.v1.SetAdmissio
  * Use `create(SetAdmissionPolicyResponseSchema)` to create a new message.
  */
 export const SetAdmissionPolicyResponseSchema: GenMessage<SetAdmissionPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 21);
+  messageDesc(file_boxoffice_queue_v1_queue, 23);
 
 /**
  * QueueState is where a queue token stands.
@@ -733,6 +769,18 @@ export const QueueInternalService: GenService<{
     methodKind: "unary";
     input: typeof GetQueueStatusesRequestSchema;
     output: typeof GetQueueStatusesResponseSchema;
+  },
+  /**
+   * SupplyChanged tells the queue that seats of a concert came back (holds
+   * expired or released), so that admission resumes at once instead of at the
+   * next supply refresh.
+   *
+   * @generated from rpc boxoffice.queue.v1.QueueInternalService.SupplyChanged
+   */
+  supplyChanged: {
+    methodKind: "unary";
+    input: typeof SupplyChangedRequestSchema;
+    output: typeof SupplyChangedResponseSchema;
   },
   /**
    * CompleteSession ends a user's admitted session for a concert (after payment).
