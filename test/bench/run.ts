@@ -19,6 +19,8 @@ import { UserTokens } from "../../services/platform/tokens.js";
 import { createDatabase } from "../databases.js";
 import { startServerProcess } from "../server-process.js";
 import { dropKeys, measureAdmissionTicks } from "./admission-tick.js";
+import { holdCases } from "./holds.js";
+import { measure as measureCase } from "./measure.js";
 import { measureWatchStreams, serverPid } from "./watch-streams.js";
 
 const quick = process.argv.includes("--quick");
@@ -51,32 +53,7 @@ async function fanTokens(count: number): Promise<string[]> {
   return Promise.all(Array.from({ length: count }, async () => (await tokens.sign(randomUUID())).token));
 }
 
-interface Result {
-  name: string;
-  calls: number;
-  perSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-}
-
-async function measure(name: string, call: () => Promise<unknown>): Promise<Result> {
-  const warm = performance.now() + 1000;
-  while (performance.now() < warm) await call();
-  const latencies: number[] = [];
-  const until = performance.now() + seconds * 1000;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < until) {
-        const started = performance.now();
-        await call();
-        latencies.push(performance.now() - started);
-      }
-    }),
-  );
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
-  return { name, calls: latencies.length, perSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
-}
+const measure = (name: string, call: () => Promise<unknown>) => measureCase(name, call, { seconds, concurrency });
 
 const server = await startServer(await createDatabase("boxoffice_bench"));
 try {
@@ -105,6 +82,8 @@ try {
     lastQueueToken = entered.queueToken;
   };
 
+  const holds = await holdCases(transport, operatorKey, fans);
+
   // The ceiling is measured first and last, and averaged, so drift during the run shows and cancels out.
   const results = [
     await measure("ceiling: grpc.health.v1.Health/Check (first)", () => health.check({})),
@@ -116,6 +95,8 @@ try {
     await measure("QueueService/GetQueueStatus (far down the line)", () =>
       queue.getQueueStatus({}, { headers: { "x-queue-token": lastQueueToken } }),
     ),
+    await measure("ReservationService/HoldSeats (distinct seats)", holds.distinct),
+    await measure("ReservationService/HoldSeats (one contested seat)", holds.contested),
     await measure("ceiling: grpc.health.v1.Health/Check (last)", () => health.check({})),
   ];
   if (next > fans.length) console.warn(`EnterQueue ran out of new fans: ${next - fans.length} calls re-entered`);
