@@ -602,6 +602,12 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const t0 = Date.now();
       expect(await store.setPolicy(concertId, defaults, { maxActive: 7 })).toEqual({ ...defaults, maxActive: 7 });
       expect(await store.setPolicy(concertId, defaults, { ratePerMinute: 30 })).toEqual({ ...defaults, maxActive: 7, ratePerMinute: 30 });
+      // A field present but undefined is a field not given: it keeps its override.
+      expect(await store.setPolicy(concertId, defaults, { maxActive: undefined, sessionTtlMs: undefined })).toEqual({
+        ...defaults,
+        maxActive: 7,
+        ratePerMinute: 30,
+      });
       expect((await store.stats(concertId, defaults, t0)).policy).toEqual({ ...defaults, maxActive: 7, ratePerMinute: 30 });
       // Fields not overridden follow the defaults of the call.
       const otherDefaults: Policy = { maxActive: 1, ratePerMinute: 1, sessionTtlMs: 5_000, abandonAfterMs: 9_000 };

@@ -40,6 +40,8 @@ class Watcher {
 
   /** Keeps only the newest update: a slow reader skips to the present instead of queueing history. */
   deliver(update: WatchUpdate) {
+    // An unread change already says everything a heartbeat would.
+    if (update.heartbeat && this.#pending && !this.#pending.heartbeat) return;
     this.#pending = update;
     this.last = update.status;
     this.lastSentAt = Date.now();

@@ -239,7 +239,9 @@ export class MemoryQueueStore implements QueueStore {
 
   async setPolicy(concertId: string, defaults: Policy, change: Partial<Policy>): Promise<Policy> {
     const room = this.#room(concertId);
-    room.overrides = { ...room.overrides, ...change };
+    for (const [field, value] of Object.entries(change) as [keyof Policy, number | undefined][]) {
+      if (value !== undefined) room.overrides[field] = value;
+    }
     return overlay(defaults, room.overrides);
   }
 
