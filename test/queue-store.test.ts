@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Redis } from "ioredis";
+import { dropKeys } from "./redis-keys.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryQueueStore } from "../services/queue/memory-store.js";
 import { RedisQueueStore } from "../services/queue/redis-store.js";
@@ -27,19 +27,7 @@ const backends: Backend[] = [
   { name: "redis", open: () => new RedisQueueStore(redisUrl, keyPrefix), another: () => new RedisQueueStore(redisUrl, keyPrefix) },
 ];
 
-afterAll(async () => {
-  const redis = new Redis(redisUrl);
-  try {
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${keyPrefix}*`, "COUNT", 1000);
-      if (keys.length > 0) await redis.unlink(...keys);
-      cursor = next;
-    } while (cursor !== "0");
-  } finally {
-    redis.disconnect();
-  }
-});
+afterAll(() => dropKeys(redisUrl, keyPrefix));
 
 const defaults: Policy = { maxActive: 3, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
 const open = (now: number): TickInput => ({ now, supplyOpen: true, batch: 1000 });

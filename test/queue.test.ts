@@ -2,7 +2,6 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, durationMs, timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -22,6 +21,7 @@ import { modules } from "../services/modules.js";
 import { Reason, reasonOf } from "../services/platform/errors.js";
 import { startSuite, type Suite } from "../services/platform/suite.js";
 import { QueueTokens } from "../services/queue/queue-tokens.js";
+import { dropKeys } from "./redis-keys.js";
 import { bearer, client, failure, gated, operator, testConfig, testSecrets, waitForState, withQueueToken } from "./support.js";
 
 /**
@@ -42,19 +42,7 @@ beforeAll(() => {
 });
 afterAll(async () => {
   await db?.end();
-  const redis = new Redis(redisUrl);
-  try {
-    for (const prefix of redisPrefixes) {
-      let cursor = "0";
-      do {
-        const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-        if (keys.length > 0) await redis.unlink(...keys);
-        cursor = next;
-      } while (cursor !== "0");
-    }
-  } finally {
-    redis.disconnect();
-  }
+  for (const prefix of redisPrefixes) await dropKeys(redisUrl, prefix);
 });
 
 /** Environment of a suite on a fresh Redis key prefix, deleted after the file. */

@@ -4,11 +4,11 @@
  * When the tick's cost follows the fans it moves and not the line's length,
  * the time per tick stays flat from 1,000 to 1,000,000 waiting.
  */
-import { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { MemoryQueueStore } from "../../services/queue/memory-store.js";
 import { RedisQueueStore } from "../../services/queue/redis-store.js";
 import type { Policy, QueueStore } from "../../services/queue/store.js";
+import { dropKeys } from "../redis-keys.js";
 
 export interface TickCost {
   store: string;
@@ -62,16 +62,4 @@ export async function measureAdmissionTicks(redisUrl: string, sizes: number[]): 
   }
   await dropKeys(redisUrl, prefix);
   return costs;
-}
-
-/** Removes every Redis key under the prefix. */
-export async function dropKeys(redisUrl: string, prefix: string) {
-  const redis = new Redis(redisUrl);
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    if (keys.length > 0) await redis.unlink(...keys);
-    cursor = next;
-  } while (cursor !== "0");
-  redis.disconnect();
 }
