@@ -8,6 +8,9 @@ import { NotFound, Reason, Refused } from "../platform/errors.js";
  */
 export const seatStateNow = `(case when seat.state = 'HELD' and seat.held_until <= now() then 'AVAILABLE' else seat.state end)`;
 
+/** Longest a hold waits for another hold's transaction on the same seats. */
+const lockTimeoutMs = 2_000;
+
 export interface HeldSeats {
   seats: { number: number; price: number }[];
   heldUntil: Date;
@@ -27,14 +30,30 @@ export interface SeatHold {
  */
 export class SeatInventory {
   /**
-   * Holds all the seats or none. The free seats are locked with SKIP LOCKED: a
-   * seat another hold is taking right now counts as taken, so of any number of
-   * concurrent holds on a seat exactly one wins and the others fail at once
-   * instead of queueing on the row lock.
+   * Holds all the seats or none. The free seats are locked in seat order, so
+   * concurrent holds never deadlock; a hold that meets a seat another hold is
+   * taking waits for that one short transaction, then sees the seat taken (or
+   * free again, if the other hold failed) — so of any number of concurrent holds
+   * on a seat exactly one wins, and a loser's brief lock never makes everyone
+   * lose. The wait is bounded by lock_timeout.
    */
   async hold(em: EntityManager, hold: SeatHold): Promise<HeldSeats> {
+    try {
+      return await this.#hold(em, hold);
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "55P03") {
+        throw new Refused(Reason.SEAT_UNAVAILABLE, "those seats are being taken by someone else right now", {
+          seats: hold.seatNumbers.join(","),
+        });
+      }
+      throw error;
+    }
+  }
+
+  async #hold(em: EntityManager, hold: SeatHold): Promise<HeldSeats> {
     return em.transactional(async (tx) => {
       const connection = tx.getConnection();
+      await connection.execute(`set local lock_timeout = '${lockTimeoutMs}ms'`, [], "run", tx.getTransactionContext());
       const [schedule] = await connection.execute<{ concert_id: string; seat_count: number }[]>(
         `select concert_id, seat_count from "concert"."schedule" where id = ?`,
         [hold.scheduleId],
@@ -54,7 +73,8 @@ export class SeatInventory {
            select schedule_id, number from "concert"."seat"
            where schedule_id = ? and number = any(?::int[])
              and (state = 'AVAILABLE' or (state = 'HELD' and held_until <= now()))
-           for update skip locked)
+           order by number
+           for update)
          update "concert"."seat" seat
             set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
            from free where seat.schedule_id = free.schedule_id and seat.number = free.number

@@ -738,8 +738,9 @@ export const ConcertInternalService: GenService<{
   /**
    * HoldSeats marks seats of a date HELD for a reservation until now + hold
    * length, all or none, in one conditional update: a seat counts as free when
-   * AVAILABLE or HELD past its held_until. Seats another hold is taking at this
-   * very moment count as taken (no waiting on locks). Fails with
+   * AVAILABLE or HELD past its held_until. Seats are locked in seat order; a
+   * hold meeting another one in flight waits for it (at most 2 s) and then
+   * sees the seat taken or free. Fails with
    * SEAT_UNAVAILABLE (metadata "seats": the numbers taken), SCHEDULE_NOT_FOUND,
    * SEAT_NOT_FOUND, or NOT_ADMITTED when the date is not of concert_id.
    *
