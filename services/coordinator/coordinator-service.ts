@@ -1,28 +1,23 @@
-import type { Client, HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type Client, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { ErrorDetailSchema } from "../../gen/boxoffice/common/v1/error_pb.js";
 import { SeatState, type ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
-import type { CoordinatorService, ReserveSeatsRequest } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
-import type { ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
-import { queueTokenHeader } from "../platform/access.js";
+import type { BookSeatsRequest, CheckoutRequest, CoordinatorService, ReserveSeatsRequest } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
+import type { PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
+import type { Reservation, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { onBehalfOf, queueTokenHeader } from "../platform/access.js";
 import { callDependency } from "../platform/clients.js";
 import { NotFound, Reason, Refused } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
 import type { QueueWatch } from "./queue-watch.js";
 
-/** The fan's own credentials, passed on to the services the coordinator calls for them. */
-function onBehalf(ctx: HandlerContext) {
-  return {
-    headers: { authorization: ctx.requestHeader.get("authorization") ?? "", [queueTokenHeader]: ctx.requestHeader.get(queueTokenHeader) ?? "" },
-    signal: ctx.signal,
-  };
-}
-
 export interface CoordinatorClients {
   concerts: Client<typeof ConcertService>;
   reservations: Client<typeof ReservationService>;
+  payments: Client<typeof PaymentService>;
 }
 
 /** The fan's one-stop entry to the booking flow. */
-export class CoordinatorHandlers implements Partial<ServiceImpl<typeof CoordinatorService>> {
+export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorService> {
   constructor(
     private readonly queueWatch: QueueWatch,
     private readonly clients: CoordinatorClients,
@@ -39,9 +34,53 @@ export class CoordinatorHandlers implements Partial<ServiceImpl<typeof Coordinat
    * its seats are checked with the concert service; then the seats are held.
    */
   async reserveSeats(req: ReserveSeatsRequest, ctx: HandlerContext) {
+    return { reservation: await this.#reserve(req, ctx) };
+  }
+
+  /** Pays for a held reservation; on success the payment service ends the queue session. */
+  async checkout(req: CheckoutRequest, ctx: HandlerContext) {
+    const reservationId = check.id(req.reservationId, "reservation_id");
+    const idempotencyKey = check.idempotencyKey(req.idempotencyKey);
+    return this.#pay(reservationId, idempotencyKey, ctx);
+  }
+
+  /**
+   * The whole seed flow in one call: hold, then pay. If the payment fails, the
+   * hold stays until it expires and the payment says why, so the fan can top up
+   * and Checkout. A retry with the same seats finds the hold it made.
+   */
+  async bookSeats(req: BookSeatsRequest, ctx: HandlerContext) {
+    const idempotencyKey = check.idempotencyKey(req.idempotencyKey);
+    let reservationId: string;
+    try {
+      reservationId = (await this.#reserve(req, ctx)).id;
+    } catch (error) {
+      const live = ConnectError.from(error).findDetails(ErrorDetailSchema)[0];
+      if (live?.reason !== Reason.HOLD_LIMIT_REACHED || !live.metadata.reservation_id) throw error;
+      const { reservation } = await callDependency("reservation", () =>
+        this.clients.reservations.getReservation({ reservationId: live.metadata.reservation_id! }, onBehalfOf(ctx)),
+      );
+      const same = reservation!.seatNumbers.join() === check.seatNumbers(req.seatNumbers).join();
+      if (!same) throw error;
+      reservationId = reservation!.id;
+    }
+    return this.#pay(reservationId, idempotencyKey, ctx);
+  }
+
+  async #pay(reservationId: string, idempotencyKey: string, ctx: HandlerContext) {
+    const { payment } = await callDependency("payment", () => this.clients.payments.pay({ reservationId, idempotencyKey }, onBehalfOf(ctx)));
+    const { reservation } = await callDependency("reservation", () => this.clients.reservations.getReservation({ reservationId }, onBehalfOf(ctx)));
+    return { payment, reservation };
+  }
+
+  /**
+   * The seed's seat reservation: admission was checked at the door; the date and
+   * its seats are checked with the concert service; then the seats are held.
+   */
+  async #reserve(req: { scheduleId: string; seatNumbers: number[] }, ctx: HandlerContext): Promise<Reservation> {
     const scheduleId = check.id(req.scheduleId, "schedule_id");
     const wanted = check.seatNumbers(req.seatNumbers);
-    const { seats } = await callDependency("concert", () => this.clients.concerts.listSeats({ scheduleId }, onBehalf(ctx)));
+    const { seats } = await callDependency("concert", () => this.clients.concerts.listSeats({ scheduleId }, onBehalfOf(ctx)));
     const byNumber = new Map(seats.map((seat) => [seat.number, seat]));
     const missing = wanted.filter((n) => !byNumber.has(n));
     if (missing.length > 0) {
@@ -50,8 +89,8 @@ export class CoordinatorHandlers implements Partial<ServiceImpl<typeof Coordinat
     const taken = wanted.filter((n) => byNumber.get(n)!.state !== SeatState.AVAILABLE);
     if (taken.length > 0) throw new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
     const { reservation } = await callDependency("reservation", () =>
-      this.clients.reservations.holdSeats({ scheduleId, seatNumbers: wanted }, onBehalf(ctx)),
+      this.clients.reservations.holdSeats({ scheduleId, seatNumbers: wanted }, onBehalfOf(ctx)),
     );
-    return { reservation };
+    return reservation!;
   }
 }

@@ -46,6 +46,8 @@ export interface Config extends Secrets {
   holdMs: number;
   /** How often expired holds are tidied up and announced. */
   holdSweepMs: number;
+  /** Longest a payment stays PENDING after a crash or outage before recovery settles it. */
+  paymentRecoveryMs: number;
 }
 
 /** The waiting room's defaults; operators change them per concert at run time. */
@@ -169,6 +171,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     holdMs: 1000 * integer(env, "HOLD_SECONDS", 300, 1, 3600),
     holdSweepMs: integer(env, "HOLD_SWEEP_MS", 1000, 10, 60_000),
+    paymentRecoveryMs: integer(env, "PAYMENT_RECOVERY_MS", 30_000, 100, 3_600_000),
     queue: {
       maxActive: integer(env, "QUEUE_MAX_ACTIVE", 200, 1, 1_000_000),
       ratePerMinute: integer(env, "QUEUE_RATE_PER_MINUTE", 0, 0, 1_000_000),

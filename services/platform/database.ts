@@ -25,6 +25,9 @@ export async function openDatabase(spec: DatabaseSpec, options: DatabaseOptions)
   const orm = await MikroORM.init(
     defineConfig({
       clientUrl: options.url,
+      // Its own name, so that a transaction of one service's ORM is never taken up by another's
+      // ORM further down the same async call chain (in-process calls between services).
+      contextName: `boxoffice:${spec.schema}`,
       entities: spec.entities,
       extensions: [Migrator],
       pool: { min: 0, max: options.poolSize },

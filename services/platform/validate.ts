@@ -32,6 +32,14 @@ export const check = {
     return items;
   },
 
+  /** An idempotency key the caller chose: 1..128 printable characters. */
+  idempotencyKey(value: string, field = "idempotency_key"): string {
+    if (value === "") throw new InvalidInput(field, "is required");
+    if (value.length > 128) throw new InvalidInput(field, "must be at most 128 characters");
+    if (/[\u0000-\u001f\u007f]/.test(value)) throw new InvalidInput(field, "must not contain control characters");
+    return value;
+  },
+
   /** The seats of one hold: 1..4 distinct numbers, each a plausible seat number; sorted. */
   seatNumbers(numbers: number[], field = "seat_numbers"): number[] {
     check.count(numbers, field, 1, 4).forEach((n, i) => check.integer(n, `${field}[${i}]`, 1, 1000));

@@ -86,15 +86,6 @@ export class Holds {
     return reservation;
   }
 
-  /** Newest first, keyset-paginated on (created_at, id). */
-  async list(em: EntityManager, userId: string, pageSize: number, after?: { createdAt: Date; id: string }) {
-    const where = after
-      ? { userId, $or: [{ createdAt: { $lt: after.createdAt } }, { createdAt: after.createdAt, id: { $lt: after.id } }] }
-      : { userId };
-    const page = await em.find(Reservation, where, { orderBy: { createdAt: "desc", id: "desc" }, limit: pageSize + 1 });
-    return { reservations: page.slice(0, pageSize), more: page.length > pageSize };
-  }
-
   /** Gives a live hold's seats back at once; an ended hold is returned as it is. */
   async release(em: EntityManager, userId: string, reservationId: string): Promise<ReservationRecord> {
     const released = await em.transactional(async (tx) => {

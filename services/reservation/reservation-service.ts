@@ -8,16 +8,17 @@ import {
   type GetReservationRequest,
   type HoldSeatsRequest,
   type ListReservationsRequest,
-  type Reservation,
+  type Reservation as ReservationMessage,
   type ReleaseHoldRequest,
   type ReservationInternalService,
   type ReservationService,
 } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { admission, caller } from "../platform/access.js";
 import { entityManager } from "../platform/database.js";
-import { InvalidInput } from "../platform/errors.js";
+import { newestFirst } from "../platform/pagination.js";
 import { check } from "../platform/validate.js";
 import { stateNow, type Holds, type ReservationRecord } from "./holds.js";
+import { Reservation } from "./reservation.entity.js";
 
 const states = {
   HELD: ReservationState.HELD,
@@ -26,7 +27,7 @@ const states = {
   EXPIRED: ReservationState.EXPIRED,
 } as const;
 
-export function reservationMessage(reservation: ReservationRecord): Reservation {
+export function reservationMessage(reservation: ReservationRecord): ReservationMessage {
   return create(ReservationSchema, {
     id: reservation.id,
     state: states[stateNow(reservation)],
@@ -39,14 +40,6 @@ export function reservationMessage(reservation: ReservationRecord): Reservation 
     createdAt: timestampFromDate(reservation.createdAt),
     paymentId: reservation.paymentId ?? "",
   });
-}
-
-function pageCursor(token: string): { createdAt: Date; id: string } | undefined {
-  if (token === "") return undefined;
-  const [millis, id] = Buffer.from(token, "base64url").toString().split("/");
-  const createdAt = new Date(Number(millis));
-  if (!id || Number.isNaN(createdAt.getTime())) throw new InvalidInput("page_token", "is not a token this service issued");
-  return { createdAt, id: check.id(id, "page_token") };
 }
 
 export class ReservationHandlers implements ServiceImpl<typeof ReservationService> {
@@ -69,13 +62,8 @@ export class ReservationHandlers implements ServiceImpl<typeof ReservationServic
   }
 
   async listReservations(req: ListReservationsRequest, ctx: HandlerContext) {
-    const pageSize = req.pageSize === 0 ? 20 : check.integer(req.pageSize, "page_size", 1, 100);
-    const page = await this.holds.list(entityManager(ctx), caller(ctx).userId, pageSize, pageCursor(req.pageToken));
-    const last = page.reservations.at(-1);
-    return {
-      reservations: page.reservations.map(reservationMessage),
-      nextPageToken: page.more && last ? Buffer.from(`${last.createdAt.getTime()}/${last.id}`).toString("base64url") : "",
-    };
+    const page = await newestFirst(entityManager(ctx), Reservation, { userId: caller(ctx).userId }, req);
+    return { reservations: page.rows.map(reservationMessage), nextPageToken: page.nextPageToken };
   }
 
   async releaseHold(req: ReleaseHoldRequest, ctx: HandlerContext) {

@@ -1,0 +1,33 @@
+import { PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
+import { PointInternalService } from "../../gen/boxoffice/point/v1/point_pb.js";
+import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { ReservationInternalService, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { Repeating } from "../platform/background.js";
+import { implementation, type ServiceModule } from "../platform/suite.js";
+import { Migration20261124040000_payments } from "./migrations/Migration20261124040000_payments.js";
+import { Payment } from "./payment.entity.js";
+import { PaymentHandlers } from "./payment-service.js";
+import { Payments } from "./payments.js";
+
+/** Payment service: paying for holds with points, and recovering payments a crash interrupted. */
+export const paymentModule: ServiceModule = {
+  name: "payment",
+  database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments] },
+  create: ({ config, orm, clients }) => {
+    const payments = new Payments({
+      points: clients.for(PointInternalService),
+      reservations: clients.for(ReservationService),
+      reservationsInternal: clients.for(ReservationInternalService),
+      queue: clients.for(QueueInternalService),
+    });
+    const { paymentRecoveryMs } = config;
+    const recovery = new Repeating("payment recovery", Math.max(50, Math.floor(paymentRecoveryMs / 4)), () =>
+      payments.recover(orm!.em.fork(), paymentRecoveryMs / 2),
+    );
+    return {
+      implementations: [implementation(PaymentService, new PaymentHandlers(payments))],
+      start: async () => recovery.start(),
+      stop: () => recovery.stop(),
+    };
+  },
+};

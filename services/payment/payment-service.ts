@@ -1,0 +1,64 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  PaymentSchema,
+  PaymentState,
+  type GetPaymentRequest,
+  type ListPaymentsRequest,
+  type PayRequest,
+  type Payment as PaymentMessage,
+  type PaymentService,
+} from "../../gen/boxoffice/payment/v1/payment_pb.js";
+import { admission, caller, onBehalfOf } from "../platform/access.js";
+import { entityManager } from "../platform/database.js";
+import { NotFound, Reason } from "../platform/errors.js";
+import { newestFirst } from "../platform/pagination.js";
+import { check } from "../platform/validate.js";
+import { Payment } from "./payment.entity.js";
+import type { PaymentRecord, Payments } from "./payments.js";
+
+const states = { PENDING: PaymentState.PENDING, SUCCEEDED: PaymentState.SUCCEEDED, FAILED: PaymentState.FAILED } as const;
+
+export function paymentMessage(payment: PaymentRecord): PaymentMessage {
+  return create(PaymentSchema, {
+    id: payment.id,
+    state: states[payment.state],
+    failureReason: payment.failureReason,
+    failureMessage: payment.failureMessage,
+    amount: BigInt(payment.amount),
+    reservationId: payment.reservationId,
+    userId: payment.userId,
+    createdAt: timestampFromDate(payment.createdAt),
+    updatedAt: timestampFromDate(payment.updatedAt),
+  });
+}
+
+export class PaymentHandlers implements ServiceImpl<typeof PaymentService> {
+  constructor(private readonly payments: Payments) {}
+
+  async pay(req: PayRequest, ctx: HandlerContext) {
+    const admitted = admission(ctx);
+    const payment = await this.payments.pay(entityManager(ctx), {
+      userId: admitted.userId,
+      concertId: admitted.concertId,
+      reservationId: check.id(req.reservationId, "reservation_id"),
+      idempotencyKey: check.idempotencyKey(req.idempotencyKey),
+      onBehalf: onBehalfOf(ctx),
+    });
+    return { payment: paymentMessage(payment) };
+  }
+
+  async getPayment(req: GetPaymentRequest, ctx: HandlerContext) {
+    const paymentId = check.id(req.paymentId, "payment_id");
+    const payment = await entityManager(ctx).findOne(Payment, { id: paymentId, userId: caller(ctx).userId });
+    // Someone else's payment is as absent as one that does not exist.
+    if (!payment) throw new NotFound(Reason.PAYMENT_NOT_FOUND, `no payment ${paymentId}`);
+    return { payment: paymentMessage(payment) };
+  }
+
+  async listPayments(req: ListPaymentsRequest, ctx: HandlerContext) {
+    const page = await newestFirst(entityManager(ctx), Payment, { userId: caller(ctx).userId }, req);
+    return { payments: page.rows.map(paymentMessage), nextPageToken: page.nextPageToken };
+  }
+}
