@@ -10,6 +10,7 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { internalCredentialHeader } from "./access.js";
 import type { ServiceName } from "./config.js";
 import { DependencyDown } from "./errors.js";
@@ -58,7 +59,7 @@ export class ServiceClients {
       req.header.set(internalCredentialHeader, this.options.internalCredential);
       return next(req);
     };
-    const common = { interceptors: [credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
+    const common = { interceptors: [retryIdempotent, credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
     if (this.options.localServices.has(owner)) {
       // Built on the first call: clients are made while the services, and so the routes, are still being set up.
       let local: Transport | undefined;
@@ -72,6 +73,27 @@ export class ServiceClients {
     return url ? createGrpcTransport({ baseUrl: url, ...common }) : unreachable(owner);
   }
 }
+
+const retryDelaysMs = [50, 200];
+
+/**
+ * Retries a unary call that answered Unavailable, when the contract marks it
+ * safe to repeat (`option idempotency_level`), twice with a short backoff
+ * within the call's deadline. Anything else is tried once.
+ */
+const retryIdempotent: Interceptor = (next) => async (req) => {
+  const safe = req.method.idempotency === MethodOptions_IdempotencyLevel.IDEMPOTENT || req.method.idempotency === MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS;
+  if (!safe || req.stream) return next(req);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await next(req);
+    } catch (error) {
+      const delay = retryDelaysMs[attempt];
+      if (delay === undefined || !(error instanceof ConnectError) || error.code !== Code.Unavailable || req.signal.aborted) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+};
 
 function unreachable(owner: string): Transport {
   const fail = () => Promise.reject(new ConnectError(`the ${owner} service is not configured (set ${owner.toUpperCase()}_URL)`, Code.Unavailable));
