@@ -218,8 +218,9 @@ export class RedisQueueStore implements QueueStore {
   }
 
   async enter(concertId: string, userId: string, now: number): Promise<Entered> {
-    const [seq, state, position, until] = await this.#run("enter", concertId, [userId, now]);
+    // The room is listed first (idempotent, and another hash slot), so an entry is never in a room the worker does not tick.
     await this.#guard(() => this.#redis.sadd(this.#roomsKey, concertId));
+    const [seq, state, position, until] = await this.#run("enter", concertId, [userId, now]);
     return { seq: Number(seq), view: toView(state, position, until) };
   }
 
