@@ -181,6 +181,8 @@ function policyOverrides(values: unknown[]): Partial<Policy> {
 /** The waiting room on Redis, shared by every instance of the queue service. */
 export class RedisQueueStore implements QueueStore {
   readonly #redis: Redis;
+  /** Rooms this instance has listed already: one SADD per room, not one per fan. */
+  readonly #listed = new Set<string>();
 
   constructor(
     url: string,
@@ -219,7 +221,10 @@ export class RedisQueueStore implements QueueStore {
 
   async enter(concertId: string, userId: string, now: number): Promise<Entered> {
     // The room is listed first (idempotent, and another hash slot), so an entry is never in a room the worker does not tick.
-    await this.#guard(() => this.#redis.sadd(this.#roomsKey, concertId));
+    if (!this.#listed.has(concertId)) {
+      await this.#guard(() => this.#redis.sadd(this.#roomsKey, concertId));
+      this.#listed.add(concertId);
+    }
     const [seq, state, position, until] = await this.#run("enter", concertId, [userId, now]);
     return { seq: Number(seq), view: toView(state, position, until) };
   }
