@@ -30,6 +30,34 @@ const maxRequestBytes = 1024 * 1024;
 const idleTimeoutMs = 60_000;
 
 /**
+ * gRPC percent-encodes `grpc-message` only outside printable ASCII (and `%`
+ * itself); Connect escapes more (encodeURIComponent), and some gRPC clients
+ * (grpc-js) then show `%3A` where the message had `:`. Rewrites the trailer to
+ * the form the gRPC spec gives, which every client decodes the same.
+ */
+function specifiedGrpcMessage(res: http2.Http2ServerResponse) {
+  const addTrailers = res.addTrailers.bind(res);
+  res.addTrailers = (trailers) => {
+    const message = trailers["grpc-message"];
+    if (typeof message === "string") {
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(message);
+      } catch {
+        return addTrailers(trailers);
+      }
+      const bytes = Buffer.from(decoded, "utf8");
+      let encoded = "";
+      for (const byte of bytes) {
+        encoded += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+      }
+      trailers["grpc-message"] = encoded;
+    }
+    addTrailers(trailers);
+  };
+}
+
+/**
  * Serves RPCs on one port to both kinds of caller: gRPC over HTTP/2 cleartext
  * (h2c, prior knowledge) and Connect / gRPC-Web over HTTP/1.1 from browsers.
  * A new connection is told apart by its first bytes: HTTP/2 starts with the
@@ -48,7 +76,10 @@ export async function startHost(options: HostOptions): Promise<Host> {
   const h1 = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0 }, handler);
   // An HTTP/1.1 connection silent this long is closed (streams send heartbeats well within it).
   h1.setTimeout(idleTimeoutMs);
-  const h2 = http2.createServer({}, handler);
+  const h2 = http2.createServer({}, (req, res) => {
+    specifiedGrpcMessage(res);
+    handler(req, res);
+  });
   let closing = false;
 
   const sniffing = new Set<net.Socket>();
