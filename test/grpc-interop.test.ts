@@ -211,7 +211,7 @@ describe("the contract in proto/ loads into a standard gRPC stack", () => {
       if (service === HEALTH) continue;
       for (const [name, method] of Object.entries(methods)) {
         const access = (method.options as Record<string, unknown>)["(boxoffice.common.v1.access)"];
-        expect(access, `${service}/${name}`).toMatch(/^ACCESS_(ANYONE|USER|GATED|QUEUE_TOKEN|INTERNAL|OPERATOR)$/);
+        expect(access, `${service}/${name}`).toMatch(/^ACCESS_(ANYONE|USER|GATED|GATED_IDEMPOTENT|QUEUE_TOKEN|INTERNAL|OPERATOR)$/);
         expect(access === "ACCESS_INTERNAL", `${service}/${name}: internal RPCs live in …InternalService only`).toBe(service.endsWith("InternalService"));
       }
     }

@@ -1,10 +1,10 @@
-import { ConnectError, type Client, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type Client, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { ErrorDetailSchema } from "../../gen/boxoffice/common/v1/error_pb.js";
 import { SeatState, type ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import type { BookSeatsRequest, CheckoutRequest, CoordinatorService, ReserveSeatsRequest } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import type { PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import type { Reservation, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
-import { onBehalfOf, queueTokenHeader } from "../platform/access.js";
+import { admitted, onBehalfOf, queueTokenHeader } from "../platform/access.js";
 import { callDependency } from "../platform/clients.js";
 import { NotFound, Reason, Refused } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
@@ -47,24 +47,48 @@ export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorServic
   /**
    * The whole seed flow in one call: hold, then pay. If the payment fails, the
    * hold stays until it expires and the payment says why, so the fan can top up
-   * and Checkout. A retry with the same seats finds the hold it made.
+   * and Checkout. The idempotency key makes a retry return the first booking;
+   * a new key for the same seats finds the fan's live hold and pays for it.
    */
   async bookSeats(req: BookSeatsRequest, ctx: HandlerContext) {
     const idempotencyKey = check.idempotencyKey(req.idempotencyKey);
+    const scheduleId = check.id(req.scheduleId, "schedule_id");
+    const wanted = check.seatNumbers(req.seatNumbers);
+    const earlier = await this.#paymentWithKey(idempotencyKey, ctx);
+    if (earlier) {
+      const { reservation } = await callDependency("reservation", () =>
+        this.clients.reservations.getReservation({ reservationId: earlier.reservationId }, onBehalfOf(ctx)),
+      );
+      if (reservation!.scheduleId !== scheduleId || reservation!.seatNumbers.join() !== wanted.join()) {
+        throw new Refused(Reason.IDEMPOTENCY_KEY_REUSED, "this idempotency key was used to book other seats");
+      }
+      return { payment: earlier, reservation };
+    }
+    await admitted(ctx);
     let reservationId: string;
     try {
-      reservationId = (await this.#reserve(req, ctx)).id;
+      reservationId = (await this.#reserve({ scheduleId, seatNumbers: wanted }, ctx, { refuseTaken: false })).id;
     } catch (error) {
       const live = ConnectError.from(error).findDetails(ErrorDetailSchema)[0];
       if (live?.reason !== Reason.HOLD_LIMIT_REACHED || !live.metadata.reservation_id) throw error;
       const { reservation } = await callDependency("reservation", () =>
         this.clients.reservations.getReservation({ reservationId: live.metadata.reservation_id! }, onBehalfOf(ctx)),
       );
-      const same = reservation!.seatNumbers.join() === check.seatNumbers(req.seatNumbers).join();
-      if (!same) throw error;
+      if (reservation!.seatNumbers.join() !== wanted.join()) throw error;
       reservationId = reservation!.id;
     }
     return this.#pay(reservationId, idempotencyKey, ctx);
+  }
+
+  /** The caller's payment made with this key, if there is one. */
+  async #paymentWithKey(idempotencyKey: string, ctx: HandlerContext) {
+    try {
+      const { payment } = await callDependency("payment", () => this.clients.payments.getPayment({ idempotencyKey }, onBehalfOf(ctx)));
+      return payment;
+    } catch (error) {
+      if (ConnectError.from(error).code === Code.NotFound) return undefined;
+      throw error;
+    }
   }
 
   async #pay(reservationId: string, idempotencyKey: string, ctx: HandlerContext) {
@@ -77,7 +101,7 @@ export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorServic
    * The seed's seat reservation: admission was checked at the door; the date and
    * its seats are checked with the concert service; then the seats are held.
    */
-  async #reserve(req: { scheduleId: string; seatNumbers: number[] }, ctx: HandlerContext): Promise<Reservation> {
+  async #reserve(req: { scheduleId: string; seatNumbers: number[] }, ctx: HandlerContext, { refuseTaken = true } = {}): Promise<Reservation> {
     const scheduleId = check.id(req.scheduleId, "schedule_id");
     const wanted = check.seatNumbers(req.seatNumbers);
     const { seats } = await callDependency("concert", () => this.clients.concerts.listSeats({ scheduleId }, onBehalfOf(ctx)));
@@ -86,7 +110,8 @@ export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorServic
     if (missing.length > 0) {
       throw new NotFound(Reason.SEAT_NOT_FOUND, `that date has seats 1..${seats.length}; no seat ${missing.join(", ")}`, { seats: missing.join(",") });
     }
-    const taken = wanted.filter((n) => byNumber.get(n)!.state !== SeatState.AVAILABLE);
+    // BookSeats lets HELD seats through: the fan's own live hold reads HELD too, and HoldSeats tells the two apart.
+    const taken = wanted.filter((n) => byNumber.get(n)!.state === SeatState.SOLD || (refuseTaken && byNumber.get(n)!.state !== SeatState.AVAILABLE));
     if (taken.length > 0) throw new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
     const { reservation } = await callDependency("reservation", () =>
       this.clients.reservations.holdSeats({ scheduleId, seatNumbers: wanted }, onBehalfOf(ctx)),

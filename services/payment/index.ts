@@ -21,8 +21,9 @@ export const paymentModule: ServiceModule = {
       queue: clients.for(QueueInternalService),
     });
     const { paymentRecoveryMs } = config;
-    const recovery = new Repeating("payment recovery", Math.max(50, Math.floor(paymentRecoveryMs / 4)), () =>
-      payments.recover(orm!.em.fork(), paymentRecoveryMs / 2),
+    // Stale after a third of the interval, looked for every sixth: settled well within the interval.
+    const recovery = new Repeating("payment recovery", Math.max(10, Math.floor(paymentRecoveryMs / 6)), () =>
+      payments.recover(orm!.em.fork(), paymentRecoveryMs / 3),
     );
     return {
       implementations: [implementation(PaymentService, new PaymentHandlers(payments))],

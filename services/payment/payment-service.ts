@@ -10,7 +10,7 @@ import {
   type Payment as PaymentMessage,
   type PaymentService,
 } from "../../gen/boxoffice/payment/v1/payment_pb.js";
-import { admission, caller, onBehalfOf } from "../platform/access.js";
+import { admitted, caller, onBehalfOf } from "../platform/access.js";
 import { entityManager } from "../platform/database.js";
 import { NotFound, Reason } from "../platform/errors.js";
 import { newestFirst } from "../platform/pagination.js";
@@ -38,10 +38,9 @@ export class PaymentHandlers implements ServiceImpl<typeof PaymentService> {
   constructor(private readonly payments: Payments) {}
 
   async pay(req: PayRequest, ctx: HandlerContext) {
-    const admitted = admission(ctx);
     const payment = await this.payments.pay(entityManager(ctx), {
-      userId: admitted.userId,
-      concertId: admitted.concertId,
+      userId: caller(ctx).userId,
+      admitted: () => admitted(ctx),
       reservationId: check.id(req.reservationId, "reservation_id"),
       idempotencyKey: check.idempotencyKey(req.idempotencyKey),
       onBehalf: onBehalfOf(ctx),
@@ -50,10 +49,12 @@ export class PaymentHandlers implements ServiceImpl<typeof PaymentService> {
   }
 
   async getPayment(req: GetPaymentRequest, ctx: HandlerContext) {
-    const paymentId = check.id(req.paymentId, "payment_id");
-    const payment = await entityManager(ctx).findOne(Payment, { id: paymentId, userId: caller(ctx).userId });
+    const userId = caller(ctx).userId;
+    const byKey = req.paymentId === "" && req.idempotencyKey !== "";
+    const where = byKey ? { userId, idempotencyKey: check.idempotencyKey(req.idempotencyKey) } : { userId, id: check.id(req.paymentId, "payment_id") };
+    const payment = await entityManager(ctx).findOne(Payment, where);
     // Someone else's payment is as absent as one that does not exist.
-    if (!payment) throw new NotFound(Reason.PAYMENT_NOT_FOUND, `no payment ${paymentId}`);
+    if (!payment) throw new NotFound(Reason.PAYMENT_NOT_FOUND, byKey ? "no payment with that idempotency key" : `no payment ${req.paymentId}`);
     return { payment: paymentMessage(payment) };
   }
 

@@ -19,8 +19,8 @@ export interface PaymentClients {
 
 export interface PayRequest {
   userId: string;
-  /** The concert the fan's queue token admits to. */
-  concertId: string;
+  /** Checks the fan's admission (for a new payment only) and says to which concert. */
+  admitted: () => Promise<{ concertId: string }>;
   reservationId: string;
   idempotencyKey: string;
   /** The fan's credentials, to read the reservation as its owner. */
@@ -49,10 +49,11 @@ export class Payments {
     const earlier = await em.findOne(Payment, { userId: request.userId, idempotencyKey: request.idempotencyKey });
     if (earlier) return this.#again(em, earlier, request.reservationId);
 
+    const { concertId } = await request.admitted();
     const { reservation } = await callDependency("reservation", () =>
       this.clients.reservations.getReservation({ reservationId: request.reservationId }, request.onBehalf),
     );
-    if (reservation!.concertId !== request.concertId) {
+    if (reservation!.concertId !== concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert than this reservation's");
     }
     const payment = em.create(Payment, {
@@ -105,7 +106,12 @@ export class Payments {
       { $or: [{ state: "PENDING" }, { sessionToEnd: true }], updatedAt: { $lt: new Date(Date.now() - olderThanMs) } },
       { fields: ["id"], limit: batch, orderBy: { updatedAt: "asc" } },
     );
-    for (const { id } of stale) await this.drive(em, id, { skipIfBusy: true });
+    // A few at a time: a crash leaves many payments behind at once, and each waits on other services.
+    const queue = stale.map(({ id }) => id);
+    const worker = async () => {
+      for (let id = queue.shift(); id !== undefined; id = queue.shift()) await this.drive(em, id, { skipIfBusy: true });
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
     return stale.length;
   }
 

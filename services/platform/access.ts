@@ -16,6 +16,8 @@ export interface Admission {
   admittedUntil: Date;
 }
 export const admissionKey = createContextKey<Admission | undefined>(undefined, { description: "queue admission" });
+/** For ACCESS_GATED_IDEMPOTENT RPCs: the admission check, run when the handler does new work. */
+export const admissionCheckKey = createContextKey<(() => Promise<Admission>) | undefined>(undefined, { description: "deferred admission check" });
 
 /**
  * Checks queue tokens for gated RPCs. The queue service provides it: directly
@@ -42,6 +44,19 @@ export function admission(ctx: HandlerContext): Admission {
   const admitted = ctx.values.get(admissionKey);
   if (!admitted) throw new Forbidden(Reason.NOT_ADMITTED, "this RPC needs an admitted queue token");
   return admitted;
+}
+
+/**
+ * The admission of a call, checked now if the access level deferred it
+ * (ACCESS_GATED_IDEMPOTENT: a handler calls this before any new work, after
+ * answering a replay).
+ */
+export async function admitted(ctx: HandlerContext): Promise<Admission> {
+  const known = ctx.values.get(admissionKey);
+  if (known) return known;
+  const check = ctx.values.get(admissionCheckKey);
+  if (!check) throw new Forbidden(Reason.NOT_ADMITTED, "this RPC needs an admitted queue token");
+  return check();
 }
 
 /**
@@ -95,6 +110,13 @@ export function accessInterceptor(options: AccessOptions): Interceptor {
     return tokens.verify(token);
   }
 
+  async function admit(headers: Headers, userId: string): Promise<Admission> {
+    const queueToken = headers.get(queueTokenHeader);
+    if (!queueToken) throw new Forbidden(Reason.QUEUE_TOKEN_MISSING, `this RPC needs an admitted queue token (${queueTokenHeader})`);
+    if (!gate) throw new DependencyDown("no admission gate: the queue service is not part of this suite");
+    return gate.checkAdmitted(queueToken, userId);
+  }
+
   return (next) => async (req) => {
     const level = getOption(req.method, access);
     switch (level) {
@@ -107,10 +129,14 @@ export function accessInterceptor(options: AccessOptions): Interceptor {
       case Access.GATED: {
         const who = (await user(req.header, true))!;
         req.contextValues.set(callerKey, who);
-        const queueToken = req.header.get(queueTokenHeader);
-        if (!queueToken) throw new Forbidden(Reason.QUEUE_TOKEN_MISSING, `this RPC needs an admitted queue token (${queueTokenHeader})`);
-        if (!gate) throw new DependencyDown("no admission gate: the queue service is not part of this suite");
-        req.contextValues.set(admissionKey, await gate.checkAdmitted(queueToken, who.userId));
+        req.contextValues.set(admissionKey, await admit(req.header, who.userId));
+        break;
+      }
+      case Access.GATED_IDEMPOTENT: {
+        const who = (await user(req.header, true))!;
+        req.contextValues.set(callerKey, who);
+        let checked: Promise<Admission> | undefined;
+        req.contextValues.set(admissionCheckKey, () => (checked ??= admit(req.header, who.userId)));
         break;
       }
       case Access.QUEUE_TOKEN:

@@ -19,7 +19,7 @@ export interface Movement {
  */
 export class Ledger {
   async charge(em: EntityManager, userId: string, amount: number, idempotencyKey: string): Promise<Movement> {
-    const first = () => em.fork().findOne(LedgerEntry, { userId, kind: "CHARGE", idempotencyKey });
+    const first = (on = em.fork()) => on.findOne(LedgerEntry, { userId, kind: "CHARGE", idempotencyKey });
     const replay = (entry: Entry): Movement => {
       if (entry.amount !== amount) {
         throw new Refused(Reason.IDEMPOTENCY_KEY_REUSED, "this idempotency key was used for a charge of another amount");
@@ -32,7 +32,7 @@ export class Ledger {
   }
 
   async use(em: EntityManager, userId: string, amount: number, paymentId: string): Promise<Movement> {
-    const first = () => em.fork().findOne(LedgerEntry, { paymentId, kind: "USE" });
+    const first = (on = em.fork()) => on.findOne(LedgerEntry, { paymentId, kind: "USE" });
     const replay = (entry: Entry): Movement => {
       if (entry.userId !== userId || entry.amount !== -amount) {
         throw new Refused(Reason.IDEMPOTENCY_KEY_REUSED, "this payment already debited another user or amount");
@@ -46,7 +46,7 @@ export class Ledger {
 
   /** Credits back what the payment debited; nothing when it debited nothing. */
   async refund(em: EntityManager, userId: string, paymentId: string): Promise<Movement> {
-    const first = () => em.fork().findOne(LedgerEntry, { paymentId, kind: "REFUND" });
+    const first = (on = em.fork()) => on.findOne(LedgerEntry, { paymentId, kind: "REFUND" });
     const replay = (entry: Entry): Movement => ({ balance: entry.balanceAfter, entry });
     const earlier = await first();
     if (earlier) return replay(earlier);
@@ -72,7 +72,8 @@ export class Ledger {
     kind: LedgerKind,
     amount: number,
     key: { idempotencyKey?: string; paymentId?: string },
-    first: () => Promise<Entry | null>,
+    /** The entry this movement would write, if it is there already; on the given EntityManager (inside the transaction). */
+    first: (on?: EntityManager) => Promise<Entry | null>,
     replay: (entry: Entry) => Movement,
   ): Promise<Movement> {
     try {
@@ -94,6 +95,10 @@ export class Ledger {
           context,
         );
         if (!row) {
+          // A concurrent retry of this very movement may have moved the balance first; then it is the answer.
+          // (Read inside the transaction: a second pool connection here could starve the pool.)
+          const done = await first(tx);
+          if (done) return replay(done);
           if (kind === "USE") throw new Refused(Reason.INSUFFICIENT_POINTS, `the balance is lower than ${-amount} points`);
           throw new Refused(Reason.BALANCE_LIMIT_EXCEEDED, `a balance cannot go above ${maxBalance} points`);
         }

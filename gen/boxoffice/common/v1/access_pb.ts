@@ -11,7 +11,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file boxoffice/common/v1/access.proto.
  */
 export const file_boxoffice_common_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("CiBib3hvZmZpY2UvY29tbW9uL3YxL2FjY2Vzcy5wcm90bxITYm94b2ZmaWNlLmNvbW1vbi52MSqYAQoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEhEKDUFDQ0VTU19BTllPTkUQARIPCgtBQ0NFU1NfVVNFUhACEhAKDEFDQ0VTU19HQVRFRBADEhYKEkFDQ0VTU19RVUVVRV9UT0tFThAEEhMKD0FDQ0VTU19JTlRFUk5BTBAFEhMKD0FDQ0VTU19PUEVSQVRPUhAGOlUKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGNGGAyABKA4yGy5ib3hvZmZpY2UuY29tbW9uLnYxLkFjY2Vzc1IGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("CiBib3hvZmZpY2UvY29tbW9uL3YxL2FjY2Vzcy5wcm90bxITYm94b2ZmaWNlLmNvbW1vbi52MSq1AQoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEhEKDUFDQ0VTU19BTllPTkUQARIPCgtBQ0NFU1NfVVNFUhACEhAKDEFDQ0VTU19HQVRFRBADEhYKEkFDQ0VTU19RVUVVRV9UT0tFThAEEhMKD0FDQ0VTU19JTlRFUk5BTBAFEhMKD0FDQ0VTU19PUEVSQVRPUhAGEhsKF0FDQ0VTU19HQVRFRF9JREVNUE9URU5UEAc6VQoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMY0YYDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuQWNjZXNzUgZhY2Nlc3NiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * Access says who may call an RPC. Every RPC of boxoffice carries one, and the
@@ -69,6 +69,15 @@ export enum Access {
    * @generated from enum value: ACCESS_OPERATOR = 6;
    */
   OPERATOR = 6,
+
+  /**
+   * Gated for new work, like ACCESS_GATED; but a retry carrying the
+   * idempotency key of an earlier call gets that call's result with the user
+   * token alone (the admission may have ended with the payment it made).
+   *
+   * @generated from enum value: ACCESS_GATED_IDEMPOTENT = 7;
+   */
+  GATED_IDEMPOTENT = 7,
 }
 
 /**
