@@ -1,6 +1,10 @@
 import { ConfigError, loadConfig } from "./platform/config.js";
 import { startSuite } from "./platform/suite.js";
 import { modules } from "./modules.js";
+import { webPage } from "./web/index.js";
+
+/** The services the booking page calls; a process serves the page only when it serves all of them. */
+const pageServices = ["token", "concert", "point", "payment", "coordinator"] as const;
 
 /**
  * Starts the services named by SERVICES (all by default) in this process.
@@ -8,9 +12,11 @@ import { modules } from "./modules.js";
  */
 async function main() {
   const config = loadConfig();
-  const suite = await startSuite(config, modules);
+  const servesPage = pageServices.every((name) => config.services.includes(name));
+  const suite = await startSuite(config, modules, { fallback: servesPage ? await webPage() : undefined });
   const served = modules.filter((m) => config.services.includes(m.name)).map((m) => m.name);
   console.log(`boxoffice serving ${served.join(", ")} on ${suite.host.url} (gRPC h2c, gRPC-Web and Connect)`);
+  if (servesPage) console.log(`booking page: ${suite.host.url}/`);
   console.log(`database: ${config.databaseUrl ? "PostgreSQL at DATABASE_URL" : `embedded PGlite in ${config.dataDir}`}`);
   if (!process.env.OPERATOR_KEY) console.log(`operator key: operatorKey in ${config.dataDir}/secrets.json`);
 

@@ -1,0 +1,61 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ErrorDetailSchema, Reason } from "../../gen/boxoffice/common/v1/error_pb.js";
+
+/** What the fan reads for each machine-readable reason a service gives. */
+const byReason: Partial<Record<Reason, string>> = {
+  [Reason.SEAT_UNAVAILABLE]: "Sorry, that seat was just taken by someone else. Pick another seat.",
+  [Reason.SEAT_NOT_FOUND]: "That seat does not exist on this date.",
+  [Reason.HOLD_LIMIT_REACHED]: "You already hold seats for this date. Pay for them or let the hold run out first.",
+  [Reason.HOLD_EXPIRED]: "Your hold has expired and the seats were released. Pick seats again.",
+  [Reason.HOLD_RELEASED]: "Your hold was released. Pick seats again.",
+  [Reason.INSUFFICIENT_POINTS]: "You don't have enough points for this. Charge more points, then pay again — your seats stay held until the countdown ends.",
+  [Reason.BALANCE_LIMIT_EXCEEDED]: "That charge would take your balance above the maximum of 1,000,000,000 points.",
+  [Reason.NOT_ADMITTED]: "You have not been admitted yet. Please wait for your turn in the waiting room.",
+  [Reason.QUEUE_TOKEN_MISSING]: "Join the waiting room first.",
+  [Reason.QUEUE_TOKEN_INVALID]: "Your waiting-room pass is not valid for this concert. Join the queue again.",
+  [Reason.QUEUE_TOKEN_EXPIRED]: "Your session in the waiting room has ended. Join the queue again to continue.",
+  [Reason.QUEUE_PAUSED]: "Admission is paused for a moment. Keep this page open; your place is kept.",
+  [Reason.SOLD_OUT]: "Sold out: every seat of this concert is taken.",
+  [Reason.TOKEN_MISSING]: "Your sign-in is missing. Reload the page.",
+  [Reason.TOKEN_INVALID]: "Your sign-in is not valid any more. Reload the page.",
+  [Reason.TOKEN_EXPIRED]: "Your sign-in has expired. Reload the page.",
+  [Reason.USER_NOT_FOUND]: "We don't know this account. Reload the page to start again.",
+  [Reason.CONCERT_NOT_FOUND]: "That concert does not exist (any more).",
+  [Reason.SCHEDULE_NOT_FOUND]: "That date does not exist (any more).",
+  [Reason.RESERVATION_NOT_FOUND]: "We cannot find that reservation.",
+  [Reason.RESERVATION_CONFIRMED]: "These seats are already paid for.",
+  [Reason.IDEMPOTENCY_KEY_REUSED]: "That request was already used for something else. Please try again.",
+  [Reason.PAYMENT_FAILED]: "The payment did not go through.",
+  [Reason.RATE_LIMITED]: "Too many requests right now. Wait a moment and try again.",
+  [Reason.DEPENDENCY_UNAVAILABLE]: "The box office is busy or briefly unreachable. Try again in a moment.",
+};
+
+/** The reason a service attached to an error, when it attached one. */
+export function reasonOf(error: unknown): Reason | undefined {
+  return error instanceof ConnectError ? error.findDetails(ErrorDetailSchema)[0]?.reason : undefined;
+}
+
+/** A human message for a reason (a refusal or a payment's failure_reason). */
+export function explainReason(reason: Reason | undefined): string | undefined {
+  return reason === undefined ? undefined : byReason[reason];
+}
+
+/** A human message for anything a call threw. */
+export function explain(error: unknown): string {
+  const connectError = ConnectError.from(error);
+  const detail = connectError.findDetails(ErrorDetailSchema)[0];
+  const known = explainReason(detail?.reason);
+  if (known) return known;
+  if (detail?.reason === Reason.INVALID_ARGUMENT) return `Please check ${detail.field ? `“${detail.field.replace(/_/g, " ")}”` : "what you entered"}: ${connectError.rawMessage}`;
+  switch (connectError.code) {
+    case Code.Unavailable:
+    case Code.DeadlineExceeded:
+      return "The box office cannot be reached right now. Check your connection and try again.";
+    case Code.ResourceExhausted:
+      return "Too many requests right now. Wait a moment and try again.";
+    case Code.Canceled:
+      return "The request was cancelled.";
+    default:
+      return `Something went wrong: ${connectError.rawMessage}`;
+  }
+}
