@@ -18,6 +18,9 @@ export interface WatchResult {
   rssBeforeMiB: number;
   rssOpenMiB: number;
   kibPerStream: number;
+  /** Script calls per second (the admission ticks and the batched refreshes): round trips. */
+  redisScriptCallsPerSecond: number;
+  /** Commands Redis ran per second, counting every command inside a script. */
   redisCommandsPerSecond: number;
   admittedP50Ms: number;
   admittedP99Ms: number;
@@ -43,9 +46,12 @@ function rssMiB(pid: number): number {
   return Number(line.split(/\s+/)[1]) / 1024;
 }
 
-async function redisCommands(redis: Redis): Promise<number> {
-  const info = await redis.info("stats");
-  return Number(/total_commands_processed:(\d+)/.exec(info)![1]);
+/** Script calls Redis has served (each one round trip) and all commands it ran (a script's inner calls count each). */
+async function redisCounts(redis: Redis): Promise<{ scripts: number; commands: number }> {
+  const stats = await redis.info("commandstats");
+  const scripts = Number(/^cmdstat_evalsha:calls=(\d+)/m.exec(stats)?.[1] ?? 0) + Number(/^cmdstat_eval:calls=(\d+)/m.exec(stats)?.[1] ?? 0);
+  const commands = Number(/total_commands_processed:(\d+)/.exec(await redis.info("stats"))![1]);
+  return { scripts, commands };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -100,11 +106,13 @@ export async function measureWatchStreams(options: {
   const rssOpen = rssMiB(options.serverPid);
 
   const redis = new Redis(options.redisUrl);
-  const commandsBefore = await redisCommands(redis);
+  // While the streams sit open: how many script calls (round trips) and how many commands inside Redis per second.
+  const before = await redisCounts(redis);
   const windowMs = 5_000;
   await sleep(windowMs);
-  const commandsPerSecond = ((await redisCommands(redis)) - commandsBefore - 1) / (windowMs / 1000);
+  const after = await redisCounts(redis);
   redis.disconnect();
+  const perSecond = (n: number) => n / (windowMs / 1000);
 
   // Room for everyone, then resume: every stream should hear ADMITTED within about one refresh.
   await admin.setAdmissionPolicy({ concertId, policy: { maxActive: queueTokens.length + 1 } }, operator);
@@ -119,7 +127,8 @@ export async function measureWatchStreams(options: {
     rssBeforeMiB: rssBefore,
     rssOpenMiB: rssOpen,
     kibPerStream: ((rssOpen - rssBefore) * 1024) / queueTokens.length,
-    redisCommandsPerSecond: commandsPerSecond,
+    redisScriptCallsPerSecond: perSecond(after.scripts - before.scripts),
+    redisCommandsPerSecond: perSecond(after.commands - before.commands),
     admittedP50Ms: at(0.5),
     admittedP99Ms: at(0.99),
     allAdmittedMs: delays.at(-1)!,
