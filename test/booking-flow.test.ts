@@ -9,9 +9,10 @@ import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/po
 import { QueueService, QueueState, type QueueStatus } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationState } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
-import { Reason, reasonOf } from "../services/platform/errors.js";
+import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { bearer, client, failure, gated, operator, startTestSuite, waitForState, withQueueToken } from "./support.js";
+import { outcome, refused } from "./outcomes.js";
 
 /**
  * The seed's whole booking flow end to end, the way a backend caller drives it
@@ -59,17 +60,6 @@ async function createConcert(specs: { seatCount: number; price: bigint }[]) {
     operator,
   );
   return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
-}
-
-/** "Code/REASON" of a failed call. */
-function outcome(error: unknown): string {
-  const connectError = ConnectError.from(error);
-  return `${Code[connectError.code]}/${Reason[reasonOf(connectError) ?? Reason.UNSPECIFIED]}`;
-}
-
-async function refused(call: Promise<unknown>, code: Code, reason: Reason) {
-  const error = await failure(call);
-  expect(outcome(error), error.rawMessage).toBe(`${Code[code]}/${Reason[reason]}`);
 }
 
 /** A status in a short readable form: "WAITING 2", "ADMITTED"… */

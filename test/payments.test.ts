@@ -1,18 +1,18 @@
 import { timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ErrorDetailSchema } from "../gen/boxoffice/common/v1/error_pb.js";
 import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { PaymentService, PaymentState, type Payment, type PayResponse } from "../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointInternalService, PointService } from "../gen/boxoffice/point/v1/point_pb.js";
 import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationService, ReservationState, type Reservation } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
-import { Reason, reasonOf } from "../services/platform/errors.js";
+import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { dropKeys } from "./redis-keys.js";
 import { admittedFan, bearer, client, failure, gated, operator, startTestSuite, testSecrets, waitForState, withQueueToken } from "./support.js";
+import { eventually, invalid, outcome, refused, seededRandom, tally } from "./outcomes.js";
 
 /**
  * Payments end to end: PaymentService.Pay and its saga (debit the points,
@@ -82,44 +82,6 @@ async function createConcert(on: Suite, specs: { seatCount: number; price: bigin
   return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
 }
 
-/** "Code/REASON" of a failed call, so that a tally of outcomes reads well in a failure diff. */
-function outcome(error: unknown): string {
-  const connectError = ConnectError.from(error);
-  return `${Code[connectError.code]}/${Reason[reasonOf(connectError) ?? Reason.UNSPECIFIED]}`;
-}
-
-function tally(results: PromiseSettledResult<unknown>[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const result of results) {
-    const name = result.status === "fulfilled" ? "ok" : outcome(result.reason);
-    counts[name] = (counts[name] ?? 0) + 1;
-  }
-  return counts;
-}
-
-/** Expects the call to fail with this code and reason; returns the error. */
-async function refused(call: Promise<unknown>, code: Code, reason: Reason) {
-  const error = await failure(call);
-  expect(outcome(error), error.rawMessage).toBe(`${Code[code]}/${Reason[reason]}`);
-  return error;
-}
-
-async function invalid(call: Promise<unknown>, field: string) {
-  const error = await refused(call, Code.InvalidArgument, Reason.INVALID_ARGUMENT);
-  expect(error.findDetails(ErrorDetailSchema)[0]?.field).toBe(field);
-  expect(error.rawMessage).toContain(field);
-}
-
-/** Polls until `probe` returns true, failing after the deadline. */
-async function eventually(what: string, probe: () => Promise<boolean>, timeoutMs = 5_000, everyMs = 25) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await probe()) return;
-    if (Date.now() > deadline) throw new Error(`${what}: not so after ${timeoutMs} ms`);
-    await sleep(everyMs);
-  }
-}
-
 /** Checks `check` again and again for `ms`: for things that must NOT happen within a window. */
 async function holdsFor(ms: number, check: () => Promise<void>) {
   const end = Date.now() + ms;
@@ -127,16 +89,6 @@ async function holdsFor(ms: number, check: () => Promise<void>) {
     await check();
     await sleep(50);
   } while (Date.now() < end);
-}
-
-/** Deterministic pseudo-random numbers (mulberry32), so that a failing run can be replayed. */
-function seededRandom(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const charge = (cl: Clients, fan: Fan, amount: bigint) => cl.points.chargePoints({ amount, idempotencyKey: randomUUID() }, bearer(fan.token));

@@ -1,9 +1,8 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, type Client } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ErrorDetailSchema } from "../gen/boxoffice/common/v1/error_pb.js";
 import {
   PointInternalService,
   PointService,
@@ -12,9 +11,10 @@ import {
   type UsePointsResponse,
 } from "../gen/boxoffice/point/v1/point_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
-import { Reason, reasonOf } from "../services/platform/errors.js";
+import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
-import { bearer, client, failure, startTestSuite, testSecrets } from "./support.js";
+import { bearer, client, startTestSuite, testSecrets } from "./support.js";
+import { invalid, outcome, refused, tally } from "./outcomes.js";
 
 /**
  * Points end to end: PointService (ChargePoints, GetBalance,
@@ -63,36 +63,6 @@ async function newUser(): Promise<User> {
 }
 
 const key = () => randomUUID();
-
-/** "Code/REASON" of a failed call, so that a tally of outcomes reads well in a failure diff. */
-function outcome(error: unknown): string {
-  const connectError = ConnectError.from(error);
-  return `${Code[connectError.code]}/${Reason[reasonOf(connectError) ?? Reason.UNSPECIFIED]}`;
-}
-
-function tally(results: PromiseSettledResult<unknown>[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const result of results) {
-    const name = result.status === "fulfilled" ? "ok" : outcome(result.reason);
-    counts[name] = (counts[name] ?? 0) + 1;
-  }
-  return counts;
-}
-
-/** Expects the call to fail with this code and reason; returns the error. */
-async function refused(call: Promise<unknown>, code: Code, reason: Reason) {
-  const error = await failure(call);
-  expect(outcome(error), error.rawMessage).toBe(`${Code[code]}/${Reason[reason]}`);
-  return error;
-}
-
-/** Expects InvalidArgument naming the field, both in the message and in the error detail. */
-async function invalid(call: Promise<unknown>, field: string) {
-  const error = await refused(call, Code.InvalidArgument, Reason.INVALID_ARGUMENT);
-  expect(error.rawMessage).toContain(field);
-  expect(error.findDetails(ErrorDetailSchema)[0]?.field).toBe(field);
-  return error;
-}
 
 interface LedgerRow {
   id: string;

@@ -1,5 +1,5 @@
 import { timestampDate, timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -17,6 +17,7 @@ import { reasonOf, Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 import { admittedFan, bearer, client, failure, gated, newUser, operator, startTestSuite, testSecrets } from "./support.js";
+import { eventually, invalid, outcome, refused, seededRandom, tally } from "./outcomes.js";
 import { dropKeys } from "./redis-keys.js";
 
 /**
@@ -79,36 +80,6 @@ async function admitMany(on: Suite, concertId: string, count: number, batch = 10
   return fans;
 }
 
-/** "Code/REASON" of a failed call, so that a tally of outcomes reads well in a failure diff. */
-function outcome(error: unknown): string {
-  const connectError = ConnectError.from(error);
-  return `${Code[connectError.code]}/${Reason[reasonOf(connectError) ?? Reason.UNSPECIFIED]}`;
-}
-
-function tally(results: PromiseSettledResult<unknown>[]): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const result of results) {
-    const key = result.status === "fulfilled" ? "ok" : outcome(result.reason);
-    counts[key] = (counts[key] ?? 0) + 1;
-  }
-  return counts;
-}
-
-/** Expects the call to fail with this code and reason; returns the error. */
-async function refused(call: Promise<unknown>, code: Code, reason: Reason) {
-  const error = await failure(call);
-  expect(outcome(error), error.rawMessage).toBe(`${Code[code]}/${Reason[reason]}`);
-  return error;
-}
-
-/** Expects InvalidArgument naming the field, both in the message and in the error detail. */
-async function invalid(call: Promise<unknown>, field: string) {
-  const error = await refused(call, Code.InvalidArgument, Reason.INVALID_ARGUMENT);
-  expect(error.rawMessage).toContain(field);
-  expect(error.findDetails(ErrorDetailSchema)[0]?.field).toBe(field);
-  return error;
-}
-
 /** Seat states of a date as the concert service reports them: { number: "AVAILABLE" | "HELD" | "SOLD" }. */
 async function seatStates(on: Suite, fan: Fan, scheduleId: string): Promise<Record<number, string>> {
   const { seats } = await client(on, ConcertService).listSeats({ scheduleId }, fan.headers);
@@ -147,26 +118,6 @@ async function seatRows(scheduleId: string, pool = db): Promise<SeatRow[]> {
 async function reservationRow(id: string, pool = db): Promise<{ state: string } | undefined> {
   const { rows } = await pool.query<{ state: string }>(`select state from "reservation"."reservation" where id = $1`, [id]);
   return rows[0];
-}
-
-/** Polls until `probe` returns true, failing after the deadline. */
-async function eventually(what: string, probe: () => Promise<boolean>, timeoutMs = 5_000, everyMs = 50) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await probe()) return;
-    if (Date.now() > deadline) throw new Error(`${what}: not so after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
-}
-
-/** Deterministic pseudo-random numbers (mulberry32), so that a failing mix of holds can be replayed. */
-function seededRandom(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const reservations = (on: Suite = suite) => client(on, ReservationService);
