@@ -20,6 +20,7 @@ import { createDatabase } from "../databases.js";
 import { startServerProcess } from "../server-process.js";
 import { dropKeys } from "../redis-keys.js";
 import { measureAdmissionTicks } from "./admission-tick.js";
+import { measureFlashSale } from "./flash-sale.js";
 import { holdCases } from "./holds.js";
 import { measure as measureCase } from "./measure.js";
 import { measureWatchStreams, serverPid } from "./watch-streams.js";
@@ -56,7 +57,8 @@ async function fanTokens(count: number): Promise<string[]> {
 
 const measure = (name: string, call: () => Promise<unknown>) => measureCase(name, call, { seconds, concurrency });
 
-const server = await startServer(await createDatabase("boxoffice_bench"));
+const databaseUrl = await createDatabase("boxoffice_bench");
+const server = await startServer(databaseUrl);
 try {
   const transport = createGrpcTransport({ baseUrl: server.url });
   const health = createClient(Health, transport);
@@ -108,6 +110,24 @@ try {
     console.log(`| ${r.name} | ${r.perSecond.toFixed(0)} | ${(r.perSecond / ceiling).toFixed(2)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} |`);
   }
 
+  const flashFans = quick ? 5_000 : 20_000;
+  const sale = await measureFlashSale({
+    transports: Array.from({ length: 20 }, () => createGrpcTransport({ baseUrl: server.url })),
+    operatorKey,
+    databaseUrl,
+    fanTokens: fans.slice(-flashFans),
+  });
+  console.log(`\nflash sale: ${sale.fans} fans for ${sale.seats} seats (10 dates × 50), each admitted fan lists, holds a random free seat, charges and pays\n`);
+  console.log("| sold | sold out after | bookings/s | hold conflicts | fans told sold out | p99 enter | list seats | hold | charge | pay | check: seats sold, sold twice, points conserved |");
+  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+  const p = sale.p99Ms;
+  console.log(
+    `| ${sale.sold} | ${(sale.soldOutAfterMs / 1000).toFixed(1)} s | ${sale.bookingsPerSecond.toFixed(1)} | ${sale.conflicts} | ${sale.soldOutFans} | ${p.enter!.toFixed(0)} ms | ${p.listSeats!.toFixed(0)} ms | ${p.hold!.toFixed(0)} ms | ${p.charge!.toFixed(0)} ms | ${p.pay!.toFixed(0)} ms | ${sale.checks.seatsSold}, ${sale.checks.seatsSoldTwice}, ${sale.checks.pointsConserved} |`,
+  );
+  const saleVerified = sale.checks.seatsSold === sale.seats && sale.checks.seatsSoldTwice === 0 && sale.checks.pointsConserved && sale.sold === sale.seats;
+  console.log(saleVerified ? "flash sale verified: every seat sold once, points conserved" : "FLASH SALE VERIFICATION FAILED");
+  if (!saleVerified) process.exitCode = 1;
+
   const streams = quick ? 2_000 : 10_000;
   const watch = await measureWatchStreams({
     url: server.url,
@@ -135,7 +155,7 @@ try {
   const dir = join(root, "test/bench/results");
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(file, JSON.stringify({ quick, seconds, concurrency, results, watch, ticks }, null, 2));
+  writeFileSync(file, JSON.stringify({ quick, seconds, concurrency, results, sale, watch, ticks }, null, 2));
   console.log(`\nresults: ${file}`);
 } finally {
   await server.stop();
