@@ -56,6 +56,9 @@ export class Payments {
     if (reservation!.concertId !== concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert than this reservation's");
     }
+    // A hold already ended fails without moving a point; the insert still decides which call owns the key.
+    const ended = { [ReservationState.EXPIRED]: Reason.HOLD_EXPIRED, [ReservationState.RELEASED]: Reason.HOLD_RELEASED } as Record<number, Reason>;
+    const endedReason = ended[reservation!.state];
     const payment = em.create(Payment, {
       id: randomUUID(),
       userId: request.userId,
@@ -63,7 +66,9 @@ export class Payments {
       concertId: reservation!.concertId,
       idempotencyKey: request.idempotencyKey,
       amount: Number(reservation!.amount),
-      state: "PENDING",
+      state: endedReason === undefined ? "PENDING" : "FAILED",
+      failureReason: endedReason ?? 0,
+      failureMessage: endedReason === undefined ? "" : `the hold has ended (${ReservationState[reservation!.state]})`,
     });
     try {
       await em.flush();
@@ -73,12 +78,7 @@ export class Payments {
       const first = await em.fork().findOneOrFail(Payment, { userId: request.userId, idempotencyKey: request.idempotencyKey });
       return this.#again(em, first, request.reservationId);
     }
-    const ended = { [ReservationState.EXPIRED]: Reason.HOLD_EXPIRED, [ReservationState.RELEASED]: Reason.HOLD_RELEASED } as Record<number, Reason>;
-    if (ended[reservation!.state] !== undefined) {
-      // Known before any point moves: fail without a debit.
-      return this.#fail(em, payment.id, ended[reservation!.state]!, `the hold has ended (${ReservationState[reservation!.state]})`);
-    }
-    return this.drive(em, payment.id);
+    return payment.state === "PENDING" ? this.drive(em, payment.id) : payment;
   }
 
   /**
@@ -155,14 +155,6 @@ export class Payments {
     payment.state = "FAILED";
     payment.failureReason = reason;
     payment.failureMessage = message.slice(0, 500);
-  }
-
-  async #fail(em: EntityManager, paymentId: string, reason: Reason, message: string): Promise<PaymentRecord> {
-    return em.fork().transactional(async (tx) => {
-      const payment = await tx.findOneOrFail(Payment, { id: paymentId }, { lockMode: LockMode.PESSIMISTIC_WRITE });
-      if (payment.state === "PENDING") this.#failed(payment, reason, message);
-      return payment;
-    });
   }
 
   #outage(step: string, paymentId: string, error: unknown) {
