@@ -126,17 +126,17 @@ export class MemoryQueueStore implements QueueStore {
       const view = room.view({ userId, seq: entry.seq }, now);
       if (view.state === "WAITING" || view.state === "ADMITTED") {
         room.touch(userId, now);
-        return { seq: entry.seq, view };
+        return { seq: entry.seq, view, pace: room.pace(now) };
       }
       if (entry.state === "ADMITTED") room.admitted.delete(userId);
     }
-    if (room.soldOut) return { seq: 0, view: ended("SOLD_OUT") };
+    if (room.soldOut) return { seq: 0, view: ended("SOLD_OUT"), pace: room.pace(now) };
     const seq = ++room.seq;
     room.entries.set(userId, { seq, state: "WAITING", admittedUntil: 0 });
     room.line.set(seq, userId);
     room.ranks.add(seq, 1);
     room.seen.set(userId, now);
-    return { seq, view: room.view({ userId, seq }, now) };
+    return { seq, view: room.view({ userId, seq }, now), pace: room.pace(now) };
   }
 
   async view(concertId: string, ticket: Ticket, now: number, touch: boolean): Promise<EntryView> {
@@ -150,10 +150,6 @@ export class MemoryQueueStore implements QueueStore {
     const views: EntryView[] = [];
     for (const ticket of tickets) views.push(await this.view(concertId, ticket, now, touch));
     return { views, pace: this.#read(concertId).pace(now) };
-  }
-
-  async pace(concertId: string, now: number): Promise<Pace> {
-    return this.#read(concertId).pace(now);
   }
 
   async leave(concertId: string, ticket: Ticket, now: number): Promise<EntryView> {

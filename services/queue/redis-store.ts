@@ -41,6 +41,10 @@ local function view(user, seq, now, soldOut)
   return { e.state, 0, 0 }
 end
 local function isSoldOut() return redis.call('HGET', room, 'soldOut') == '1' end
+local function pace(now)
+  local cfg = redis.call('HMGET', room, 'paused', 'firstAdmissionAt')
+  return { redis.call('ZCOUNT', recent, '(' .. string.format('%d', now - ${minuteMs}), '+inf'), tonumber(cfg[2]) or 0, cfg[1] == '1' and 1 or 0 }
+end
 `;
 
 const scripts = {
@@ -52,22 +56,21 @@ if e then
   local v = view(user, e.seq, now, soldOut)
   if v[1] == 'W' or v[1] == 'A' then
     if v[1] == 'W' then redis.call('ZADD', seen, 'XX', now, user) end
-    return { e.seq, v[1], v[2], v[3] }
+    return { e.seq, v[1], v[2], v[3], unpack(pace(now)) }
   end
   if e.state == 'A' then redis.call('ZREM', admitted, user) end
 end
-if soldOut then return { 0, 'S', 0, 0 } end
+if soldOut then return { 0, 'S', 0, 0, unpack(pace(now)) } end
 local seq = redis.call('HINCRBY', room, 'seq', 1)
 redis.call('ZADD', line, seq, user)
 redis.call('ZADD', seen, now, user)
 putEntry(user, seq, 'W', 0)
-return { seq, 'W', redis.call('ZCARD', line), 0 }`,
+return { seq, 'W', redis.call('ZCARD', line), 0, unpack(pace(now)) }`,
 
   views: `
 local now, touch = tonumber(ARGV[1]), ARGV[2] == '1'
-local cfg = redis.call('HMGET', room, 'soldOut', 'paused', 'firstAdmissionAt')
-local soldOut = cfg[1] == '1'
-local out = { redis.call('ZCOUNT', recent, '(' .. string.format('%d', now - ${minuteMs}), '+inf'), tonumber(cfg[3]) or 0, cfg[2] == '1' and 1 or 0 }
+local soldOut = isSoldOut()
+local out = pace(now)
 for i = 3, #ARGV, 2 do
   local user = ARGV[i]
   local v = view(user, tonumber(ARGV[i + 1]), now, soldOut)
@@ -164,6 +167,10 @@ type ScriptName = keyof typeof scripts;
 
 const states: Record<string, EntryState> = { W: "WAITING", A: "ADMITTED", E: "EXPIRED", L: "LEFT", C: "COMPLETED", S: "SOLD_OUT" };
 
+function toPace(admittedLastMinute: unknown, firstAdmissionAt: unknown, paused: unknown): Pace {
+  return { admittedLastMinute: Number(admittedLastMinute), firstAdmissionAt: Number(firstAdmissionAt), paused: Number(paused) === 1 };
+}
+
 function toView(state: unknown, position: unknown, until: unknown): EntryView {
   return { state: states[String(state)] ?? "EXPIRED", position: Number(position), admittedUntil: Number(until) };
 }
@@ -225,8 +232,8 @@ export class RedisQueueStore implements QueueStore {
       await this.#guard(() => this.#redis.sadd(this.#roomsKey, concertId));
       this.#listed.add(concertId);
     }
-    const [seq, state, position, until] = await this.#run("enter", concertId, [userId, now]);
-    return { seq: Number(seq), view: toView(state, position, until) };
+    const [seq, state, position, until, ...pace] = await this.#run("enter", concertId, [userId, now]);
+    return { seq: Number(seq), view: toView(state, position, until), pace: toPace(pace[0], pace[1], pace[2]) };
   }
 
   async view(concertId: string, ticket: Ticket, now: number, touch: boolean): Promise<EntryView> {
@@ -239,11 +246,7 @@ export class RedisQueueStore implements QueueStore {
     const out = await this.#run("views", concertId, args);
     const views: EntryView[] = [];
     for (let i = 3; i < out.length; i += 3) views.push(toView(out[i], out[i + 1], out[i + 2]));
-    return { views, pace: { admittedLastMinute: Number(out[0]), firstAdmissionAt: Number(out[1]), paused: Number(out[2]) === 1 } };
-  }
-
-  async pace(concertId: string, now: number): Promise<Pace> {
-    return (await this.views(concertId, [], now, false)).pace;
+    return { views, pace: toPace(out[0], out[1], out[2]) };
   }
 
   async leave(concertId: string, ticket: Ticket, now: number): Promise<EntryView> {

@@ -51,6 +51,8 @@ export interface Entered {
   /** The entry's sequence number in this room (it goes into the queue token). 0 when sold out. */
   seq: number;
   view: EntryView;
+  /** The room's pace, read in the same step (for the estimated wait). */
+  pace: Pace;
 }
 
 export interface TickInput {
@@ -91,9 +93,6 @@ export interface QueueStore {
 
   /** Many tickets of one room at once, in order, with the room's pace: one round trip. */
   views(concertId: string, tickets: Ticket[], now: number, touch: boolean): Promise<{ views: EntryView[]; pace: Pace }>;
-
-  /** The room's pace alone. */
-  pace(concertId: string, now: number): Promise<Pace>;
 
   /** Gives the ticket's place up (LEFT); an admitted session frees its slot at once. Returns the view after. */
   leave(concertId: string, ticket: Ticket, now: number): Promise<EntryView>;

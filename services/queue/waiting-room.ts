@@ -14,9 +14,6 @@ export interface RoomStatus {
   admittedUntil: number | undefined;
 }
 
-/** The ended states a watch stream stops at. */
-export const finalStates: ReadonlySet<EntryState> = new Set(["ADMITTED", "EXPIRED", "LEFT", "COMPLETED", "SOLD_OUT"]);
-
 const noPace: Pace = { admittedLastMinute: 0, firstAdmissionAt: 0, paused: false };
 
 /**
@@ -37,8 +34,7 @@ export class WaitingRoom {
   async enter(userId: string, concertId: string): Promise<{ queueToken: string; status: RoomStatus }> {
     await this.supply.of(concertId); // NotFound for a concert that does not exist
     const now = this.clock();
-    const { seq, view } = await this.store.enter(concertId, userId, now);
-    const pace = view.state === "WAITING" ? await this.store.pace(concertId, now) : noPace;
+    const { seq, view, pace } = await this.store.enter(concertId, userId, now);
     const queueToken = seq > 0 ? this.tokens.sign({ concertId, userId, seq }) : "";
     return { queueToken, status: this.#status(concertId, view, pace, now) };
   }
