@@ -93,20 +93,22 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
 
   async listSeats(req: ListSeatsRequest, ctx: HandlerContext) {
     const scheduleId = check.id(req.scheduleId, "schedule_id");
-    const em = entityManager(ctx);
-    const schedule = await em.findOne(Schedule, { id: scheduleId });
-    if (!schedule) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${scheduleId}`);
-    if (schedule.concert.id !== admission(ctx).concertId) {
-      throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert");
-    }
-    const seats = await em
+    // One round trip: the date's concert (for the gate) comes with its seats; every date has at least one seat.
+    const seats = await entityManager(ctx)
       .getConnection()
-      .execute<{ number: number; price: string; state: keyof typeof seatStates }[]>(
-        `select number, price, ${seatStateNow} as state from "concert"."seat" seat where schedule_id = ? order by number`,
+      .execute<{ concert_id: string; number: number; price: string; state: keyof typeof seatStates }[]>(
+        `select schedule.concert_id, seat.number, seat.price, ${seatStateNow} as state
+           from "concert"."schedule" schedule join "concert"."seat" seat on seat.schedule_id = schedule.id
+          where schedule.id = ? order by seat.number`,
         [scheduleId],
       );
+    if (seats.length === 0) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${scheduleId}`);
+    if (seats[0]!.concert_id !== admission(ctx).concertId) {
+      throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert");
+    }
     return { seats: seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[seat.state] })) };
   }
+
 }
 
 /** Answers other boxoffice services (the queue's supply-aware admission). */
