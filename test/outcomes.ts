@@ -45,6 +45,15 @@ export async function eventually(what: string, probe: () => Promise<boolean>, ti
   }
 }
 
+/** Checks `check` again and again for `ms`: for things that must NOT happen within a window. */
+export async function holdsFor(ms: number, check: () => Promise<void>) {
+  const end = Date.now() + ms;
+  do {
+    await check();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  } while (Date.now() < end);
+}
+
 /** Deterministic pseudo-random numbers (mulberry32), so that a failing run can be replayed. */
 export function seededRandom(seed: number) {
   return () => {

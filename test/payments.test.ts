@@ -12,7 +12,7 @@ import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { dropKeys } from "./redis-keys.js";
 import { admittedFan, bearer, client, failure, gated, operator, startTestSuite, testSecrets, waitForState, withQueueToken } from "./support.js";
-import { eventually, invalid, outcome, refused, seededRandom, tally } from "./outcomes.js";
+import { eventually, holdsFor, invalid, outcome, refused, seededRandom, tally } from "./outcomes.js";
 
 /**
  * Payments end to end: PaymentService.Pay and its saga (debit the points,
@@ -80,15 +80,6 @@ async function createConcert(on: Suite, specs: { seatCount: number; price: bigin
     operator,
   );
   return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
-}
-
-/** Checks `check` again and again for `ms`: for things that must NOT happen within a window. */
-async function holdsFor(ms: number, check: () => Promise<void>) {
-  const end = Date.now() + ms;
-  do {
-    await check();
-    await sleep(50);
-  } while (Date.now() < end);
 }
 
 const charge = (cl: Clients, fan: Fan, amount: bigint) => cl.points.chargePoints({ amount, idempotencyKey: randomUUID() }, bearer(fan.token));

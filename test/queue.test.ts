@@ -21,6 +21,7 @@ import { modules } from "../services/modules.js";
 import { Reason, reasonOf } from "../services/platform/errors.js";
 import { startSuite, type Suite } from "../services/platform/suite.js";
 import { QueueTokens } from "../services/queue/queue-tokens.js";
+import { holdsFor } from "./outcomes.js";
 import { dropKeys } from "./redis-keys.js";
 import { bearer, client, failure, gated, operator, testConfig, testSecrets, waitForState, withQueueToken } from "./support.js";
 
@@ -77,15 +78,6 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | false
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
     await sleep(20);
   }
-}
-
-/** Checks `check` again and again for `ms`: for things that must NOT happen within a window. */
-async function holdsFor(ms: number, check: () => Promise<void>) {
-  const end = Date.now() + ms;
-  do {
-    await check();
-    await sleep(50);
-  } while (Date.now() < end);
 }
 
 /** Asserts a call fails with the code and reason (and, for InvalidArgument, the field named in the detail and message). */
