@@ -1,17 +1,18 @@
 import { timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
-import { CoordinatorService, type BookSeatsResponse, type WatchQueueStatusResponse } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
+import { CoordinatorService, type BookSeatsResponse } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { PaymentService, PaymentState, type Payment } from "../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/point_pb.js";
-import { QueueService, QueueState, type QueueStatus } from "../gen/boxoffice/queue/v1/queue_pb.js";
+import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationState } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { bearer, client, failure, gated, operator, startTestSuite, waitForState, withQueueToken } from "./support.js";
+import { brief, Watch } from "./watch.js";
 import { outcome, refused } from "./outcomes.js";
 
 /**
@@ -47,7 +48,6 @@ afterAll(() => suite?.close());
 
 // ---------------------------------------------------------------- helpers
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const inDays = (days: number) => timestampFromDate(new Date(Date.now() + days * 24 * 3600 * 1000));
 
 async function createConcert(specs: { seatCount: number; price: bigint }[]) {
@@ -61,10 +61,6 @@ async function createConcert(specs: { seatCount: number; price: bigint }[]) {
   );
   return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
 }
-
-/** A status in a short readable form: "WAITING 2", "ADMITTED"… */
-const brief = (status: QueueStatus | undefined) =>
-  status === undefined ? "none" : status.state === QueueState.WAITING ? `WAITING ${status.position}` : QueueState[status.state];
 
 const paymentBrief = (payment: Payment | undefined) =>
   payment === undefined ? "none" : payment.state === PaymentState.FAILED ? `FAILED/${Reason[payment.failureReason]}` : PaymentState[payment.state];
@@ -105,57 +101,6 @@ async function seatStates(fan: Fan, scheduleId: string): Promise<Record<number, 
   return Object.fromEntries(seats.map((seat) => [seat.number, SeatState[seat.state]]));
 }
 
-/** A watch stream read in the background, so that a test can wait for messages with a deadline. */
-class Watch {
-  readonly messages: WatchQueueStatusResponse[] = [];
-  ended = false;
-  error: ConnectError | undefined;
-  readonly #abort = new AbortController();
-
-  constructor(queueToken: string) {
-    void (async () => {
-      try {
-        for await (const message of coordinator.watchQueueStatus({}, { ...withQueueToken(queueToken), signal: this.#abort.signal })) {
-          this.messages.push(message);
-        }
-      } catch (error) {
-        this.error = ConnectError.from(error);
-      } finally {
-        this.ended = true;
-      }
-    })();
-  }
-
-  get last(): QueueStatus | undefined {
-    return this.messages.at(-1)?.status;
-  }
-
-  /** The changes (not heartbeats), briefly. */
-  get changes(): string[] {
-    return this.messages.filter((m) => !m.heartbeat).map((m) => brief(m.status));
-  }
-
-  async until(what: string, done: () => boolean, timeoutMs = 10_000) {
-    const deadline = Date.now() + timeoutMs;
-    while (!done()) {
-      if (Date.now() > deadline) throw new Error(`watch: no ${what} after ${timeoutMs} ms (saw ${this.changes.join(", ") || "nothing"})`);
-      await sleep(20);
-    }
-  }
-
-  sees(change: string) {
-    return this.until(change, () => this.changes.includes(change) || this.ended);
-  }
-
-  ends() {
-    return this.until("end of stream", () => this.ended);
-  }
-
-  cancel() {
-    this.#abort.abort();
-  }
-}
-
 // ---------------------------------------------------------------- the seed flow
 
 describe("the seed flow through the coordinator, over gRPC", () => {
@@ -190,7 +135,7 @@ describe("the seed flow through the coordinator, over gRPC", () => {
     await refused(concerts.listSeats({ scheduleId: firstDate }, me.headers), Code.FailedPrecondition, Reason.NOT_ADMITTED);
 
     // 3. Watch the place move until admitted.
-    const watch = new Watch(me.queueToken);
+    const watch = new Watch((signal) => coordinator.watchQueueStatus({}, { ...withQueueToken(me.queueToken), signal }));
     try {
       await watch.sees("WAITING 2");
 
@@ -205,7 +150,7 @@ describe("the seed flow through the coordinator, over gRPC", () => {
       await queue.leaveQueue({}, withQueueToken(second.queueToken));
       await watch.ends();
     } finally {
-      watch.cancel();
+      await watch.cancel();
     }
     expect(watch.error).toBeUndefined();
     expect(watch.changes).toEqual(["WAITING 2", "WAITING 1", "ADMITTED"]);

@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ErrorDetailSchema } from "../gen/boxoffice/common/v1/error_pb.js";
 import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
-import { CoordinatorService, type WatchQueueStatusResponse } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
+import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import {
   QueueAdminService,
   QueueInternalService,
@@ -23,6 +23,7 @@ import { startSuite, type Suite } from "../services/platform/suite.js";
 import { QueueTokens } from "../services/queue/queue-tokens.js";
 import { holdsFor } from "./outcomes.js";
 import { dropKeys } from "./redis-keys.js";
+import { brief, Watch } from "./watch.js";
 import { bearer, client, failure, gated, operator, testConfig, testSecrets, waitForState, withQueueToken } from "./support.js";
 
 /**
@@ -95,10 +96,6 @@ async function expectFailure(call: Promise<unknown>, code: Code, reason: Reason,
   return error;
 }
 
-/** A status in a short readable form: "WAITING 2", "ADMITTED", "EXPIRED"… */
-const brief = (status: QueueStatus | undefined) =>
-  status === undefined ? "none" : status.state === QueueState.WAITING ? `WAITING ${status.position}` : QueueState[status.state];
-
 const forger = new QueueTokens("another-secret-that-is-also-long-enough");
 
 /** Variants of a valid queue token that must not be accepted. */
@@ -121,56 +118,6 @@ interface Fan {
   queueToken: string;
   /** The status EnterQueue answered. */
   entered: QueueStatus;
-}
-
-/** A watch stream read in the background, so a test can wait for messages with a deadline. */
-class Watch {
-  readonly messages: WatchQueueStatusResponse[] = [];
-  readonly times: number[] = [];
-  ended = false;
-  error: ConnectError | undefined;
-  readonly #abort = new AbortController();
-  readonly done: Promise<void>;
-
-  constructor(open: (signal: AbortSignal) => AsyncIterable<WatchQueueStatusResponse>) {
-    this.done = (async () => {
-      try {
-        for await (const message of open(this.#abort.signal)) {
-          this.messages.push(message);
-          this.times.push(Date.now());
-        }
-      } catch (error) {
-        this.error = ConnectError.from(error);
-      } finally {
-        this.ended = true;
-      }
-    })();
-  }
-
-  get last(): QueueStatus | undefined {
-    return this.messages.at(-1)?.status;
-  }
-
-  /** The changes (not heartbeats), briefly. */
-  get changes(): string[] {
-    return this.messages.filter((m) => !m.heartbeat).map((m) => brief(m.status));
-  }
-
-  /** Waits until `count` messages have arrived. */
-  async received(count: number, timeoutMs = 5_000) {
-    await until(`${count} watch messages (have ${this.messages.length}: ${this.changes.join(", ")})`, () => this.messages.length >= count || this.ended, timeoutMs);
-    if (this.messages.length < count) throw new Error(`stream ended after ${this.messages.length} messages (${this.error?.message ?? "no error"})`);
-  }
-
-  /** Waits for the stream to end. */
-  async ends(timeoutMs = 5_000) {
-    await until(`the watch stream to end (last: ${brief(this.last)})`, () => this.ended, timeoutMs);
-  }
-
-  async cancel() {
-    this.#abort.abort();
-    await this.done;
-  }
 }
 
 let crowdUsers: Promise<{ userId: string; token: string }[]> | undefined;
