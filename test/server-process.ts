@@ -11,10 +11,10 @@ export interface ServerProcess {
 }
 
 /** Runs `npm start`'s entry point as its own process and resolves once it listens. */
-export async function startServerProcess(env: NodeJS.ProcessEnv): Promise<ServerProcess> {
+export async function startServerProcess(env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<ServerProcess> {
   // node --import tsx, as `npm start` runs it: one process, so SIGTERM reaches the server itself
   // (the tsx wrapper SIGKILLs a child that has not acknowledged a forwarded signal within 30 ms).
-  const child = spawn(process.execPath, ["--import", "tsx", "services/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "services/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const url = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer) => {

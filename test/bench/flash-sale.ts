@@ -12,7 +12,7 @@ import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { ConcertAdminService, ConcertService, SeatState } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { CoordinatorService } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
-import { PaymentState } from "../../gen/boxoffice/payment/v1/payment_pb.js";
+import { PaymentState, type Payment } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { QueueService, QueueState } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
@@ -25,6 +25,8 @@ export interface FlashSaleResult {
   bookingsPerSecond: number;
   p99Ms: Record<string, number>;
   conflicts: number;
+  /** Checkouts asked again with the same key after a deadline or outage. */
+  payRetries: number;
   soldOutFans: number;
   checks: { seatsSold: number; seatsSoldTwice: number; pointsConserved: boolean };
 }
@@ -64,6 +66,7 @@ export async function measureFlashSale(options: {
     }
   };
   let conflicts = 0;
+  let payRetries = 0;
   let soldOutFans = 0;
   let sold = 0;
   let lastSaleAt = 0;
@@ -102,9 +105,18 @@ export async function measureFlashSale(options: {
         throw error;
       }
       await timed("charge", () => createClient(PointService, t).chargePoints({ amount: price, idempotencyKey: randomUUID() }, { headers: auth }));
-      const { payment } = await timed("pay", () =>
-        createClient(CoordinatorService, t).checkout({ reservationId, idempotencyKey: randomUUID() }, { headers }),
-      );
+      // A fan whose checkout is cut off (deadline, outage) asks again with the same key: the payment is made once.
+      const idempotencyKey = randomUUID();
+      const checkout = () => createClient(CoordinatorService, t).checkout({ reservationId, idempotencyKey }, { headers });
+      let payment: Payment | undefined;
+      for (let attempt = 1; payment === undefined; attempt++) {
+        try {
+          payment = (await timed("pay", checkout)).payment;
+        } catch (error) {
+          if (attempt === 5 || ![Code.Unavailable, Code.DeadlineExceeded].includes(ConnectError.from(error).code)) throw error;
+          payRetries++;
+        }
+      }
       if (payment?.state === PaymentState.SUCCEEDED) {
         sold++;
         lastSaleAt = performance.now();
@@ -141,6 +153,7 @@ export async function measureFlashSale(options: {
       bookingsPerSecond: sold / (soldOutAfterMs / 1000),
       p99Ms: Object.fromEntries(Object.entries(steps).map(([step, values]) => [step, p99(values)])),
       conflicts,
+      payRetries,
       soldOutFans,
       checks: {
         seatsSold: Number(seats.rows[0]!.sold),

@@ -1,3 +1,5 @@
+import type { Transport } from "@connectrpc/connect";
+
 export interface Result {
   name: string;
   calls: number;
@@ -8,25 +10,57 @@ export interface Result {
 
 export interface MeasureOptions {
   seconds: number;
+  warmSeconds: number;
   concurrency: number;
 }
 
-/** Runs `call` from `concurrency` loops for `seconds` after 1 s of warm-up; throughput and latency quantiles. */
-export async function measure(name: string, call: () => Promise<unknown>, { seconds, concurrency }: MeasureOptions): Promise<Result> {
-  const warm = performance.now() + 1000;
-  while (performance.now() < warm) await call();
+/** Thrown by a case's call when its prepared inputs (fans, holds) are used up: the case ends early. */
+export class Exhausted extends Error {}
+
+export function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+}
+
+/**
+ * Runs `call` from `concurrency` loops for `seconds` after `warmSeconds` of
+ * warm-up; throughput and latency quantiles. A case whose inputs run out
+ * ends early and is rated over the time it actually ran.
+ */
+export async function measure(name: string, call: () => Promise<unknown>, options: MeasureOptions): Promise<Result> {
+  const loops = async (seconds: number, record: (ms: number) => void) => {
+    const started = performance.now();
+    const until = started + seconds * 1000;
+    let exhausted = false;
+    await Promise.all(
+      Array.from({ length: options.concurrency }, async () => {
+        while (!exhausted && performance.now() < until) {
+          const began = performance.now();
+          try {
+            await call();
+          } catch (error) {
+            if (!(error instanceof Exhausted)) throw error;
+            exhausted = true;
+            return;
+          }
+          record(performance.now() - began);
+        }
+      }),
+    );
+    return (performance.now() - started) / 1000;
+  };
+  await loops(options.warmSeconds, () => {});
   const latencies: number[] = [];
-  const until = performance.now() + seconds * 1000;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < until) {
-        const started = performance.now();
-        await call();
-        latencies.push(performance.now() - started);
-      }
-    }),
-  );
+  const ran = await loops(options.seconds, (ms) => latencies.push(ms));
   latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
-  return { name, calls: latencies.length, perSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+  return { name, calls: latencies.length, perSecond: latencies.length / ran, p50Ms: quantile(latencies, 0.5), p99Ms: quantile(latencies, 0.99) };
+}
+
+/** One transport over several HTTP/2 connections: each call takes the next one, round robin. */
+export function spread(transports: Transport[]): Transport {
+  let next = 0;
+  const pick = () => transports[next++ % transports.length]!;
+  return {
+    unary: (...args) => pick().unary(...args),
+    stream: (...args) => pick().stream(...args),
+  };
 }

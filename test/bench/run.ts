@@ -1,19 +1,23 @@
 /**
- * npm run bench [-- --quick]: starts the suite as its own process on PostgreSQL
- * and Redis, drives each RPC from this process over gRPC (h2c) with a fixed
- * concurrency, and prints throughput and latency, each as a ratio to the health
- * check served by the same server in the same run (the machine's own ceiling).
- * Then it times the admission tick against lines of growing length.
+ * npm run bench [-- --quick] [-- --only=<text>] [-- --profile]
+ *
+ * Starts the suite as its own process on PostgreSQL and Redis, and drives it
+ * from this process (the load driver) over gRPC h2c, 32 calls in flight spread
+ * over 8 HTTP/2 connections. Every case is measured right after the ceiling, a
+ * no-op RPC (grpc.health.v1.Health/Check) through the same server stack, and
+ * reported as a ratio to it. Then the open watch streams, the flash sale and
+ * the admission tick. --only runs the cases and sections whose name contains
+ * one of the texts (comma-separated); --profile runs the server under --cpu-prof and prints where its
+ * CPU time went. Results also go to test/bench/results/*.json.
  */
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
-import { QueueService, QueueState } from "../../gen/boxoffice/queue/v1/queue_pb.js";
-import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
+import { QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { UserTokens } from "../../services/platform/tokens.js";
 import { createDatabase } from "../databases.js";
@@ -22,142 +26,212 @@ import { dropKeys } from "../redis-keys.js";
 import { measureAdmissionTicks } from "./admission-tick.js";
 import { measureFlashSale } from "./flash-sale.js";
 import { holdCases } from "./holds.js";
-import { measure as measureCase } from "./measure.js";
+import { Exhausted, measure, spread, type Result } from "./measure.js";
+import { paymentCases } from "./payments.js";
+import { summariseProfile, type ProfileSummary } from "./profile.js";
+import { admitFans, openConcert } from "./setup.js";
 import { measureWatchStreams, serverPid } from "./watch-streams.js";
 
-const quick = process.argv.includes("--quick");
-const seconds = quick ? 3 : 10;
+const args = process.argv.slice(2);
+const quick = args.includes("--quick");
+const profiling = args.includes("--profile");
+const only = args.find((a) => a.startsWith("--only="))?.slice("--only=".length).toLowerCase().split(",");
+const selected = (name: string) => only === undefined || only.some((text) => name.toLowerCase().includes(text));
+
+const timing = quick ? { seconds: 2, warmSeconds: 0.5 } : { seconds: 8, warmSeconds: 1 };
 const concurrency = 32;
+const connections = 8;
 const root = join(import.meta.dirname, "../..");
 const redisUrl = process.env.REDIS_URL || "redis://127.0.0.1:6379";
 const tokenSecret = randomUUID() + randomUUID();
 const redisKeyPrefix = `bench:${randomUUID()}:`;
 const operatorKey = randomUUID();
+const resultsDir = join(root, "test/bench/results");
+const profileDir = join(resultsDir, `profile-${Date.now()}`);
 
 function startServer(databaseUrl: string) {
-  const dataDir = mkdtempSync(join(tmpdir(), "boxoffice-bench-"));
-  return startServerProcess({
-    ...process.env,
-    DATABASE_URL: databaseUrl,
-    REDIS_URL: redisUrl,
-    REDIS_KEY_PREFIX: redisKeyPrefix,
-    TOKEN_SECRET: tokenSecret,
-    OPERATOR_KEY: operatorKey,
-    PORT: "0",
-    HOST: "127.0.0.1",
-    DATA_DIR: dataDir,
-  });
+  return startServerProcess(
+    {
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: redisUrl,
+      REDIS_KEY_PREFIX: redisKeyPrefix,
+      TOKEN_SECRET: tokenSecret,
+      OPERATOR_KEY: operatorKey,
+      PORT: "0",
+      HOST: "127.0.0.1",
+      DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-bench-")),
+    },
+    profiling ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [],
+  );
 }
 
-/** Tokens of fans who never asked for one: the queue trusts the signature, so each EnterQueue is a new fan. */
-async function fanTokens(count: number): Promise<string[]> {
+/** Tokens of fans who never asked for one (the services trust the signature), handed out so no two uses share a fan. */
+async function fanPool(count: number) {
   const tokens = new UserTokens(tokenSecret, 3600);
-  return Promise.all(Array.from({ length: count }, async () => (await tokens.sign(randomUUID())).token));
+  const all = await Promise.all(Array.from({ length: count }, async () => (await tokens.sign(randomUUID())).token));
+  let used = 0;
+  return (n: number) => {
+    if (used + n > all.length) throw new Error(`the bench needs more than ${count} fans`);
+    return all.slice(used, (used += n));
+  };
 }
 
-const measure = (name: string, call: () => Promise<unknown>) => measureCase(name, call, { seconds, concurrency });
+interface Paired extends Result {
+  ceilingPerSecond: number;
+  ratio: number;
+}
+
+const flashFans = quick ? 5_000 : 20_000;
+const watchStreams = quick ? 2_000 : 10_000;
+const payers = quick ? 500 : 2_500;
+const enterFans = (timing.seconds + timing.warmSeconds) * 4_000;
 
 const databaseUrl = await createDatabase("boxoffice_bench");
 const server = await startServer(databaseUrl);
+let profile: ProfileSummary | undefined;
+const report: Record<string, unknown> = {
+  quick,
+  only,
+  machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryGiB: totalmem() / 2 ** 30, node: process.version, loadavg: loadavg() },
+  timing,
+  concurrency,
+  connections,
+};
 try {
-  const transport = createGrpcTransport({ baseUrl: server.url });
+  const transports: Transport[] = Array.from({ length: connections }, () => createGrpcTransport({ baseUrl: server.url }));
+  const transport = spread(transports);
+  const take = await fanPool(enterFans + 300 + payers + watchStreams + flashFans + 1);
   const health = createClient(Health, transport);
-  const concerts: Client<typeof ConcertService> = createClient(ConcertService, transport);
-  const tokens = createClient(TokenService, transport);
+  const concerts = createClient(ConcertService, transport);
   const queue = createClient(QueueService, transport);
-  const user = await tokens.issueUserToken({});
-  const auth = { headers: { authorization: `Bearer ${user.token}` } };
-  const [first, second, third] = (await concerts.listConcerts({})).concerts;
-  const concertId = first!.id;
+
+  // A date of the demo concert, and one fan admitted to it (ListSeats is gated).
+  const [demo, crowded, watched] = (await concerts.listConcerts({})).concerts;
+  const concertId = demo!.id;
   const scheduleId = (await concerts.listSchedules({ concertId })).schedules[0]!.id;
-  // ListSeats is gated: this fan queues for the first concert and is admitted (the line is empty).
-  const { queueToken } = await queue.enterQueue({ concertId }, auth);
-  while ((await queue.getQueueStatus({}, { headers: { "x-queue-token": queueToken } })).status!.state !== QueueState.ADMITTED) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  const admitted = { headers: { ...auth.headers, "x-queue-token": queueToken } };
+  const [admitted] = await admitFans(transport, concertId, take(1));
   // New fans flood the second concert; the last of them polls its place far down the line.
-  const fans = await fanTokens(seconds * 5_000 + 10_000);
-  let next = 0;
+  const newFans = take(enterFans);
+  let nextFan = 0;
   let lastQueueToken = "";
   const enter = async () => {
-    const entered = await queue.enterQueue({ concertId: second!.id }, { headers: { authorization: `Bearer ${fans[next++ % fans.length]}` } });
-    lastQueueToken = entered.queueToken;
+    const token = newFans[nextFan++];
+    if (token === undefined) throw new Exhausted();
+    lastQueueToken = (await queue.enterQueue({ concertId: crowded!.id }, { headers: { authorization: `Bearer ${token}` } })).queueToken;
   };
+  const holdFans = take(300);
+  const payFans = take(payers);
+  const holds = selected("HoldSeats") ? await holdCases(transport, operatorKey, holdFans) : undefined;
+  const payments = selected("ChargePoints") || selected("Pay") ? await paymentCases(transport, operatorKey, payFans, payers) : undefined;
 
-  const holds = await holdCases(transport, operatorKey, fans);
-
-  // The ceiling is measured first and last, and averaged, so drift during the run shows and cancels out.
-  const results = [
-    await measure("ceiling: grpc.health.v1.Health/Check (first)", () => health.check({})),
-    await measure("ConcertService/ListConcerts", () => concerts.listConcerts({})),
-    await measure("ConcertService/ListSchedules", () => concerts.listSchedules({ concertId })),
-    await measure("ConcertService/ListSeats (gated)", () => concerts.listSeats({ scheduleId }, admitted)),
-    await measure("TokenService/IssueUserToken (new user)", () => tokens.issueUserToken({})),
-    await measure("QueueService/EnterQueue (new fans)", enter),
-    await measure("QueueService/GetQueueStatus (far down the line)", () =>
-      queue.getQueueStatus({}, { headers: { "x-queue-token": lastQueueToken } }),
-    ),
-    await measure("ReservationService/HoldSeats (distinct seats)", holds.distinct),
-    await measure("ReservationService/HoldSeats (one contested seat)", holds.contested),
-    await measure("ceiling: grpc.health.v1.Health/Check (last)", () => health.check({})),
+  const cases: (readonly [string, () => Promise<unknown>])[] = [
+    ["ConcertService/ListSchedules", () => concerts.listSchedules({ concertId })],
+    ["ConcertService/ListSeats (gated, 50 seats)", () => concerts.listSeats({ scheduleId }, { headers: admitted! })],
+    ["QueueService/EnterQueue (new fans)", enter],
+    ["QueueService/GetQueueStatus (far down the line)", () => queue.getQueueStatus({}, { headers: { "x-queue-token": lastQueueToken } })],
+    ...(holds
+      ? ([
+          ["ReservationService/HoldSeats (distinct seats)", holds.distinct],
+          ["ReservationService/HoldSeats (one contested seat)", holds.contested],
+        ] as const)
+      : []),
+    ...(payments
+      ? ([
+          ["PointService/ChargePoints", payments.charge],
+          ["PaymentService/Pay", payments.pay],
+        ] as const)
+      : []),
   ];
-  if (next > fans.length) console.warn(`EnterQueue ran out of new fans: ${next - fans.length} calls re-entered`);
-  const ceiling = (results[0]!.perSecond + results.at(-1)!.perSecond) / 2;
-  console.log(`\n${seconds}s per case, ${concurrency} concurrent calls over one h2c connection, server in its own process\n`);
-  console.log("| case | calls/s | ratio to ceiling | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|");
-  for (const r of results) {
-    console.log(`| ${r.name} | ${r.perSecond.toFixed(0)} | ${(r.perSecond / ceiling).toFixed(2)} | ${r.p50Ms.toFixed(2)} | ${r.p99Ms.toFixed(2)} |`);
+  // Warm the server and this driver up before the first figure counts.
+  await measure("warm-up", () => health.check({}), { ...timing, concurrency, seconds: quick ? 2 : 5 });
+  const results: Paired[] = [];
+  for (const [name, call] of cases.filter(([name]) => selected(name))) {
+    const ceiling = await measure("ceiling", () => health.check({}), { ...timing, concurrency });
+    const result = await measure(name, call, { ...timing, concurrency });
+    results.push({ ...result, ceilingPerSecond: ceiling.perSecond, ratio: result.perSecond / ceiling.perSecond });
+  }
+  report.results = results;
+  if (results.length > 0) {
+    console.log(`\n${timing.seconds} s per case after ${timing.warmSeconds} s of warm-up; ${concurrency} calls in flight over ${connections} h2c connections;`);
+    console.log("ratio = the case's calls/s ÷ the no-op Health/Check's calls/s measured just before it\n");
+    console.log("| case | calls/s | no-op calls/s | ratio | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|");
+    for (const r of results) {
+      console.log(`| ${r.name} | ${r.perSecond.toFixed(0)} | ${r.ceilingPerSecond.toFixed(0)} | ${r.ratio.toFixed(2)} | ${r.p50Ms.toFixed(1)} | ${r.p99Ms.toFixed(1)} |`);
+    }
   }
 
-  const flashFans = quick ? 5_000 : 20_000;
-  const sale = await measureFlashSale({
-    transports: Array.from({ length: 20 }, () => createGrpcTransport({ baseUrl: server.url })),
-    operatorKey,
-    databaseUrl,
-    fanTokens: fans.slice(-flashFans),
-  });
-  console.log(`\nflash sale: ${sale.fans} fans for ${sale.seats} seats (10 dates × 50), each admitted fan lists, holds a random free seat, charges and pays\n`);
-  console.log("| sold | sold out after | bookings/s | hold conflicts | fans told sold out | p99 enter | list seats | hold | charge | pay | check: seats sold, sold twice, points conserved |");
-  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-  const p = sale.p99Ms;
-  console.log(
-    `| ${sale.sold} | ${(sale.soldOutAfterMs / 1000).toFixed(1)} s | ${sale.bookingsPerSecond.toFixed(1)} | ${sale.conflicts} | ${sale.soldOutFans} | ${p.enter!.toFixed(0)} ms | ${p.listSeats!.toFixed(0)} ms | ${p.hold!.toFixed(0)} ms | ${p.charge!.toFixed(0)} ms | ${p.pay!.toFixed(0)} ms | ${sale.checks.seatsSold}, ${sale.checks.seatsSoldTwice}, ${sale.checks.pointsConserved} |`,
-  );
-  const saleVerified = sale.checks.seatsSold === sale.seats && sale.checks.seatsSoldTwice === 0 && sale.checks.pointsConserved && sale.sold === sale.seats;
-  console.log(saleVerified ? "flash sale verified: every seat sold once, points conserved" : "FLASH SALE VERIFICATION FAILED");
-  if (!saleVerified) process.exitCode = 1;
+  const watchFans = take(watchStreams);
+  if (selected("WatchQueueStatus")) {
+    const watch = await measureWatchStreams({
+      url: server.url,
+      serverPid: serverPid(server.process.pid!),
+      redisUrl,
+      operatorKey,
+      concertId: watched!.id,
+      fanTokens: watchFans,
+      connections: 20,
+    });
+    report.watch = watch;
+    console.log(`\nWatchQueueStatus: ${watch.streams} open streams over ${watch.connections} h2c connections\n`);
+    console.log("| server RSS before | with streams open | per stream | Redis script calls/s while open | Redis commands/s (inside scripts too) | ADMITTED heard p50 | p99 | all |");
+    console.log("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    console.log(
+      `| ${watch.rssBeforeMiB.toFixed(0)} MiB | ${watch.rssOpenMiB.toFixed(0)} MiB | ${watch.kibPerStream.toFixed(1)} KiB | ${watch.redisScriptCallsPerSecond.toFixed(1)} | ${watch.redisCommandsPerSecond.toFixed(0)} | ${watch.admittedP50Ms.toFixed(0)} ms | ${watch.admittedP99Ms.toFixed(0)} ms | ${watch.allAdmittedMs.toFixed(0)} ms |`,
+    );
+  }
 
-  const streams = quick ? 2_000 : 10_000;
-  const watch = await measureWatchStreams({
-    url: server.url,
-    serverPid: serverPid(server.process.pid!),
-    redisUrl,
-    operatorKey,
-    concertId: third!.id,
-    fanTokens: fans.slice(0, streams),
-    connections: 20,
-  });
-  console.log(`\nWatchQueueStatus: ${watch.streams} open streams over ${watch.connections} h2c connections\n`);
-  console.log("| server RSS before | with streams open | per stream | Redis script calls/s while open | Redis commands/s (inside scripts too) | ADMITTED heard p50 | p99 | all |");
-  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|");
-  console.log(
-    `| ${watch.rssBeforeMiB.toFixed(0)} MiB | ${watch.rssOpenMiB.toFixed(0)} MiB | ${watch.kibPerStream.toFixed(1)} KiB | ${watch.redisScriptCallsPerSecond.toFixed(1)} | ${watch.redisCommandsPerSecond.toFixed(0)} | ${watch.admittedP50Ms.toFixed(0)} ms | ${watch.admittedP99Ms.toFixed(0)} ms | ${watch.allAdmittedMs.toFixed(0)} ms |`,
-  );
+  const saleFans = take(flashFans);
+  if (selected("flash sale")) {
+    const sale = await measureFlashSale({
+      transports: Array.from({ length: 20 }, () => createGrpcTransport({ baseUrl: server.url })),
+      operatorKey,
+      databaseUrl,
+      fanTokens: saleFans,
+    });
+    report.sale = sale;
+    console.log(`\nflash sale: ${sale.fans} fans for ${sale.seats} seats (10 dates × 50); each admitted fan lists a date's seats, holds a random free seat, charges and pays\n`);
+    console.log("| sold | sold out after | bookings/s | hold conflicts | fans told sold out | p99 enter | list seats | hold | charge | pay | check: seats sold, sold twice, points conserved |");
+    console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    const p = sale.p99Ms;
+    console.log(
+      `| ${sale.sold} | ${(sale.soldOutAfterMs / 1000).toFixed(1)} s | ${sale.bookingsPerSecond.toFixed(1)} | ${sale.conflicts} | ${sale.soldOutFans} | ${p.enter!.toFixed(0)} ms | ${p.listSeats!.toFixed(0)} ms | ${p.hold!.toFixed(0)} ms | ${p.charge!.toFixed(0)} ms | ${p.pay!.toFixed(0)} ms | ${sale.checks.seatsSold}, ${sale.checks.seatsSoldTwice}, ${sale.checks.pointsConserved} |`,
+    );
+    const verified = sale.checks.seatsSold === sale.seats && sale.checks.seatsSoldTwice === 0 && sale.checks.pointsConserved && sale.sold === sale.seats;
+    console.log(verified ? "flash sale verified: sold out, every seat sold once, points conserved" : "FLASH SALE VERIFICATION FAILED");
+    if (!verified) process.exitCode = 1;
+  }
 
-  const sizes = quick ? [1_000, 100_000] : [1_000, 100_000, 1_000_000];
-  const ticks = await measureAdmissionTicks(redisUrl, sizes);
-  const base = (store: string) => ticks.find((t) => t.store === store && t.waiting === sizes[0])!.msPerTick;
-  console.log(`\nadmission tick admitting ${ticks[0]!.admittedPerTick} fans, by line length (ratio to the shortest line, same store)\n`);
-  console.log("| store | waiting | ms per tick | ratio |\n|---|---:|---:|---:|");
-  for (const t of ticks) console.log(`| ${t.store} | ${t.waiting} | ${t.msPerTick.toFixed(2)} | ${(t.msPerTick / base(t.store)).toFixed(2)} |`);
-
-  const dir = join(root, "test/bench/results");
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(file, JSON.stringify({ quick, seconds, concurrency, results, sale, watch, ticks }, null, 2));
-  console.log(`\nresults: ${file}`);
+  if (selected("admission tick")) {
+    const sizes = quick ? [1_000, 100_000] : [1_000, 100_000, 1_000_000];
+    const ticks = await measureAdmissionTicks(redisUrl, sizes);
+    report.ticks = ticks;
+    const base = (store: string) => ticks.find((t) => t.store === store && t.waiting === sizes[0])!.msPerTick;
+    console.log(`\nadmission tick admitting ${ticks[0]!.admittedPerTick} fans, by line length (ratio to the shortest line, same store)\n`);
+    console.log("| store | waiting | ms per tick | ratio |\n|---|---:|---:|---:|");
+    for (const t of ticks) console.log(`| ${t.store} | ${t.waiting} | ${t.msPerTick.toFixed(2)} | ${(t.msPerTick / base(t.store)).toFixed(2)} |`);
+  }
 } finally {
   await server.stop();
   await dropKeys(redisUrl, redisKeyPrefix);
 }
+if (profiling) {
+  // The main thread's profile is the largest (tsx's module loader thread writes one too).
+  const file = readdirSync(profileDir)
+    .filter((f) => f.endsWith(".cpuprofile"))
+    .sort((a, b) => statSync(join(profileDir, b)).size - statSync(join(profileDir, a)).size)[0];
+  if (file) {
+    profile = summariseProfile(join(profileDir, file));
+    report.profile = { file: join(profileDir, file), ...profile };
+    console.log(`\nserver CPU profile: ${(profile.totalMs / 1000).toFixed(1)} s sampled, ${(profile.idleMs / 1000).toFixed(1)} s idle (${join(profileDir, file)})\n`);
+    console.log("| where | CPU s | share of busy |\n|---|---:|---:|");
+    const busy = profile.totalMs - profile.idleMs;
+    for (const a of profile.byArea) console.log(`| ${a.area} | ${(a.ms / 1000).toFixed(2)} | ${((100 * a.ms) / busy).toFixed(1)} % |`);
+    console.log("\n| function | CPU s |\n|---|---:|");
+    for (const f of profile.byFunction) console.log(`| ${f.fn} | ${(f.ms / 1000).toFixed(2)} |`);
+  }
+}
+mkdirSync(resultsDir, { recursive: true });
+const file = join(resultsDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+writeFileSync(file, JSON.stringify(report, null, 2));
+console.log(`\nresults: ${file}`);
