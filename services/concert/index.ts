@@ -13,7 +13,13 @@ import { Migration20261124010000_seat_holds } from "./migrations/Migration202611
 /** Concert service: what is on sale, its dates and seats. */
 export const concertModule: ServiceModule = {
   name: "concert",
-  database: { schema: "concert", entities: [Concert, Schedule, Seat], migrations: [Migration20261124000000_concerts, Migration20261124010000_seat_holds] },
+  database: {
+    schema: "concert",
+    entities: [Concert, Schedule, Seat],
+    migrations: [Migration20261124000000_concerts, Migration20261124010000_seat_holds],
+    // The longest a hold waits for another hold on the same seats before it is refused.
+    settings: { lock_timeout: "2s" },
+  },
   create: ({ config, orm }) => ({
     implementations: [
       implementation(ConcertServiceDesc, new ConcertService()),

@@ -8,9 +8,6 @@ import { NotFound, Reason, Refused } from "../platform/errors.js";
  */
 export const seatStateNow = `(case when seat.state = 'HELD' and seat.held_until <= now() then 'AVAILABLE' else seat.state end)`;
 
-/** Longest a hold waits for another hold's transaction on the same seats. */
-const lockTimeoutMs = 2_000;
-
 export interface HeldSeats {
   seats: { number: number; price: number }[];
   heldUntil: Date;
@@ -35,7 +32,7 @@ export class SeatInventory {
    * taking waits for that one short transaction, then sees the seat taken (or
    * free again, if the other hold failed) — so of any number of concurrent holds
    * on a seat exactly one wins, and a loser's brief lock never makes everyone
-   * lose. The wait is bounded by lock_timeout.
+   * lose. The wait is bounded by the concert pool's lock_timeout (2 s).
    */
   async hold(em: EntityManager, hold: SeatHold): Promise<HeldSeats> {
     try {
@@ -51,48 +48,51 @@ export class SeatInventory {
   }
 
   async #hold(em: EntityManager, hold: SeatHold): Promise<HeldSeats> {
-    return em.transactional(async (tx) => {
-      const connection = tx.getConnection();
-      await connection.execute(`set local lock_timeout = '${lockTimeoutMs}ms'`, [], "run", tx.getTransactionContext());
-      const [schedule] = await connection.execute<{ concert_id: string; seat_count: number }[]>(
-        `select concert_id, seat_count from "concert"."schedule" where id = ?`,
-        [hold.scheduleId],
-        "all",
-        tx.getTransactionContext(),
-      );
-      if (!schedule) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${hold.scheduleId}`);
-      if (schedule.concert_id !== hold.concertId) throw new Refused(Reason.NOT_ADMITTED, "that date belongs to another concert");
-      const missing = hold.seatNumbers.filter((n) => n > schedule.seat_count);
-      if (missing.length > 0) {
-        throw new NotFound(Reason.SEAT_NOT_FOUND, `that date has seats 1..${schedule.seat_count}; no seat ${missing.join(", ")}`, {
-          seats: missing.join(","),
-        });
-      }
-      const held = await connection.execute<{ number: number; price: string; held_until: Date }[]>(
-        `with free as (
-           select schedule_id, number from "concert"."seat"
-           where schedule_id = ? and number = any(?::int[])
-             and (state = 'AVAILABLE' or (state = 'HELD' and held_until <= now()))
-           order by number
-           for update)
-         update "concert"."seat" seat
-            set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
-           from free where seat.schedule_id = free.schedule_id and seat.number = free.number
-         returning seat.number, seat.price, seat.held_until`,
-        [hold.scheduleId, `{${hold.seatNumbers.join(",")}}`, hold.reservationId, hold.holdMs],
-        "all",
-        tx.getTransactionContext(),
-      );
-      if (held.length < hold.seatNumbers.length) {
-        const taken = hold.seatNumbers.filter((n) => !held.some((row) => row.number === n));
-        // Throwing rolls the seats this statement did take back: all or none.
-        throw new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
-      }
-      return {
-        seats: held.map((row) => ({ number: row.number, price: Number(row.price) })).sort((a, b) => a.number - b.number),
-        heldUntil: new Date(held[0]!.held_until),
-      };
-    });
+    // One statement, so one round trip and no transaction to open: lock the wanted seats that are
+    // free now (in seat order), and take them only if every one of them is; otherwise touch none.
+    const held = await em.getConnection().execute<{ number: number; price: string; held_until: Date }[]>(
+      `with free as (
+         select seat.schedule_id, seat.number from "concert"."seat" seat
+          where seat.schedule_id = ? and seat.number = any(?::int[])
+            and (seat.state = 'AVAILABLE' or (seat.state = 'HELD' and seat.held_until <= now()))
+            and exists (select 1 from "concert"."schedule" schedule where schedule.id = seat.schedule_id and schedule.concert_id = ?)
+          order by seat.number
+          for update of seat)
+       update "concert"."seat" seat
+          set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
+         from free
+        where seat.schedule_id = free.schedule_id and seat.number = free.number
+          and (select count(*) from free) = ?
+       returning seat.number, seat.price, seat.held_until`,
+      [hold.scheduleId, `{${hold.seatNumbers.join(",")}}`, hold.concertId, hold.reservationId, hold.holdMs, hold.seatNumbers.length],
+    );
+    if (held.length < hold.seatNumbers.length) throw await this.#whyNot(em, hold);
+    return {
+      seats: held.map((row) => ({ number: row.number, price: Number(row.price) })).sort((a, b) => a.number - b.number),
+      heldUntil: new Date(held[0]!.held_until),
+    };
+  }
+
+  /** Why a hold took nothing: no such date, another concert's date, no such seat, or seats taken. */
+  async #whyNot(em: EntityManager, hold: SeatHold): Promise<Error> {
+    const [schedule] = await em.getConnection().execute<{ concert_id: string; seat_count: number; taken: number[] | null }[]>(
+      `select schedule.concert_id, schedule.seat_count,
+              (select array_agg(seat.number order by seat.number) from "concert"."seat" seat
+                where seat.schedule_id = schedule.id and seat.number = any(?::int[]) and ${seatStateNow} <> 'AVAILABLE') as taken
+         from "concert"."schedule" schedule where schedule.id = ?`,
+      [`{${hold.seatNumbers.join(",")}}`, hold.scheduleId],
+    );
+    if (!schedule) return new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${hold.scheduleId}`);
+    if (schedule.concert_id !== hold.concertId) return new Refused(Reason.NOT_ADMITTED, "that date belongs to another concert");
+    const missing = hold.seatNumbers.filter((n) => n > schedule.seat_count);
+    if (missing.length > 0) {
+      return new NotFound(Reason.SEAT_NOT_FOUND, `that date has seats 1..${schedule.seat_count}; no seat ${missing.join(", ")}`, {
+        seats: missing.join(","),
+      });
+    }
+    // Seats that are free again by now were taken by a hold that has since failed: they count as taken too.
+    const taken = schedule.taken?.length ? schedule.taken : hold.seatNumbers;
+    return new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
   }
 
   /** Sells the reservation's seats while its hold is live, all or none; seats already sold to it count. */

@@ -8,6 +8,8 @@ export interface DatabaseSpec {
   schema: string;
   entities: EntitySchema<any, any>[];
   migrations: (new (...args: any[]) => Migration)[];
+  /** Session settings for every connection of the service's pool (for example lock_timeout). */
+  settings?: Record<string, string>;
 }
 
 export interface DatabaseOptions {
@@ -31,6 +33,12 @@ export async function openDatabase(spec: DatabaseSpec, options: DatabaseOptions)
       entities: spec.entities,
       extensions: [Migrator],
       pool: { min: 0, max: options.poolSize },
+      // pg passes these in the startup packet, so every pooled connection has them from the start.
+      driverOptions: spec.settings && {
+        options: Object.entries(spec.settings)
+          .map(([name, value]) => `-c ${name}=${value}`)
+          .join(" "),
+      },
       debug: options.debug ?? false,
       migrations: {
         migrationsList: spec.migrations,

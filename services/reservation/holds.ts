@@ -37,45 +37,52 @@ export class Holds {
   ) {}
 
   async hold(em: EntityManager, request: HoldRequest): Promise<ReservationRecord> {
-    const live = await this.#liveHold(em, request.userId, request.scheduleId);
-    if (live) {
-      throw new Refused(Reason.HOLD_LIMIT_REACHED, "you already hold seats on this date; pay for them or release them first", {
-        reservation_id: live.id,
-      });
-    }
     // The seats first, under a new id: a crash before the record is written leaves
     // a hold that simply runs out, never a record without seats.
     const id = randomUUID();
     const held = await callDependency("concert", () =>
       this.concerts.holdSeats({ ...request, reservationId: id, holdMs: BigInt(this.holdMs) }),
     );
+    const reservation: ReservationRecord = {
+      id,
+      userId: request.userId,
+      concertId: request.concertId,
+      scheduleId: request.scheduleId,
+      seatNumbers: held.seats.map((seat) => seat.number),
+      amount: held.seats.reduce((sum, seat) => sum + Number(seat.price), 0),
+      state: "HELD",
+      expiresAt: new Date(timestampMs(held.heldUntil!)),
+      createdAt: new Date(),
+      paymentId: null,
+    };
     try {
-      return await em.transactional(async (tx) => {
-        await tx.nativeUpdate(
-          Reservation,
-          { userId: request.userId, scheduleId: request.scheduleId, state: "HELD", expiresAt: { $lte: new Date() } },
-          { state: "EXPIRED" },
-        );
-        const reservation = tx.create(Reservation, {
-          id,
-          userId: request.userId,
-          concertId: request.concertId,
-          scheduleId: request.scheduleId,
-          seatNumbers: held.seats.map((seat) => seat.number),
-          amount: held.seats.reduce((sum, seat) => sum + Number(seat.price), 0),
-          state: "HELD",
-          expiresAt: new Date(timestampMs(held.heldUntil!)),
-        });
-        await tx.flush();
-        return reservation;
-      });
+      await this.#record(em, reservation);
+      return reservation;
     } catch (error) {
       await this.#giveBack([id]);
-      if (error instanceof UniqueConstraintViolationException) {
-        // A concurrent hold by the same fan on the same date got there first.
-        throw new Refused(Reason.HOLD_LIMIT_REACHED, "you already hold seats on this date; pay for them or release them first");
-      }
       throw error;
+    }
+  }
+
+  /**
+   * Writes the record in one statement. The one-hold-per-date index refuses it
+   * while the fan holds seats on the date; a hold of theirs that has run out
+   * but is not tidied yet is marked EXPIRED first, and the write tried again.
+   */
+  async #record(em: EntityManager, reservation: ReservationRecord, retried = false): Promise<void> {
+    try {
+      await em.insert(Reservation, reservation);
+    } catch (error) {
+      if (!(error instanceof UniqueConstraintViolationException)) throw error;
+      const { userId, scheduleId } = reservation;
+      const stale = await em.nativeUpdate(Reservation, { userId, scheduleId, state: "HELD", expiresAt: { $lte: new Date() } }, { state: "EXPIRED" });
+      if (stale > 0 && !retried) return this.#record(em, reservation, true);
+      const live = await em.fork().findOne(Reservation, { userId, scheduleId, state: "HELD" });
+      throw new Refused(
+        Reason.HOLD_LIMIT_REACHED,
+        "you already hold seats on this date; pay for them or release them first",
+        live ? { reservation_id: live.id } : undefined,
+      );
     }
   }
 
@@ -140,10 +147,6 @@ export class Holds {
     await this.#giveBack(expired.map((row) => row.id));
     await this.#announce(expired.map((row) => row.concert_id));
     return expired.length;
-  }
-
-  async #liveHold(em: EntityManager, userId: string, scheduleId: string) {
-    return em.findOne(Reservation, { userId, scheduleId, state: "HELD", expiresAt: { $gt: new Date() } });
   }
 
   async #locked(tx: EntityManager, userId: string, reservationId: string) {
