@@ -175,6 +175,28 @@ describe("concurrent holds on one seat", () => {
 
       await expectOneWinner(second, fans, results, scheduleId, 3);
     });
+
+    it("each instance's seat map follows changes made through the other and by hand in the database", async () => {
+      const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+      const scheduleId = scheduleIds[0]!;
+      const [holder, watcher] = await admitMany(suite, concertId, 2);
+      // Both instances have read (and may keep) the date's map while every seat was free.
+      for (const on of [suite, second]) expect(await seatsIn(on, watcher!, scheduleId, "AVAILABLE")).toHaveLength(10);
+
+      const { reservation } = await reservations(suite).holdSeats({ scheduleId, seatNumbers: [4] }, holder!.headers);
+      expect(await seatsIn(suite, watcher!, scheduleId, "HELD")).toEqual([4]);
+      await eventually("the other instance shows the hold", async () => (await seatsIn(second, watcher!, scheduleId, "HELD")).join() === "4", 2_000);
+
+      await reservations(second).releaseHold({ reservationId: reservation!.id }, holder!.headers);
+      for (const on of [suite, second]) {
+        await eventually("both show the release", async () => (await seatsIn(on, watcher!, scheduleId, "AVAILABLE")).length === 10, 2_000);
+      }
+
+      await db.query(`update concert.seat set state = 'SOLD' where schedule_id = $1 and number = 9`, [scheduleId]);
+      for (const on of [suite, second]) {
+        await eventually("both show a seat sold by hand", async () => (await seatsIn(on, watcher!, scheduleId, "SOLD")).join() === "9", 2_000);
+      }
+    });
   });
 });
 

@@ -20,7 +20,8 @@ import { admission } from "../platform/access.js";
 import { Forbidden, NotFound, Reason } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
 import { Concert, Schedule, Seat } from "./concert.entity.js";
-import { SeatInventory, seatStateNow } from "./seat-inventory.js";
+import { type SeatInventory, seatStateNow } from "./seat-inventory.js";
+import { SeatMaps } from "./seat-maps.js";
 
 export const defaultSeatCount = 50;
 const seatStates = { AVAILABLE: SeatState.AVAILABLE, HELD: SeatState.HELD, SOLD: SeatState.SOLD } as const;
@@ -76,6 +77,8 @@ export async function createConcert(em: EntityManager, draft: ConcertDraft) {
 }
 
 export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
+  constructor(private readonly maps: SeatMaps) {}
+
   async listConcerts(_req: unknown, ctx: HandlerContext) {
     const concerts = await entityManager(ctx).find(Concert, {}, { orderBy: { createdAt: "asc", id: "asc" } });
     return { concerts: concerts.map(({ id, title, venue }) => ({ id, title, venue })) };
@@ -93,27 +96,19 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
 
   async listSeats(req: ListSeatsRequest, ctx: HandlerContext) {
     const scheduleId = check.id(req.scheduleId, "schedule_id");
-    // One round trip: the date's concert (for the gate) comes with its seats; every date has at least one seat.
-    const seats = await entityManager(ctx)
-      .getConnection()
-      .execute<{ concert_id: string; number: number; price: string; state: keyof typeof seatStates }[]>(
-        `select schedule.concert_id, seat.number, seat.price, ${seatStateNow} as state
-           from "concert"."schedule" schedule join "concert"."seat" seat on seat.schedule_id = schedule.id
-          where schedule.id = ? order by seat.number`,
-        [scheduleId],
-      );
-    if (seats.length === 0) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${scheduleId}`);
-    if (seats[0]!.concert_id !== admission(ctx).concertId) {
+    const map = await this.maps.get(entityManager(ctx), scheduleId);
+    if (!map) throw new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${scheduleId}`);
+    if (map.concertId !== admission(ctx).concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert");
     }
-    return { seats: seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[seat.state] })) };
+    const now = Date.now();
+    return { seats: map.seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[SeatMaps.stateNow(seat, map, now)] })) };
   }
-
 }
 
 /** Answers other boxoffice services (the queue's supply-aware admission). */
 export class ConcertInternalService implements ServiceImpl<typeof ConcertInternalServiceDesc> {
-  constructor(private readonly inventory = new SeatInventory()) {}
+  constructor(private readonly inventory: SeatInventory) {}
 
   async getConcertSupply(req: GetConcertSupplyRequest, ctx: HandlerContext) {
     const concertId = check.id(req.concertId, "concert_id");

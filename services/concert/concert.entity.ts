@@ -36,6 +36,16 @@ export const Seat = defineEntity({
   schema: "concert",
   tableName: "seat",
   indexes: [{ name: "seat_reservation_id_index", properties: ["reservationId"], where: `"reservation_id" is not null` }],
+  // Created by Migration20261124020000_seat_notify: every statement changing seats notifies
+  // `concert_seats` with the dates it touched, so concert instances drop their cached seat maps.
+  triggers: [
+    {
+      name: "seat_changed",
+      timing: "after",
+      events: ["update"],
+      expression: `create trigger "seat_changed" after update on "concert"."seat" referencing new table as new_seats for each statement execute function "concert"."seat_seat_changed_fn"()`,
+    },
+  ],
   properties: {
     scheduleId: p.uuid().primary(),
     number: p.integer().primary(),

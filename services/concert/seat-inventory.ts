@@ -1,5 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { NotFound, Reason, Refused } from "../platform/errors.js";
+import type { SeatMaps } from "./seat-maps.js";
 
 /**
  * A seat's state as of now, by the database's clock: a hold past its
@@ -23,9 +24,13 @@ export interface SeatHold {
 
 /**
  * Seat inventory: the only code that changes a seat's state. Every change is
- * one conditional statement, so the database decides every race.
+ * one conditional statement, so the database decides every race. After each
+ * change this instance's cached seat maps of the date are dropped at once
+ * (other instances hear of it through the database's notification).
  */
 export class SeatInventory {
+  constructor(private readonly maps: SeatMaps) {}
+
   /**
    * Holds all the seats or none. The free seats are locked in seat order, so
    * concurrent holds never deadlock; a hold that meets a seat another hold is
@@ -36,7 +41,9 @@ export class SeatInventory {
    */
   async hold(em: EntityManager, hold: SeatHold): Promise<HeldSeats> {
     try {
-      return await this.#hold(em, hold);
+      const held = await this.#hold(em, hold);
+      this.maps.forget([hold.scheduleId]);
+      return held;
     } catch (error) {
       if ((error as { code?: unknown }).code === "55P03") {
         throw new Refused(Reason.SEAT_UNAVAILABLE, "those seats are being taken by someone else right now", {
@@ -109,18 +116,20 @@ export class SeatInventory {
       );
       if (rows.length !== seatCount) throw new Refused(Reason.HOLD_EXPIRED, "the hold has ended; its seats are no longer held");
     });
+    this.maps.forget([scheduleId]);
   }
 
   /** Frees seats still held for these reservations; returns how many and for which concerts. */
   async release(em: EntityManager, reservationIds: string[]): Promise<{ released: number; concertIds: string[] }> {
     if (reservationIds.length === 0) return { released: 0, concertIds: [] };
-    const rows = await em.getConnection().execute<{ concert_id: string }[]>(
+    const rows = await em.getConnection().execute<{ concert_id: string; schedule_id: string }[]>(
       `update "concert"."seat" seat set state = 'AVAILABLE', reservation_id = null, held_until = null
          from "concert"."schedule" schedule
         where seat.reservation_id = any(?::uuid[]) and seat.state = 'HELD' and schedule.id = seat.schedule_id
-        returning schedule.concert_id`,
+        returning schedule.concert_id, seat.schedule_id`,
       [`{${reservationIds.join(",")}}`],
     );
+    this.maps.forget(new Set(rows.map((row) => row.schedule_id)));
     return { released: rows.length, concertIds: [...new Set(rows.map((row) => row.concert_id))] };
   }
 }
