@@ -59,6 +59,21 @@ describe("IssueUserToken", () => {
   });
 });
 
+describe("UserTokens.verify", () => {
+  it("remembers a verified token only until it expires, and never a forged one", async () => {
+    let now = Date.now();
+    const tokens = new UserTokens(testSecrets.TOKEN_SECRET, 60, () => new Date(now));
+    const { token, userId } = await tokens.sign(randomUUID());
+    expect((await tokens.verify(token)).userId).toBe(userId);
+    expect((await tokens.verify(token)).userId).toBe(userId);
+    now += 61_000;
+    await expect(tokens.verify(token)).rejects.toMatchObject({ reason: Reason.TOKEN_EXPIRED });
+    const forged = `${token.slice(0, -4)}AAAA`;
+    await expect(tokens.verify(forged)).rejects.toMatchObject({ reason: Reason.TOKEN_INVALID });
+    await expect(tokens.verify(forged)).rejects.toMatchObject({ reason: Reason.TOKEN_INVALID });
+  });
+});
+
 describe("IssueQueueToken", () => {
   it("needs a user token", async () => {
     const error = await failure(client(suite, TokenService).issueQueueToken({ concertId: randomUUID() }));
