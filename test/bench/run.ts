@@ -17,7 +17,7 @@ import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
-import { QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { QueueAdminService, QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { UserTokens } from "../../services/platform/tokens.js";
 import { createDatabase } from "../databases.js";
@@ -101,7 +101,7 @@ const report: Record<string, unknown> = {
 try {
   const transports: Transport[] = Array.from({ length: connections }, () => createGrpcTransport({ baseUrl: server.url }));
   const transport = spread(transports);
-  const take = await fanPool(enterFans + 300 + payers + watchStreams + flashFans + 1);
+  const take = await fanPool(2 + 2_000 + enterFans + 300 + payers + watchStreams + flashFans);
   const health = createClient(Health, transport);
   const concerts = createClient(ConcertService, transport);
   const queue = createClient(QueueService, transport);
@@ -111,14 +111,19 @@ try {
   const concertId = demo!.id;
   const scheduleId = (await concerts.listSchedules({ concertId })).schedules[0]!.id;
   const [admitted] = await admitFans(transport, concertId, take(1));
-  // New fans flood the second concert; the last of them polls its place far down the line.
+  // New fans flood the second concert, paused so that nobody leaves the line; a fan 2,000 places
+  // down polls its place, and EnterQueue adds more fans behind.
+  await createClient(QueueAdminService, transport).pauseAdmission({ concertId: crowded!.id }, { headers: { authorization: `Bearer ${operatorKey}` } });
+  const enterCrowded = (token: string) => queue.enterQueue({ concertId: crowded!.id }, { headers: { authorization: `Bearer ${token}` } });
+  const ahead = take(2_000);
+  for (let i = 0; i < ahead.length; i += 500) await Promise.all(ahead.slice(i, i + 500).map(enterCrowded));
+  const farDown = { "x-queue-token": (await enterCrowded(take(1)[0]!)).queueToken };
   const newFans = take(enterFans);
   let nextFan = 0;
-  let lastQueueToken = "";
   const enter = async () => {
     const token = newFans[nextFan++];
     if (token === undefined) throw new Exhausted();
-    lastQueueToken = (await queue.enterQueue({ concertId: crowded!.id }, { headers: { authorization: `Bearer ${token}` } })).queueToken;
+    await enterCrowded(token);
   };
   const holdFans = take(300);
   const payFans = take(payers);
@@ -129,7 +134,7 @@ try {
     ["ConcertService/ListSchedules", () => concerts.listSchedules({ concertId })],
     ["ConcertService/ListSeats (gated, 50 seats)", () => concerts.listSeats({ scheduleId }, { headers: admitted! })],
     ["QueueService/EnterQueue (new fans)", enter],
-    ["QueueService/GetQueueStatus (far down the line)", () => queue.getQueueStatus({}, { headers: { "x-queue-token": lastQueueToken } })],
+    ["QueueService/GetQueueStatus (far down the line)", () => queue.getQueueStatus({}, { headers: farDown })],
     ...(holds
       ? ([
           ["ReservationService/HoldSeats (distinct seats)", holds.distinct],
