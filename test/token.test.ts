@@ -60,7 +60,7 @@ describe("IssueUserToken", () => {
 });
 
 describe("UserTokens.verify", () => {
-  it("remembers a verified token only until it expires, and never a forged one", async () => {
+  it("accepts a token until its expiry and refuses a forged, re-signed or reshaped one", async () => {
     let now = Date.now();
     const tokens = new UserTokens(testSecrets.TOKEN_SECRET, 60, () => new Date(now));
     const { token, userId } = await tokens.sign(randomUUID());
@@ -68,9 +68,24 @@ describe("UserTokens.verify", () => {
     expect((await tokens.verify(token)).userId).toBe(userId);
     now += 61_000;
     await expect(tokens.verify(token)).rejects.toMatchObject({ reason: Reason.TOKEN_EXPIRED });
-    const forged = `${token.slice(0, -4)}AAAA`;
-    await expect(tokens.verify(forged)).rejects.toMatchObject({ reason: Reason.TOKEN_INVALID });
-    await expect(tokens.verify(forged)).rejects.toMatchObject({ reason: Reason.TOKEN_INVALID });
+    const fresh = await tokens.sign(randomUUID());
+    const [header, payload, signature] = fresh.token.split(".") as [string, string, string];
+    const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const claims = JSON.parse(Buffer.from(payload, "base64url").toString()) as Record<string, unknown>;
+    const otherKey = await new UserTokens(`${testSecrets.TOKEN_SECRET}x`, 60, () => new Date(now)).sign(fresh.userId);
+    for (const bad of [
+      `${header}.${payload}.${signature.slice(0, -4)}AAAA`,
+      otherKey.token,
+      `${header}.${encode({ ...claims, sub: randomUUID() })}.${signature}`,
+      `${encode({ alg: "none", typ: "JWT" })}.${payload}.`,
+      `${header}.${payload}`,
+      `${header}.${payload}.${signature}.x`,
+      `${header}.${payload}.${signature}=`,
+      "",
+    ]) {
+      await expect(tokens.verify(bad), bad).rejects.toMatchObject({ reason: Reason.TOKEN_INVALID });
+    }
+    expect((await tokens.verify(fresh.token)).userId).toBe(fresh.userId);
   });
 });
 

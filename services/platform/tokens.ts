@@ -1,4 +1,5 @@
-import { errors, jwtVerify, SignJWT } from "jose";
+import { SignJWT } from "jose";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import { NotAuthenticated, Reason } from "./errors.js";
 
 export interface UserToken {
@@ -10,19 +11,15 @@ export interface UserToken {
 const issuer = "boxoffice";
 const audience = "boxoffice:user";
 
-/** How many verified tokens a process remembers (about 300 bytes each). */
-const rememberedTokens = 20_000;
-
 /**
  * Signs and verifies user tokens (HS256 JWTs carrying the user id and expiry).
  * Every service verifies locally with the shared key; none calls the token service.
- * A fan sends the same token with every call, so a token once verified is
- * remembered until it expires: the signature check (WebCrypto, off the main
- * thread and back) was the costliest step of a cheap read.
+ * Verification is node:crypto's HMAC, synchronous: every gated call verifies a
+ * token, and jose's WebCrypto path (a job off the main thread and back) cost
+ * ten times as much (46 µs against 4.6 µs a token on the bench machine).
  */
 export class UserTokens {
   readonly #key: Uint8Array;
-  readonly #verified = new Map<string, UserToken>();
 
   constructor(
     secret: string,
@@ -48,33 +45,38 @@ export class UserTokens {
 
   /** The token's user, or NotAuthenticated saying whether it is expired or invalid. */
   async verify(token: string): Promise<UserToken> {
-    const known = this.#verified.get(token);
-    if (known) {
-      if (known.expiresAt > this.now()) return known;
-      this.#verified.delete(token);
+    const claims = this.#claims(token);
+    if (!claims) throw new NotAuthenticated(Reason.TOKEN_INVALID, "user token is not valid");
+    if (claims.exp * 1000 <= this.now().getTime()) {
+      throw new NotAuthenticated(Reason.TOKEN_EXPIRED, "user token has expired; get a fresh one with IssueUserToken");
     }
-    const verified = await this.#verify(token);
-    // Oldest first out: a Map iterates in insertion order.
-    if (this.#verified.size >= rememberedTokens) this.#verified.delete(this.#verified.keys().next().value!);
-    this.#verified.set(token, verified);
-    return verified;
+    return { token, userId: claims.sub, expiresAt: new Date(claims.exp * 1000) };
   }
 
-  async #verify(token: string): Promise<UserToken> {
-    try {
-      const { payload } = await jwtVerify(token, this.#key, {
-        algorithms: ["HS256"],
-        issuer,
-        audience,
-        currentDate: this.now(),
-        requiredClaims: ["sub", "exp"],
-      });
-      return { token, userId: payload.sub!, expiresAt: new Date(payload.exp! * 1000) };
-    } catch (error) {
-      if (error instanceof errors.JWTExpired) {
-        throw new NotAuthenticated(Reason.TOKEN_EXPIRED, "user token has expired; get a fresh one with IssueUserToken");
+  /** The claims of a well-formed HS256 JWT signed with our key, issued by us for users; else undefined. */
+  #claims(token: string): { sub: string; exp: number } | undefined {
+    const parts = token.split(".");
+    if (parts.length !== 3 || parts.some((part) => !base64url.test(part))) return undefined;
+    const [header, payload, signature] = parts as [string, string, string];
+    const expected = createHmac("sha256", this.#key).update(`${header}.${payload}`).digest();
+    const given = Buffer.from(signature, "base64url");
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+    const json = (part: string): Record<string, unknown> | undefined => {
+      try {
+        const value: unknown = JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
+        return typeof value === "object" && value !== null ? (value as Record<string, unknown>) : undefined;
+      } catch {
+        return undefined;
       }
-      throw new NotAuthenticated(Reason.TOKEN_INVALID, "user token is not valid");
-    }
+    };
+    const head = json(header);
+    const claims = json(payload);
+    if (head?.alg !== "HS256" || head.crit !== undefined || !claims) return undefined;
+    const { sub, exp, iss, aud } = claims;
+    const forUsers = aud === audience || (Array.isArray(aud) && aud.includes(audience));
+    if (iss !== issuer || !forUsers || typeof sub !== "string" || sub === "" || typeof exp !== "number") return undefined;
+    return { sub, exp };
   }
 }
+
+const base64url = /^[A-Za-z0-9_-]+$/;

@@ -196,7 +196,8 @@ export class RedisQueueStore implements QueueStore {
     private readonly keyPrefix: string,
   ) {
     // Fail calls fast while Redis is away instead of queueing them forever.
-    this.#redis = new Redis(url, { maxRetriesPerRequest: 2, connectTimeout: 5_000 });
+    // Calls made in the same tick go out in one write (auto-pipelining): one syscall and one Redis wake-up for many fans.
+    this.#redis = new Redis(url, { maxRetriesPerRequest: 2, connectTimeout: 5_000, enableAutoPipelining: true });
     this.#redis.on("error", () => {}); // reconnects on its own; failed calls report it
     for (const [name, body] of Object.entries(scripts)) {
       this.#redis.defineCommand(`boxoffice_${name}`, { numberOfKeys: 6, lua: prelude + body });
