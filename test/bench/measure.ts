@@ -12,6 +12,8 @@ export interface MeasureOptions {
   seconds: number;
   warmSeconds: number;
   concurrency: number;
+  /** Called when the warm-up ends and the measured window begins. */
+  onMeasuring?: (startedMs: number) => unknown;
 }
 
 /** Thrown by a case's call when its prepared inputs (fans, holds) are used up: the case ends early. */
@@ -49,6 +51,7 @@ export async function measure(name: string, call: () => Promise<unknown>, option
     return (performance.now() - started) / 1000;
   };
   await loops(options.warmSeconds, () => {});
+  options.onMeasuring?.(performance.now());
   const latencies: number[] = [];
   const ran = await loops(options.seconds, (ms) => latencies.push(ms));
   latencies.sort((a, b) => a - b);

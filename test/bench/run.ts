@@ -26,6 +26,7 @@ import { dropKeys } from "../redis-keys.js";
 import { measureAdmissionTicks } from "./admission-tick.js";
 import { measureFlashSale } from "./flash-sale.js";
 import { holdCases } from "./holds.js";
+import { cpuPerCall, cpuSnapshot, type CpuPerCall, type CpuSnapshot } from "./cpu.js";
 import { Exhausted, measure, spread, type Result } from "./measure.js";
 import { paymentCases } from "./payments.js";
 import { summariseProfile, type ProfileSummary } from "./profile.js";
@@ -80,6 +81,9 @@ async function fanPool(count: number) {
 interface Paired extends Result {
   ceilingPerSecond: number;
   ratio: number;
+  /** CPU µs per call while measured: the server process, this load driver, and the rest of the machine (PostgreSQL, Redis). */
+  cpu: CpuPerCall;
+  ceilingCpu: CpuPerCall;
 }
 
 const flashFans = quick ? 5_000 : 20_000;
@@ -151,18 +155,30 @@ try {
   // Warm the server and this driver up before the first figure counts.
   await measure("warm-up", () => health.check({}), { ...timing, concurrency, seconds: quick ? 2 : 5 });
   const results: Paired[] = [];
+  const serverProcessId = server.process.pid!;
   for (const [name, call] of cases.filter(([name]) => selected(name))) {
-    const ceiling = await measure("ceiling", () => health.check({}), { ...timing, concurrency });
-    const result = await measure(name, call, { ...timing, concurrency });
-    results.push({ ...result, ceilingPerSecond: ceiling.perSecond, ratio: result.perSecond / ceiling.perSecond });
+    const ceilingCpu: CpuSnapshot[] = [];
+    const ceiling = await measure("ceiling", () => health.check({}), { ...timing, concurrency, onMeasuring: () => ceilingCpu.push(cpuSnapshot(serverProcessId)) });
+    ceilingCpu.push(cpuSnapshot(serverProcessId));
+    const cpu: CpuSnapshot[] = [];
+    const result = await measure(name, call, { ...timing, concurrency, onMeasuring: () => cpu.push(cpuSnapshot(serverProcessId)) });
+    cpu.push(cpuSnapshot(serverProcessId));
+    results.push({ ...result, ceilingPerSecond: ceiling.perSecond, ratio: result.perSecond / ceiling.perSecond,
+      cpu: cpuPerCall(cpu[0]!, cpu[1]!, result.calls),
+      ceilingCpu: cpuPerCall(ceilingCpu[0]!, ceilingCpu[1]!, ceiling.calls),
+    });
   }
   report.results = results;
   if (results.length > 0) {
     console.log(`\n${timing.seconds} s per case after ${timing.warmSeconds} s of warm-up; ${concurrency} calls in flight over ${connections} h2c connections;`);
     console.log("ratio = the case's calls/s ÷ the no-op Health/Check's calls/s measured just before it\n");
-    console.log("| case | calls/s | no-op calls/s | ratio | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|");
+    console.log("CPU µs per call while measured: the server process, the load driver, the rest of the machine (PostgreSQL, Redis)\n");
+    console.log("| case | calls/s | no-op calls/s | ratio | p50 ms | p99 ms | server CPU µs/call (no-op) | driver | rest |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const r of results) {
-      console.log(`| ${r.name} | ${r.perSecond.toFixed(0)} | ${r.ceilingPerSecond.toFixed(0)} | ${r.ratio.toFixed(2)} | ${r.p50Ms.toFixed(1)} | ${r.p99Ms.toFixed(1)} |`);
+      const c = r.cpu;
+      console.log(
+        `| ${r.name} | ${r.perSecond.toFixed(0)} | ${r.ceilingPerSecond.toFixed(0)} | ${r.ratio.toFixed(2)} | ${r.p50Ms.toFixed(1)} | ${r.p99Ms.toFixed(1)} | ${c.serverUs.toFixed(0)} (${r.ceilingCpu.serverUs.toFixed(0)}) | ${c.driverUs.toFixed(0)} | ${c.restUs.toFixed(0)} |`,
+      );
     }
   }
 
