@@ -158,12 +158,15 @@ async function insertPending(payment: { id: string; fan: Fan; reservation: Reser
   return (await insertPendingAtOnce([payment], payment.updatedAgoMs))[0]!;
 }
 
-/** Several PENDING payments in one statement: one crash, one moment. */
-async function insertPendingAtOnce(payments: { id: string; fan: Fan; reservation: Reservation }[], updatedAgoMs: number): Promise<Date[]> {
+/**
+ * Several PENDING payments in one statement: one crash, one moment. With
+ * `leaseLeftMs`, the crashed driver's lease on them still runs that long.
+ */
+async function insertPendingAtOnce(payments: { id: string; fan: Fan; reservation: Reservation }[], updatedAgoMs: number, leaseLeftMs?: number): Promise<Date[]> {
   const { rows } = await db.query<{ updated_at: Date }>(
-    `insert into payment.payment (id, user_id, reservation_id, concert_id, idempotency_key, amount, state, created_at, updated_at)
+    `insert into payment.payment (id, user_id, reservation_id, concert_id, idempotency_key, amount, state, created_at, updated_at, driven_until)
      select id, user_id, reservation_id, concert_id, 'crashed-' || id, amount, 'PENDING',
-            now() - $6 * interval '1 millisecond', now() - $6 * interval '1 millisecond'
+            now() - $6 * interval '1 millisecond', now() - $6 * interval '1 millisecond', now() + $7 * interval '1 millisecond'
        from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[]) as p(id, user_id, reservation_id, concert_id, amount)
      returning updated_at`,
     [
@@ -173,6 +176,7 @@ async function insertPendingAtOnce(payments: { id: string; fan: Fan; reservation
       payments.map((p) => p.reservation.concertId),
       payments.map((p) => Number(p.reservation.amount)),
       updatedAgoMs,
+      leaseLeftMs ?? null,
     ],
   );
   return rows.map((row) => row.updated_at);
@@ -483,6 +487,94 @@ describe("recovery of payments a crash left PENDING", () => {
       }
       const expectedBalance = crash.spec.expected === "SUCCEEDED" ? crash.spec.points - 500n : crash.spec.points;
       expect(await balanceOf(c, crash.fan), crash.spec.name).toBe(expectedBalance);
+    }
+  });
+});
+
+// ---------------------------------------------------------------- one driver at a time: the lease
+
+describe("a payment is driven under a lease, never with a transaction open across calls to other services", () => {
+  const leaseOf = async (paymentId: string) =>
+    (await db.query<{ driven_until: Date | null }>(`select driven_until from payment.payment where id = $1`, [paymentId])).rows[0]!.driven_until;
+
+  it("an outage of the point service leaves the payment PENDING, Pay says so and lets go of it; another instance's recovery loop pays it later", async () => {
+    // A payment instance whose point service is down; the rest of the deployment is the shared suite.
+    const cut = await startTestSuite({ ...deployment, SERVICES: "payment", QUEUE_URL: suite.host.url, RESERVATION_URL: suite.host.url, POINT_URL: "http://127.0.0.1:1" });
+    try {
+      const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 600n }]);
+      const fan = await admittedFan(suite, concertId);
+      await charge(c, fan, 1_000n);
+      const reservation = await hold(c, fan, scheduleIds[0]!, [2]);
+      const request = { reservationId: reservation.id, idempotencyKey: "through-an-outage" };
+
+      const { payment } = await client(cut, PaymentService).pay(request, fan.headers);
+      expect(brief(payment!)).toBe("PENDING");
+      expect(await ledgerOfPayment(payment!.id)).toEqual([]);
+      // Released by the statement that recorded the attempt: no one has to wait for it to lapse.
+      expect(await leaseOf(payment!.id)).toBeNull();
+
+      const row = await settled(payment!.id, 10 * recoveryMs);
+      expect(row).toMatchObject({ state: "SUCCEEDED", session_to_end: false });
+      expect(await ledgerOfPayment(payment!.id)).toEqual([["USE", -600]]);
+      expect(await leaseOf(payment!.id)).toBeNull();
+      expect(await queueState(c, fan)).toBe(QueueState.COMPLETED);
+      // A retry, even on the instance cut off from the points, now gets the outcome.
+      expect((await client(cut, PaymentService).pay(request, fan.headers)).payment).toMatchObject({ id: payment!.id, state: PaymentState.SUCCEEDED });
+    } finally {
+      await cut.close();
+    }
+  });
+
+  it("while a driver's lease runs, recovery loops leave the payment alone and a retried Pay waits briefly, then answers PENDING; once the lease lapses, recovery pays it", async () => {
+    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 400n }]);
+    const fan = await admittedFan(suite, concertId);
+    await charge(c, fan, 1_000n);
+    const reservation = await hold(c, fan, scheduleIds[0]!, [3]);
+    const paymentId = randomUUID();
+    // A driver that crashed a moment ago, its lease still running for 4 s: recovery would otherwise take it at once.
+    const leaseLeftMs = 4_000;
+    const [crashedAt] = await insertPendingAtOnce([{ id: paymentId, fan, reservation }], 2_000, leaseLeftMs);
+    const leaseEnds = (await leaseOf(paymentId))!;
+
+    const started = Date.now();
+    const { payment } = await c.payments.pay({ reservationId: reservation.id, idempotencyKey: `crashed-${paymentId}` }, fan.headers);
+    const waited = Date.now() - started;
+    expect(payment).toMatchObject({ id: paymentId, state: PaymentState.PENDING });
+    expect(waited).toBeGreaterThanOrEqual(1_000);
+    expect(waited).toBeLessThan(3_000);
+    expect(await ledgerOfPayment(paymentId)).toEqual([]);
+    expect(await paymentRows("id = $1", [paymentId])).toMatchObject([{ state: "PENDING", updated_at: crashedAt }]);
+
+    const row = await settled(paymentId, leaseLeftMs + 5 * recoveryMs);
+    expect(row.state).toBe("SUCCEEDED");
+    expect(row.updated_at.getTime()).toBeGreaterThanOrEqual(leaseEnds.getTime());
+    expect(await ledgerOfPayment(paymentId)).toEqual([["USE", -400]]);
+    expect(await leaseOf(paymentId)).toBeNull();
+  });
+
+  it("100 concurrent Pay calls with one key spread over two instances: one payment, one debit, and every caller gets it SUCCEEDED", async () => {
+    const other = await startTestSuite(deployment);
+    try {
+      const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 1_200n }]);
+      const fan = await admittedFan(suite, concertId);
+      await charge(c, fan, 5_000n);
+      const reservation = await hold(c, fan, scheduleIds[0]!, [1]);
+      const instances = [c.payments, client(other, PaymentService)];
+
+      const results = await Promise.allSettled(
+        Array.from({ length: 100 }, (_, i) => instances[i % 2]!.pay({ reservationId: reservation.id, idempotencyKey: "two-instances" }, fan.headers)),
+      );
+
+      const rows = await paymentRows("user_id = $1", [fan.userId]);
+      expect(rows.map((row) => row.state)).toEqual(["SUCCEEDED"]);
+      expect(await ledgerOfPayment(rows[0]!.id)).toEqual([["USE", -1_200]]);
+      expect(await balanceOf(c, fan)).toBe(3_800n);
+      expect(await leaseOf(rows[0]!.id)).toBeNull();
+      expect(tally(results)).toEqual({ ok: 100 });
+      const payments = results.map((result) => (result as PromiseFulfilledResult<PayResponse>).value.payment!);
+      expect(new Set(payments.map((p) => `${p.id} ${brief(p)}`))).toEqual(new Set([`${rows[0]!.id} SUCCEEDED`]));
+    } finally {
+      await other.close();
     }
   });
 });

@@ -5,6 +5,7 @@ import { ReservationInternalService, ReservationService } from "../../gen/boxoff
 import { Repeating } from "../platform/background.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
 import { Migration20261124040000_payments } from "./migrations/Migration20261124040000_payments.js";
+import { Migration20261124050000_payment_lease } from "./migrations/Migration20261124050000_payment_lease.js";
 import { Payment } from "./payment.entity.js";
 import { PaymentHandlers } from "./payment-service.js";
 import { Payments } from "./payments.js";
@@ -12,7 +13,7 @@ import { Payments } from "./payments.js";
 /** Payment service: paying for holds with points, and recovering payments a crash interrupted. */
 export const paymentModule: ServiceModule = {
   name: "payment",
-  database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments] },
+  database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments, Migration20261124050000_payment_lease] },
   create: ({ config, orm, clients }) => {
     const payments = new Payments({
       points: clients.for(PointInternalService),

@@ -26,6 +26,8 @@ export const Payment = defineEntity({
     failureMessage: p.string().length(500).default(""),
     /** Succeeded, but the fan's queue session is not ended yet (recovery retries it). */
     sessionToEnd: p.boolean().default(false),
+    /** While a caller drives the saga: the end of its lease (the database's clock). Others leave the payment alone until then. */
+    drivenUntil: p.datetime().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
   },
