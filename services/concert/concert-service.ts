@@ -38,18 +38,6 @@ export interface ConcertDraft {
   schedules: ScheduleDraft[];
 }
 
-/** Seats still AVAILABLE per schedule. */
-async function availableSeats(em: EntityManager, scheduleIds: string[]): Promise<Map<string, number>> {
-  if (scheduleIds.length === 0) return new Map();
-  const rows: { schedule_id: string; available: string }[] = await em
-    .getConnection()
-    .execute(
-      `select schedule_id, count(*) as available from "concert"."seat" seat where schedule_id in (?) and ${seatStateNow} = 'AVAILABLE' group by schedule_id`,
-      [scheduleIds],
-    );
-  return new Map(rows.map((row) => [row.schedule_id, Number(row.available)]));
-}
-
 function scheduleMessage(schedule: { id: string; startsAt: Date; seatCount: number; concert: { id: string } }, available: number) {
   return {
     id: schedule.id,
@@ -87,11 +75,19 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
   async listSchedules(req: ListSchedulesRequest, ctx: HandlerContext) {
     const concertId = check.id(req.concertId, "concert_id");
     const em = entityManager(ctx);
-    const concert = await em.findOne(Concert, { id: concertId });
-    if (!concert) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
-    const schedules = await em.find(Schedule, { concert }, { orderBy: { startsAt: "asc", id: "asc" } });
-    const available = await availableSeats(em, schedules.map((s) => s.id));
-    return { schedules: schedules.map((s) => scheduleMessage(s, available.get(s.id) ?? 0)) };
+    // One round trip: the dates with their free seats counted (a concert always has at least one date).
+    const rows = await em.getConnection().execute<{ id: string; starts_at: string | Date; seat_count: number; available: string }[]>(
+      `select schedule.id, schedule.starts_at, schedule.seat_count,
+              (select count(*) from "concert"."seat" seat where seat.schedule_id = schedule.id and ${seatStateNow} = 'AVAILABLE') as available
+         from "concert"."schedule" schedule where schedule.concert_id = ? order by schedule.starts_at, schedule.id`,
+      [concertId],
+    );
+    if (rows.length === 0) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
+    return {
+      schedules: rows.map((row) =>
+        scheduleMessage({ id: row.id, startsAt: new Date(row.starts_at), seatCount: row.seat_count, concert: { id: concertId } }, Number(row.available)),
+      ),
+    };
   }
 
   async listSeats(req: ListSeatsRequest, ctx: HandlerContext) {
