@@ -93,6 +93,8 @@ const enterFans = (timing.seconds + timing.warmSeconds) * 4_000;
 
 const databaseUrl = await createDatabase("boxoffice_bench");
 const server = await startServer(databaseUrl);
+// What the server reports (unexpected errors, outages) shows with the figures.
+server.process.stderr!.on("data", (chunk: Buffer) => process.stderr.write(`server: ${chunk}`));
 let profile: ProfileSummary | undefined;
 const report: Record<string, unknown> = {
   quick,
