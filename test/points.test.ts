@@ -107,6 +107,28 @@ function expectChained(rows: LedgerRow[], start = 0) {
   }
 }
 
+/**
+ * Whether the entries chain from `start` (each starting where the one before
+ * ended) in some order that keeps created_at non-decreasing; entries stamped in
+ * the same millisecond may come in any order among themselves.
+ */
+function chainsInTimeOrder(rows: { created_at: Date; amount: number; balance_after: number }[], start = 0): boolean {
+  const byTime = new Map<number, { amount: number; balance_after: number }[]>();
+  for (const row of rows) byTime.set(row.created_at.getTime(), [...(byTime.get(row.created_at.getTime()) ?? []), row]);
+  const groups = [...byTime.entries()].sort(([a], [b]) => a - b).map(([, group]) => group);
+  const walk = (g: number, left: { amount: number; balance_after: number }[], before: number): boolean => {
+    if (left.length === 0) return g + 1 >= groups.length || walk(g + 1, groups[g + 1]!, before);
+    const tried = new Set<number>();
+    return left.some((row, i) => {
+      // Entries of one amount starting at one balance are interchangeable: try one of them.
+      if (row.balance_after - row.amount !== before || tried.has(row.amount)) return false;
+      tried.add(row.amount);
+      return walk(g, left.filter((_, j) => j !== i), row.balance_after);
+    });
+  };
+  return groups.length === 0 || walk(0, groups[0]!, start);
+}
+
 // ---------------------------------------------------------------- ChargePoints
 
 describe("ChargePoints", () => {
@@ -446,6 +468,72 @@ describe("PointInternalService", () => {
     expect(tally(results)).toEqual({ ok: 50 });
     const responses = results.map((result) => (result as PromiseFulfilledResult<UsePointsResponse>).value);
     for (const response of responses) expect(response).toEqual(responses[0]);
+  });
+
+  it("50 concurrent UsePoints for one payment that the balance covers many times over: one debit, and every caller gets it", async () => {
+    const user = await newUser();
+    await charge(user, 100_000n);
+    const paymentId = randomUUID();
+    const results = await Promise.allSettled(
+      Array.from({ length: 50 }, () => pointsInternal.usePoints({ userId: user.userId, amount: 700n, paymentId }, internal)),
+    );
+    // The later retries could each have debited too: only the payment's unique entry stops them, undoing all they did.
+    expect((await ledger(user.userId)).filter((row) => row.kind === "USE")).toHaveLength(1);
+    expect(await balance(user)).toBe(99_300n);
+    expect(await storedBalance(user.userId)).toBe(99_300);
+    expect(tally(results)).toEqual({ ok: 50 });
+    const responses = results.map((result) => (result as PromiseFulfilledResult<UsePointsResponse>).value);
+    for (const response of responses) expect(response).toEqual(responses[0]);
+    expect(responses[0]!.transaction).toMatchObject({ amount: -700n, balanceAfter: 99_300n, paymentId });
+  });
+
+  it("concurrent charges, debits and refunds on one account never overdraw: refusals are INSUFFICIENT_POINTS, and the entries chain in created_at order", async () => {
+    const user = await newUser();
+    await charge(user, 1_000n);
+    const payments = Array.from({ length: 60 }, () => randomUUID());
+    const uses = payments.map((paymentId) => pointsInternal.usePoints({ userId: user.userId, amount: 100n, paymentId }, internal));
+    const charges = Array.from({ length: 20 }, () => charge(user, 10n));
+    // Refunds of payments whose debit may or may not be there yet: each credits exactly what it finds, or nothing.
+    const refunds = payments.slice(0, 20).map((paymentId) => pointsInternal.refundPoints({ userId: user.userId, paymentId }, internal));
+    const [used, charged, refunded] = await Promise.all([Promise.allSettled(uses), Promise.allSettled(charges), Promise.allSettled(refunds)]);
+    expect(tally(charged)).toEqual({ ok: 20 });
+    expect(tally(refunded)).toEqual({ ok: 20 });
+    const { ok = 0, ...refusals } = tally(used);
+    expect(ok).toBeGreaterThanOrEqual(10);
+    expect(Object.keys(refusals).filter((name) => name !== "FailedPrecondition/INSUFFICIENT_POINTS")).toEqual([]);
+
+    const rows = await ledger(user.userId);
+    expect(rows.filter((row) => row.kind === "USE")).toHaveLength(ok);
+    const sum = rows.reduce((total, row) => total + row.amount, 0);
+    expect(await storedBalance(user.userId)).toBe(sum);
+    expect(BigInt(sum)).toBe(await balance(user));
+    // Every refund credited its own payment's debit, once.
+    for (const row of rows.filter((r) => r.kind === "REFUND")) {
+      expect(rows.filter((r) => r.payment_id === row.payment_id).map((r) => r.amount).sort((a, b) => a - b)).toEqual([-100, 100]);
+    }
+    // No lost update: the entries chain. And an entry is stamped once it holds the account, so in created_at order.
+    const { rows: stamped } = await db.query<{ created_at: Date; amount: number; balance_after: number }>(
+      `select created_at, amount::float8 as amount, balance_after::float8 as balance_after from point.ledger_entry where user_id = $1`,
+      [user.userId],
+    );
+    expect(chainsInTimeOrder(stamped)).toBe(true);
+  });
+
+  it("RefundPoints credits the debit back even above the balance limit: the limit holds charges only", async () => {
+    // Not one of `users`: the closing check holds every balance of this file to the limit.
+    const { userId, token } = await tokens.issueUserToken({});
+    const user = { userId, token, auth: bearer(token) };
+    await Promise.all(Array.from({ length: 100 }, () => charge(user, maxCharge)));
+    const paymentId = randomUUID();
+    await pointsInternal.usePoints({ userId, amount: 500n, paymentId }, internal);
+    await charge(user, 500n);
+    await refused(charge(user, 1n), Code.FailedPrecondition, Reason.BALANCE_LIMIT_EXCEEDED);
+
+    const refunded = await pointsInternal.refundPoints({ userId, paymentId }, internal);
+    expect(refunded.balance).toBe(maxBalance + 500n);
+    expect(refunded.transaction).toMatchObject({ kind: PointTransactionKind.REFUND, amount: 500n, balanceAfter: maxBalance + 500n });
+    expect(await storedBalance(userId)).toBe(Number(maxBalance) + 500);
+    expect((await ledger(userId)).reduce((total, row) => total + row.amount, 0)).toBe(Number(maxBalance) + 500);
   });
 
   it("50 concurrent RefundPoints for one payment credit it back once", async () => {

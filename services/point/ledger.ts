@@ -1,9 +1,13 @@
-import { UniqueConstraintViolationException, type EntityManager, type InferEntity } from "@mikro-orm/postgresql";
+import type { EntityManager, InferEntity } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import { NotFound, Reason, Refused } from "../platform/errors.js";
 import { Account, LedgerEntry, type LedgerKind } from "./point.entity.js";
 
-export type Entry = InferEntity<typeof LedgerEntry>;
+/** A ledger entry as the handlers read it: a LedgerEntry entity, or a row mapped here. */
+export type Entry = Pick<
+  InferEntity<typeof LedgerEntry>,
+  "id" | "userId" | "kind" | "amount" | "balanceAfter" | "paymentId" | "idempotencyKey" | "createdAt"
+>;
 export const maxBalance = 1_000_000_000;
 
 export interface Movement {
@@ -11,49 +15,119 @@ export interface Movement {
   entry: Entry | undefined;
 }
 
+/** A ledger_entry row as raw `execute` returns it: bigints and timestamptz as strings. */
+interface EntryRow {
+  id: string;
+  user_id: string;
+  kind: LedgerKind;
+  amount: string;
+  balance_after: string;
+  payment_id: string | null;
+  idempotency_key: string | null;
+  created_at: string;
+}
+
+/** The unique indexes that apply each movement at most once (see point.entity.ts). */
+const movementKeys = new Set(["ledger_entry_charge_key", "ledger_entry_payment_kind"]);
+
+const entryColumns = `id, user_id, kind, amount, balance_after, payment_id, idempotency_key, created_at`;
+
 /**
- * Points: a balance and its append-only ledger, changed together in one
- * transaction, so the balance is always the sum of the entries. Every movement
+ * The entry's columns after the CTE `account` yielded (balance, amount). Created
+ * at the clock after the account row was locked, so one account's entries are in
+ * created_at order as in their balance chain; to the millisecond, as the page
+ * tokens (and the entities) have it.
+ */
+const newEntry = `insert into "point"."ledger_entry" (${entryColumns})
+  select ?::uuid, ?::uuid, ?, account.amount, account.balance, ?::uuid, ?, date_trunc('milliseconds', clock_timestamp()) from account
+  returning ${entryColumns}`;
+
+/**
+ * Points: a balance and its append-only ledger, changed together by one
+ * statement, so the balance is always the sum of the entries. Every movement
  * is applied at most once: a charge per idempotency key, a debit and a refund
  * per payment (unique indexes decide races between retries).
+ *
+ * Each movement is one autocommit statement, one round trip: a conditional
+ * change of the account row (no overdraft, no charge above the limit) yielding
+ * the new balance, and the insert of the entry from it. Concurrent movements
+ * of one account serialize on its row. When the statement wrote nothing (the
+ * condition failed, or a unique violation undid all of it), an earlier entry of
+ * the same movement, read afresh so that it sees whatever the statement waited
+ * for, is the answer; only without one is the movement refused.
  */
 export class Ledger {
   async charge(em: EntityManager, userId: string, amount: number, idempotencyKey: string): Promise<Movement> {
-    const first = (on = em.fork()) => on.findOne(LedgerEntry, { userId, kind: "CHARGE", idempotencyKey });
-    const replay = (entry: Entry): Movement => {
-      if (entry.amount !== amount) {
+    const moved = await this.#move(
+      em,
+      // The account is created by its first charge (an amount above the limit creates nothing).
+      `with account as (
+         insert into "point"."account" as account (user_id, balance, updated_at)
+         select ?::uuid, ?, now() where ? <= ?
+         on conflict (user_id) do update set balance = account.balance + excluded.balance, updated_at = now()
+          where account.balance + excluded.balance <= ?
+         returning account.balance, ?::bigint as amount)
+       ${newEntry}`,
+      [userId, amount, amount, maxBalance, maxBalance, amount, randomUUID(), userId, "CHARGE", null, idempotencyKey],
+    );
+    if (moved) return { balance: moved.balanceAfter, entry: moved };
+    // Already applied (perhaps by a concurrent retry, which is why this one could find itself above the limit).
+    const earlier = await this.#entry(em, `user_id = ? and kind = 'CHARGE' and idempotency_key = ?`, [userId, idempotencyKey]);
+    if (earlier) {
+      if (earlier.amount !== amount) {
         throw new Refused(Reason.IDEMPOTENCY_KEY_REUSED, "this idempotency key was used for a charge of another amount");
       }
-      return { balance: entry.balanceAfter, entry };
-    };
-    const earlier = await first();
-    if (earlier) return replay(earlier);
-    return this.#move(em, userId, "CHARGE", amount, { idempotencyKey }, first, replay);
+      return { balance: earlier.balanceAfter, entry: earlier };
+    }
+    throw new Refused(Reason.BALANCE_LIMIT_EXCEEDED, `a balance cannot go above ${maxBalance} points`);
   }
 
   async use(em: EntityManager, userId: string, amount: number, paymentId: string): Promise<Movement> {
-    const first = (on = em.fork()) => on.findOne(LedgerEntry, { paymentId, kind: "USE" });
-    const replay = (entry: Entry): Movement => {
-      if (entry.userId !== userId || entry.amount !== -amount) {
+    const moved = await this.#move(
+      em,
+      `with account as (
+         update "point"."account" set balance = balance - ?, updated_at = now()
+          where user_id = ? and balance >= ?
+         returning balance, -?::bigint as amount)
+       ${newEntry}`,
+      [amount, userId, amount, amount, randomUUID(), userId, "USE", paymentId, null],
+    );
+    if (moved) return { balance: moved.balanceAfter, entry: moved };
+    // A concurrent retry of this very debit may have moved the balance first; then it is the answer.
+    const earlier = await this.#entry(em, `payment_id = ? and kind = 'USE'`, [paymentId]);
+    if (earlier) {
+      if (earlier.userId !== userId || earlier.amount !== -amount) {
         throw new Refused(Reason.IDEMPOTENCY_KEY_REUSED, "this payment already debited another user or amount");
       }
-      return { balance: entry.balanceAfter, entry };
-    };
-    const earlier = await first();
-    if (earlier) return replay(earlier);
-    return this.#move(em, userId, "USE", -amount, { paymentId }, first, replay);
+      return { balance: earlier.balanceAfter, entry: earlier };
+    }
+    throw new Refused(Reason.INSUFFICIENT_POINTS, `the balance is lower than ${amount} points`);
   }
 
-  /** Credits back what the payment debited; nothing when it debited nothing. */
+  /** Credits back what the payment debited; nothing when it debited nothing. Never held to the limit. */
   async refund(em: EntityManager, userId: string, paymentId: string): Promise<Movement> {
-    const first = (on = em.fork()) => on.findOne(LedgerEntry, { paymentId, kind: "REFUND" });
-    const replay = (entry: Entry): Movement => ({ balance: entry.balanceAfter, entry });
-    const earlier = await first();
-    if (earlier) return replay(earlier);
-    const debit = await em.fork().findOne(LedgerEntry, { paymentId, kind: "USE" });
-    if (!debit) return { balance: await this.balance(em, userId), entry: undefined };
-    if (debit.userId !== userId) throw new NotFound(Reason.PAYMENT_NOT_FOUND, "that payment debited another user");
-    return this.#move(em, userId, "REFUND", -debit.amount, { paymentId }, first, replay);
+    for (let attempt = 0; ; attempt++) {
+      const moved = await this.#move(
+        em,
+        `with debit as (
+           select -amount as amount from "point"."ledger_entry" where payment_id = ? and kind = 'USE' and user_id = ?),
+         account as (
+           update "point"."account" account set balance = account.balance + debit.amount, updated_at = now()
+             from debit where account.user_id = ?
+           returning account.balance, debit.amount)
+         ${newEntry}`,
+        [paymentId, userId, userId, randomUUID(), userId, "REFUND", paymentId, null],
+      );
+      if (moved) return { balance: moved.balanceAfter, entry: moved };
+      const entries = await this.#entries(em, `payment_id = ? and kind in ('USE', 'REFUND')`, [paymentId]);
+      const refund = entries.find((entry) => entry.kind === "REFUND");
+      const debit = entries.find((entry) => entry.kind === "USE");
+      if (refund) return { balance: refund.balanceAfter, entry: refund };
+      if (!debit) return { balance: await this.balance(em, userId), entry: undefined };
+      if (debit.userId !== userId) throw new NotFound(Reason.PAYMENT_NOT_FOUND, "that payment debited another user");
+      // The debit was written after the statement looked: once more, and it is there.
+      if (attempt > 0) throw new Error(`payment ${paymentId}: its debit is there but the refund wrote nothing`);
+    }
   }
 
   async balance(em: EntityManager, userId: string): Promise<number> {
@@ -61,64 +135,42 @@ export class Ledger {
   }
 
   /**
-   * Moves points and writes the entry in one transaction. The balance update is
-   * conditional (no overdraft, no charge above the limit), so concurrent
-   * movements of one account serialize on its row and never overshoot. When a
-   * concurrent retry wrote the same entry first, its result is returned.
+   * Runs one movement statement: the entry it wrote, or undefined when it wrote
+   * none, because its condition held nothing or because an entry of this very
+   * movement is there already (a committed one: the statement waited for it,
+   * then the unique violation undid the whole statement).
    */
-  async #move(
-    em: EntityManager,
-    userId: string,
-    kind: LedgerKind,
-    amount: number,
-    key: { idempotencyKey?: string; paymentId?: string },
-    /** The entry this movement would write, if it is there already; on the given EntityManager (inside the transaction). */
-    first: (on?: EntityManager) => Promise<Entry | null>,
-    replay: (entry: Entry) => Movement,
-  ): Promise<Movement> {
+  async #move(em: EntityManager, sql: string, params: unknown[]): Promise<Entry | undefined> {
     try {
-      return await em.fork().transactional(async (tx) => {
-        const connection = tx.getConnection();
-        const context = tx.getTransactionContext();
-        await connection.execute(
-          `insert into "point"."account" (user_id, balance, updated_at) values (?, 0, now()) on conflict do nothing`,
-          [userId],
-          "run",
-          context,
-        );
-        const [row] = await connection.execute<{ balance: string }[]>(
-          `update "point"."account" set balance = balance + ?, updated_at = now()
-            where user_id = ? and balance + ? >= 0 and (? <= 0 or ? = 'REFUND' or balance + ? <= ?)
-            returning balance`,
-          [amount, userId, amount, amount, kind, amount, maxBalance],
-          "all",
-          context,
-        );
-        if (!row) {
-          // A concurrent retry of this very movement may have moved the balance first; then it is the answer.
-          // (Read inside the transaction: a second pool connection here could starve the pool.)
-          const done = await first(tx);
-          if (done) return replay(done);
-          if (kind === "USE") throw new Refused(Reason.INSUFFICIENT_POINTS, `the balance is lower than ${-amount} points`);
-          throw new Refused(Reason.BALANCE_LIMIT_EXCEEDED, `a balance cannot go above ${maxBalance} points`);
-        }
-        const entry = tx.create(LedgerEntry, {
-          id: randomUUID(),
-          userId,
-          kind,
-          amount,
-          balanceAfter: Number(row.balance),
-          paymentId: key.paymentId ?? null,
-          idempotencyKey: key.idempotencyKey ?? null,
-        });
-        await tx.flush();
-        return { balance: entry.balanceAfter, entry };
-      });
+      const [row] = await em.getConnection().execute<EntryRow[]>(sql, params);
+      return row && entryOf(row);
     } catch (error) {
-      if (!(error instanceof UniqueConstraintViolationException)) throw error;
-      const entry = await first();
-      if (!entry) throw error;
-      return replay(entry);
+      const { code, constraint } = error as { code?: unknown; constraint?: unknown };
+      if (code === "23505" && typeof constraint === "string" && movementKeys.has(constraint)) return undefined;
+      throw error;
     }
   }
+
+  /** The entry matching `where`, if there is one (each `where` is a unique index's key). */
+  async #entry(em: EntityManager, where: string, params: unknown[]): Promise<Entry | undefined> {
+    return (await this.#entries(em, where, params))[0];
+  }
+
+  async #entries(em: EntityManager, where: string, params: unknown[]): Promise<Entry[]> {
+    const rows = await em.getConnection().execute<EntryRow[]>(`select ${entryColumns} from "point"."ledger_entry" where ${where}`, params);
+    return rows.map(entryOf);
+  }
+}
+
+function entryOf(row: EntryRow): Entry {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    kind: row.kind,
+    amount: Number(row.amount),
+    balanceAfter: Number(row.balance_after),
+    paymentId: row.payment_id,
+    idempotencyKey: row.idempotency_key,
+    createdAt: new Date(row.created_at),
+  };
 }
