@@ -55,7 +55,8 @@ export class AdmissionWorker {
   }
 
   async #tickRoom(concertId: string) {
-    const supply = await this.supply.of(concertId);
+    // A tick waits at most one tick's length for the supply, then goes on with the last one known.
+    const supply = await this.supply.current(concertId, this.options.tickMs);
     if (supply.total > 0 && supply.sold === supply.total) await this.store.markSoldOut(concertId);
     await this.store.tick(concertId, this.defaults, {
       now: this.#clock(),

@@ -13,6 +13,14 @@ export interface Supply {
 /** Where the queue learns what is left to sell. Throws NotFound for an unknown concert. */
 export interface SupplySource {
   of(concertId: string): Promise<Supply>;
+  /** Throws NotFound for an unknown concert; a concert once found is not looked up again (concerts are never deleted). */
+  exists(concertId: string): Promise<void>;
+  /**
+   * The supply as fresh as it can be had within `waitMs`: when a lookup takes
+   * longer or fails, the last supply known (if any). For the admission tick,
+   * which must keep the line moving while the concert service is slow.
+   */
+  current(concertId: string, waitMs: number): Promise<Supply>;
   /** Drops what is remembered of the concert's supply, so the next read asks afresh. */
   forget(concertId: string): void;
 }
@@ -24,6 +32,14 @@ export interface SupplySource {
  */
 export class ConcertSupply implements SupplySource {
   readonly #cache = new Map<string, { at: number; result: Promise<Supply> }>();
+  /**
+   * Concerts found before. A crowd entering needs only this: under a flash
+   * sale's load, a supply lookup per second that runs into its deadline must not
+   * fail every fan entering behind it.
+   */
+  readonly #known = new Set<string>();
+  /** The last supply each concert's lookup answered. */
+  readonly #last = new Map<string, Supply>();
 
   constructor(
     private readonly concerts: Client<typeof ConcertInternalService>,
@@ -35,15 +51,39 @@ export class ConcertSupply implements SupplySource {
     this.#cache.delete(concertId);
   }
 
+  async exists(concertId: string): Promise<void> {
+    if (this.#known.has(concertId)) return;
+    await this.of(concertId);
+  }
+
+  async current(concertId: string, waitMs: number): Promise<Supply> {
+    const lookup = this.of(concertId);
+    const last = this.#last.get(concertId);
+    if (!last) return lookup;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<Supply>((resolve) => (timer = setTimeout(() => resolve(last), waitMs)));
+    try {
+      return await Promise.race([lookup.catch(() => last), waited]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   of(concertId: string): Promise<Supply> {
     const now = this.clock();
     const cached = this.#cache.get(concertId);
     if (cached && now - cached.at < this.maxAgeMs) return cached.result;
     const result = callDependency("concert", () => this.concerts.getConcertSupply({ concertId }));
     this.#cache.set(concertId, { at: now, result });
-    result.catch(() => {
-      if (this.#cache.get(concertId)?.result === result) this.#cache.delete(concertId);
-    });
+    result.then(
+      (supply) => {
+        this.#known.add(concertId);
+        this.#last.set(concertId, supply);
+      },
+      () => {
+        if (this.#cache.get(concertId)?.result === result) this.#cache.delete(concertId);
+      },
+    );
     return result;
   }
 }

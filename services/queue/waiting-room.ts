@@ -32,7 +32,7 @@ export class WaitingRoom {
 
   /** Enters the user into the concert's waiting room (or finds their live place). */
   async enter(userId: string, concertId: string): Promise<{ queueToken: string; status: RoomStatus }> {
-    await this.supply.of(concertId); // NotFound for a concert that does not exist
+    await this.supply.exists(concertId); // NotFound for a concert that does not exist
     const now = this.clock();
     const { seq, view, pace } = await this.store.enter(concertId, userId, now);
     const queueToken = seq > 0 ? this.tokens.sign({ concertId, userId, seq }) : "";
@@ -100,17 +100,17 @@ export class WaitingRoom {
   }
 
   async stats(concertId: string): Promise<RoomStats> {
-    await this.supply.of(concertId);
+    await this.supply.exists(concertId);
     return this.store.stats(concertId, this.defaults, this.clock());
   }
 
   async setPaused(concertId: string, paused: boolean): Promise<void> {
-    await this.supply.of(concertId);
+    await this.supply.exists(concertId);
     await this.store.setPaused(concertId, paused);
   }
 
   async setPolicy(concertId: string, change: Partial<Policy>): Promise<Policy> {
-    await this.supply.of(concertId);
+    await this.supply.exists(concertId);
     return this.store.setPolicy(concertId, this.defaults, change);
   }
 
