@@ -17,7 +17,7 @@ import {
 } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { entityManager } from "../platform/database.js";
 import { admission } from "../platform/access.js";
-import { Forbidden, NotFound, Reason } from "../platform/errors.js";
+import { DependencyDown, Forbidden, NotFound, Reason } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
 import { Concert, Schedule, Seat } from "./concert.entity.js";
 import { type SeatInventory, seatStateNow } from "./seat-inventory.js";
@@ -125,6 +125,9 @@ export class ConcertInternalService implements ServiceImpl<typeof ConcertInterna
 
   async holdSeats(req: HoldSeatsRequest, ctx: HandlerContext) {
     const numbers = check.seatNumbers(req.seatNumbers);
+    // A caller that has given up (its deadline passed while this call waited its turn) would never
+    // record the hold, and the seats would sit held for nobody until it ran out: hold nothing then.
+    if (ctx.signal.aborted) throw new DependencyDown("the caller gave up before the seats were held");
     const held = await this.inventory.hold(entityManager(ctx), {
       scheduleId: check.id(req.scheduleId, "schedule_id"),
       concertId: check.id(req.concertId, "concert_id"),

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import type { ConcertInternalService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import type { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { callDependency } from "../platform/clients.js";
-import { NotFound, Reason, Refused } from "../platform/errors.js";
+import { DependencyDown, NotFound, Reason, Refused } from "../platform/errors.js";
 import { Reservation, type ReservationState } from "./reservation.entity.js";
 
 export type ReservationRecord = InferEntity<typeof Reservation>;
@@ -42,7 +42,12 @@ export class Holds {
     const id = randomUUID();
     const held = await callDependency("concert", () =>
       this.concerts.holdSeats({ ...request, reservationId: id, holdMs: BigInt(this.holdMs) }),
-    );
+    ).catch(async (error: unknown) => {
+      // Cut off (deadline, outage): the seats may have been held all the same, for a reservation
+      // that will never be written. Give them back now rather than when the hold runs out.
+      if (error instanceof DependencyDown) await this.#giveBack([id]);
+      throw error;
+    });
     const reservation: ReservationRecord = {
       id,
       userId: request.userId,
