@@ -97,8 +97,8 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
     if (map.concertId !== admission(ctx).concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert");
     }
-    const now = Date.now();
-    return { seats: map.seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[SeatMaps.stateNow(seat, map, now)] })) };
+    const seats = SeatMaps.listing(map, Date.now(), (seat, state) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[state] }));
+    return { seats };
   }
 }
 

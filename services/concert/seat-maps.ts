@@ -15,6 +15,8 @@ export interface SeatMap {
   seats: SeatRow[];
   /** The database's clock minus this process's clock when the map was read. */
   clockSkewMs: number;
+  /** The seats as last listed, good until the first hold in them runs out (this process's clock). */
+  listing?: { until: number; seats: unknown[] };
 }
 
 /**
@@ -60,6 +62,22 @@ export class SeatMaps {
   setCaching(caching: boolean): void {
     this.#caching = caching;
     this.#maps.clear();
+  }
+
+  /**
+   * The seats as an answer lists them, built once per map and reused until a
+   * hold in it runs out: a crowd reading one date shares one list.
+   */
+  static listing<T>(map: SeatMap, now: number, build: (seat: SeatRow, state: SeatStateName) => T): T[] {
+    if (map.listing && now < map.listing.until) return map.listing.seats as T[];
+    let until = Infinity;
+    const seats = map.seats.map((seat) => {
+      const state = SeatMaps.stateNow(seat, map, now);
+      if (state === "HELD" && seat.heldUntil !== null) until = Math.min(until, seat.heldUntil - map.clockSkewMs);
+      return build(seat, state);
+    });
+    map.listing = { until, seats };
+    return seats;
   }
 
   /** A seat's state now: a hold past its end is AVAILABLE. */
