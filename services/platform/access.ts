@@ -1,4 +1,4 @@
-import { getOption } from "@bufbuild/protobuf";
+import { getOption, type DescMethod } from "@bufbuild/protobuf";
 import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Access, access } from "../../gen/boxoffice/common/v1/access_pb.js";
@@ -93,6 +93,14 @@ function sameSecret(given: string | undefined, expected: string): boolean {
   return timingSafeEqual(digest(given), digest(expected));
 }
 
+/** Access levels by method: reading the option builds an extension container each time, so once per method. */
+const levels = new WeakMap<DescMethod, Access>();
+function accessLevel(method: DescMethod): Access {
+  let level = levels.get(method);
+  if (level === undefined) levels.set(method, (level = getOption(method, access)));
+  return level;
+}
+
 /**
  * Enforces the access level that each RPC declares in the contract
  * (`option (boxoffice.common.v1.access)`), and puts the caller in the context.
@@ -118,7 +126,7 @@ export function accessInterceptor(options: AccessOptions): Interceptor {
   }
 
   return (next) => async (req) => {
-    const level = getOption(req.method, access);
+    const level = accessLevel(req.method);
     switch (level) {
       case Access.ANYONE:
         req.contextValues.set(callerKey, await user(req.header, false));

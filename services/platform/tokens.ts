@@ -20,6 +20,7 @@ const audience = "boxoffice:user";
  */
 export class UserTokens {
   readonly #key: Uint8Array;
+  readonly #verified = new Map<string, { sub: string; exp: number }>();
 
   constructor(
     secret: string,
@@ -45,12 +46,20 @@ export class UserTokens {
 
   /** The token's user, or NotAuthenticated saying whether it is expired or invalid. */
   async verify(token: string): Promise<UserToken> {
-    const claims = this.#claims(token);
+    const claims = this.#verified.get(token) ?? this.#remember(token, this.#claims(token));
     if (!claims) throw new NotAuthenticated(Reason.TOKEN_INVALID, "user token is not valid");
     if (claims.exp * 1000 <= this.now().getTime()) {
       throw new NotAuthenticated(Reason.TOKEN_EXPIRED, "user token has expired; get a fresh one with IssueUserToken");
     }
     return { token, userId: claims.sub, expiresAt: new Date(claims.exp * 1000) };
+  }
+
+  /** A fan sends the same token with every call: its checked claims are kept (bounded, oldest out; expiry is still checked each time). */
+  #remember(token: string, claims: { sub: string; exp: number } | undefined) {
+    if (!claims) return undefined;
+    if (this.#verified.size >= rememberedTokens) this.#verified.delete(this.#verified.keys().next().value!);
+    this.#verified.set(token, claims);
+    return claims;
   }
 
   /** The claims of a well-formed HS256 JWT signed with our key, issued by us for users; else undefined. */
@@ -80,3 +89,5 @@ export class UserTokens {
 }
 
 const base64url = /^[A-Za-z0-9_-]+$/;
+/** How many checked tokens a process keeps (about 300 bytes each). */
+const rememberedTokens = 20_000;
