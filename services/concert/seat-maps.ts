@@ -30,26 +30,32 @@ export interface SeatMap {
  * down), nothing is cached and every read goes to the database.
  */
 export class SeatMaps {
-  readonly #maps = new Map<string, Promise<SeatMap | undefined>>();
+  readonly #maps = new Map<string, { at: number; map: Promise<SeatMap | undefined> }>();
   #caching: boolean;
 
-  /** `shared`: other processes change seats too, so caching waits for the listener. */
-  constructor(shared: boolean) {
+  /**
+   * `shared`: other processes change seats too, so caching waits for the listener.
+   * `maxAgeMs`: a backstop; a map is read afresh at least this often whatever was heard.
+   */
+  constructor(
+    shared: boolean,
+    private readonly maxAgeMs = 5_000,
+  ) {
     this.#caching = !shared;
   }
 
   /** The date's seat map, or undefined when there is no such date. */
   async get(em: EntityManager, scheduleId: string): Promise<SeatMap | undefined> {
+    const now = Date.now();
     const cached = this.#maps.get(scheduleId);
-    if (cached) return cached;
+    if (cached && now - cached.at < this.maxAgeMs) return cached.map;
     const loading = this.#load(em, scheduleId);
     if (!this.#caching) return loading;
     // Every read in the meantime shares this one; a change heard meanwhile drops it, and the next read loads afresh.
-    this.#maps.set(scheduleId, loading);
-    loading.then(
-      (map) => map === undefined && this.#maps.get(scheduleId) === loading && this.#maps.delete(scheduleId),
-      () => this.#maps.get(scheduleId) === loading && this.#maps.delete(scheduleId),
-    );
+    const entry = { at: now, map: loading };
+    this.#maps.set(scheduleId, entry);
+    const drop = () => this.#maps.get(scheduleId) === entry && this.#maps.delete(scheduleId);
+    loading.then((map) => map === undefined && drop(), drop);
     return loading;
   }
 

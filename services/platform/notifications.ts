@@ -16,10 +16,22 @@ export interface Listening {
  * a drop. Notifications sent while it was down are lost, which is why a
  * caller hears onListening(false) and then onListening(true) again.
  */
-export function listenTo(url: string, channel: string, handlers: ChannelHandlers, retryMs = 1_000): Listening {
+export function listenTo(url: string, channel: string, handlers: ChannelHandlers, retryMs = 1_000, heartbeatMs = 5_000): Listening {
   let client: pg.Client | undefined;
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
+  // A connection that died without a word (a partition, a failover) would leave caches trusting a
+  // silence: a query every few seconds, bounded in time, proves it alive or ends it.
+  const heartbeat = setInterval(() => {
+    const live = client;
+    if (!live) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("no answer")), heartbeatMs)));
+    Promise.race([live.query("select 1"), late])
+      .catch(() => live.end().catch(() => {}))
+      .finally(() => clearTimeout(timer));
+  }, heartbeatMs);
+  heartbeat.unref();
 
   const down = () => {
     if (client) handlers.onListening(false);
@@ -27,7 +39,7 @@ export function listenTo(url: string, channel: string, handlers: ChannelHandlers
     if (!closed) retry = setTimeout(connect, retryMs);
   };
   async function connect() {
-    const next = new pg.Client({ connectionString: url });
+    const next = new pg.Client({ connectionString: url, keepAlive: true });
     next.on("notification", (message) => message.channel === channel && handlers.onNotify(message.payload ?? ""));
     next.on("error", () => next.end().catch(() => {}));
     next.on("end", () => client === next && down());
@@ -49,6 +61,7 @@ export function listenTo(url: string, channel: string, handlers: ChannelHandlers
     async close() {
       closed = true;
       clearTimeout(retry);
+      clearInterval(heartbeat);
       const last = client;
       client = undefined;
       await last?.end();
