@@ -128,13 +128,19 @@ export class ConcertInternalService implements ServiceImpl<typeof ConcertInterna
     // A caller that has given up (its deadline passed while this call waited its turn) would never
     // record the hold, and the seats would sit held for nobody until it ran out: hold nothing then.
     if (ctx.signal.aborted) throw new DependencyDown("the caller gave up before the seats were held");
+    const reservationId = check.id(req.reservationId, "reservation_id");
     const held = await this.inventory.hold(entityManager(ctx), {
       scheduleId: check.id(req.scheduleId, "schedule_id"),
       concertId: check.id(req.concertId, "concert_id"),
       seatNumbers: numbers,
-      reservationId: check.id(req.reservationId, "reservation_id"),
+      reservationId,
       holdMs: check.integer(req.holdMs, "hold_ms", 1, 3_600_000),
     });
+    // The caller gave up while this waited for a connection or a lock: it will not record the hold.
+    if (ctx.signal.aborted) {
+      await this.inventory.release(entityManager(ctx), [reservationId]);
+      throw new DependencyDown("the caller gave up while the seats were being held");
+    }
     return { seats: held.seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price) })), heldUntil: timestampFromDate(held.heldUntil) };
   }
 
