@@ -44,14 +44,14 @@ describe("the queue's view of a concert's supply", () => {
       return never();
     });
     const source = new ConcertSupply(concert.client, 1_000, () => now);
-    expect((await source.current("c1", 50)).available).toBe(5);
+    expect((await source.current("c1", 50, 10_000)).available).toBe(5);
     now += 2_000;
     const started = performance.now();
-    expect((await source.current("c1", 50)).available).toBe(5);
+    expect((await source.current("c1", 50, 10_000)).available).toBe(5);
     expect(performance.now() - started).toBeLessThan(1_000);
     release();
     await new Promise((resolve) => setTimeout(resolve, 0));
-    expect((await source.current("c1", 50)).available).toBe(0);
+    expect((await source.current("c1", 50, 10_000)).available).toBe(0);
   });
 
   it("gives the last supply known when a lookup fails; with none known yet, waits for the first", async () => {
@@ -62,9 +62,12 @@ describe("the queue's view of a concert's supply", () => {
     });
     const source = new ConcertSupply(concert.client, 1_000, () => now);
     const first = new ConcertSupply(concertService(() => new Promise((resolve) => setTimeout(() => resolve(supply(7)), 100))).client);
-    expect((await first.current("c1", 20)).available).toBe(7);
-    expect((await source.current("c1", 50)).available).toBe(3);
+    expect((await first.current("c1", 20, 10_000)).available).toBe(7);
+    expect((await source.current("c1", 50, 10_000)).available).toBe(3);
     now += 2_000;
-    expect((await source.current("c1", 50)).available).toBe(3);
+    expect((await source.current("c1", 50, 10_000)).available).toBe(3);
+    // Older than allowed: the failure itself is the answer (the line waits).
+    now += 20_000;
+    await expect(source.current("c1", 50, 10_000)).rejects.toThrow("deadline exceeded");
   });
 });

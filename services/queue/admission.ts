@@ -2,6 +2,9 @@ import { Repeating } from "../platform/background.js";
 import type { Policy, QueueStore } from "./store.js";
 import type { SupplySource } from "./supply.js";
 
+/** How old a supply reading may be and still let the line move while the concert service does not answer. */
+const lastKnownSupplyMaxAgeMs = 10_000;
+
 export interface AdmissionWorkerOptions {
   tickMs: number;
   /** Most entries one tick moves per step. */
@@ -55,8 +58,9 @@ export class AdmissionWorker {
   }
 
   async #tickRoom(concertId: string) {
-    // A tick waits at most one tick's length for the supply, then goes on with the last one known.
-    const supply = await this.supply.current(concertId, this.options.tickMs);
+    // A tick waits at most one tick's length for the supply, then goes on with the last one known,
+    // if that is recent: while the concert service is down for longer, the line waits.
+    const supply = await this.supply.current(concertId, this.options.tickMs, lastKnownSupplyMaxAgeMs);
     if (supply.total > 0 && supply.sold === supply.total) await this.store.markSoldOut(concertId);
     await this.store.tick(concertId, this.defaults, {
       now: this.#clock(),

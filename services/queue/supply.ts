@@ -17,10 +17,11 @@ export interface SupplySource {
   exists(concertId: string): Promise<void>;
   /**
    * The supply as fresh as it can be had within `waitMs`: when a lookup takes
-   * longer or fails, the last supply known (if any). For the admission tick,
-   * which must keep the line moving while the concert service is slow.
+   * longer or fails, the last supply known, if it was asked for within
+   * `maxAgeMs`. For the admission tick, which must keep the line moving while
+   * the concert service is slow, but not admit on old news while it is down.
    */
-  current(concertId: string, waitMs: number): Promise<Supply>;
+  current(concertId: string, waitMs: number, maxAgeMs: number): Promise<Supply>;
   /** Drops what is remembered of the concert's supply, so the next read asks afresh. */
   forget(concertId: string): void;
 }
@@ -38,8 +39,8 @@ export class ConcertSupply implements SupplySource {
    * fail every fan entering behind it.
    */
   readonly #known = new Set<string>();
-  /** The last supply each concert's lookup answered. */
-  readonly #last = new Map<string, Supply>();
+  /** The newest supply each concert's lookups answered, and when that lookup was asked. */
+  readonly #last = new Map<string, { supply: Supply; askedAt: number }>();
 
   constructor(
     private readonly concerts: Client<typeof ConcertInternalService>,
@@ -56,10 +57,11 @@ export class ConcertSupply implements SupplySource {
     await this.of(concertId);
   }
 
-  async current(concertId: string, waitMs: number): Promise<Supply> {
+  async current(concertId: string, waitMs: number, maxAgeMs: number): Promise<Supply> {
     const lookup = this.of(concertId);
-    const last = this.#last.get(concertId);
-    if (!last) return lookup;
+    const known = this.#last.get(concertId);
+    if (!known || this.clock() - known.askedAt > maxAgeMs) return lookup;
+    const last = known.supply;
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<Supply>((resolve) => (timer = setTimeout(() => resolve(last), waitMs)));
     try {
@@ -78,7 +80,8 @@ export class ConcertSupply implements SupplySource {
     result.then(
       (supply) => {
         this.#known.add(concertId);
-        this.#last.set(concertId, supply);
+        // Lookups may answer out of order: an older answer never replaces a newer one.
+        if ((this.#last.get(concertId)?.askedAt ?? -Infinity) <= now) this.#last.set(concertId, { supply, askedAt: now });
       },
       () => {
         if (this.#cache.get(concertId)?.result === result) this.#cache.delete(concertId);
