@@ -320,6 +320,20 @@ describe("one live hold per fan and date", () => {
     expect(first!.state).toBe(ReservationState.HELD);
   });
 
+  it("asking again for the seats one already holds (a retry whose answer was lost) is HOLD_LIMIT_REACHED naming the hold", async () => {
+    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+    const fan = await admittedFan(suite, concertId);
+    const { reservation } = await reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [4, 5] }, fan.headers);
+
+    const error = await refused(
+      reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [4, 5] }, fan.headers),
+      Code.FailedPrecondition,
+      Reason.HOLD_LIMIT_REACHED,
+    );
+    expect(error.findDetails(ErrorDetailSchema)[0]?.metadata.reservation_id).toBe(reservation!.id);
+    expect(await seatsIn(suite, fan, scheduleIds[0]!, "HELD")).toEqual([4, 5]);
+  });
+
   it("of 20 concurrent holds by one fan on different seats of a date, exactly one succeeds and the others leave no seat held", async () => {
     const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 30, price: 100n }]);
     const scheduleId = scheduleIds[0]!;

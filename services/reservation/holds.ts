@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import type { ConcertInternalService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import type { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { callDependency } from "../platform/clients.js";
-import { DependencyDown, NotFound, Reason, Refused } from "../platform/errors.js";
+import { DependencyDown, NotFound, Reason, reasonOf, Refused } from "../platform/errors.js";
 import { Reservation, type ReservationState } from "./reservation.entity.js";
 
 export type ReservationRecord = InferEntity<typeof Reservation>;
@@ -46,6 +46,11 @@ export class Holds {
       // Cut off (deadline, outage): the seats may have been held all the same, for a reservation
       // that will never be written. Give them back now rather than when the hold runs out.
       if (error instanceof DependencyDown) await this.#giveBack([id]);
+      // Refused to a fan who already holds seats on this date (a retry of a hold whose answer was lost, say): say that.
+      if (reasonOf(error) === Reason.SEAT_UNAVAILABLE) {
+        const live = await this.#liveHold(em, request.userId, request.scheduleId);
+        if (live) throw this.#limitReached(live.id);
+      }
       throw error;
     });
     const reservation: ReservationRecord = {
@@ -83,11 +88,7 @@ export class Holds {
       const stale = await em.nativeUpdate(Reservation, { userId, scheduleId, state: "HELD", expiresAt: { $lte: new Date() } }, { state: "EXPIRED" });
       if (stale > 0 && !retried) return this.#record(em, reservation, true);
       const live = await em.fork().findOne(Reservation, { userId, scheduleId, state: "HELD" });
-      throw new Refused(
-        Reason.HOLD_LIMIT_REACHED,
-        "you already hold seats on this date; pay for them or release them first",
-        live ? { reservation_id: live.id } : undefined,
-      );
+      throw this.#limitReached(live?.id);
     }
   }
 
@@ -152,6 +153,18 @@ export class Holds {
     await this.#giveBack(expired.map((row) => row.id));
     await this.#announce(expired.map((row) => row.concert_id));
     return expired.length;
+  }
+
+  #limitReached(reservationId: string | undefined) {
+    return new Refused(
+      Reason.HOLD_LIMIT_REACHED,
+      "you already hold seats on this date; pay for them or release them first",
+      reservationId ? { reservation_id: reservationId } : undefined,
+    );
+  }
+
+  async #liveHold(em: EntityManager, userId: string, scheduleId: string) {
+    return em.fork().findOne(Reservation, { userId, scheduleId, state: "HELD", expiresAt: { $gt: new Date() } });
   }
 
   async #locked(tx: EntityManager, userId: string, reservationId: string) {
