@@ -1,8 +1,8 @@
-import { timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { CoordinatorService, type BookSeatsResponse } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { PaymentService, PaymentState, type Payment } from "../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/point_pb.js";
@@ -11,7 +11,7 @@ import { ReservationState } from "../gen/boxoffice/reservation/v1/reservation_pb
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
-import { bearer, client, failure, gated, operator, startTestSuite, waitForState, withQueueToken } from "./support.js";
+import { bearer, client, concertOnSale, failure, gated, startTestSuite, waitForState, withQueueToken } from "./support.js";
 import { brief, Watch } from "./watch.js";
 import { outcome, refused } from "./outcomes.js";
 
@@ -48,19 +48,6 @@ afterAll(() => suite?.close());
 
 // ---------------------------------------------------------------- helpers
 
-const inDays = (days: number) => timestampFromDate(new Date(Date.now() + days * 24 * 3600 * 1000));
-
-async function createConcert(specs: { seatCount: number; price: bigint }[]) {
-  const created = await client(suite, ConcertAdminService).createConcert(
-    {
-      title: `Booking flow ${randomUUID().slice(0, 8)}`,
-      venue: "Test Hall",
-      schedules: specs.map((spec, i) => ({ startsAt: inDays(10 + i), seatCount: spec.seatCount, price: spec.price })),
-    },
-    operator,
-  );
-  return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
-}
 
 const paymentBrief = (payment: Payment | undefined) =>
   payment === undefined ? "none" : payment.state === PaymentState.FAILED ? `FAILED/${Reason[payment.failureReason]}` : PaymentState[payment.state];
@@ -105,7 +92,7 @@ async function seatStates(fan: Fan, scheduleId: string): Promise<Record<number, 
 
 describe("the seed flow through the coordinator, over gRPC", () => {
   it("user token → queue token → watch until ADMITTED → dates → seats → ReserveSeats → ChargePoints → Checkout: seats SOLD, session COMPLETED, the gate closed", async () => {
-    const { concertId, scheduleIds } = await createConcert([
+    const { concertId, scheduleIds } = await concertOnSale(suite, [
       { seatCount: 10, price: 2_000n },
       { seatCount: 10, price: 3_000n },
     ]);
@@ -219,7 +206,7 @@ describe("the seed flow through the coordinator, over gRPC", () => {
 describe("BookSeats: hold and pay in one call", () => {
   /** A fan admitted to a new concert of one date (6 seats at `price`), with `points`, and their BookSeats that failed for want of points. */
   async function failedBooking(price: bigint, points: bigint) {
-    const { concertId, scheduleIds } = await createConcert([{ seatCount: 6, price }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 6, price }]);
     const scheduleId = scheduleIds[0]!;
     const fan = await admittedFan(concertId);
     await charge(fan, points);
@@ -268,7 +255,7 @@ describe("BookSeats: hold and pay in one call", () => {
   });
 
   it("BookSeats retried with the same key and seats after it succeeded returns the same payment, and debits once", async () => {
-    const { concertId, scheduleIds } = await createConcert([{ seatCount: 6, price: 1_200n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 6, price: 1_200n }]);
     const scheduleId = scheduleIds[0]!;
     const fan = await admittedFan(concertId);
     await charge(fan, 5_000n);

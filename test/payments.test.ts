@@ -1,9 +1,9 @@
-import { timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { PaymentService, PaymentState, type Payment, type PayResponse } from "../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointInternalService, PointService } from "../gen/boxoffice/point/v1/point_pb.js";
 import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
@@ -11,7 +11,7 @@ import { ReservationService, ReservationState, type Reservation } from "../gen/b
 import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { dropKeys } from "./redis-keys.js";
-import { admittedFan, bearer, client, failure, gated, operator, startTestSuite, testSecrets, waitForState, withQueueToken } from "./support.js";
+import { admittedFan, bearer, client, concertOnSale, failure, gated, startTestSuite, testSecrets, waitForState, withQueueToken } from "./support.js";
 import { eventually, holdsFor, invalid, outcome, refused, seededRandom, tally } from "./outcomes.js";
 
 /**
@@ -66,21 +66,7 @@ function clientsOf(on: Suite) {
 }
 type Clients = ReturnType<typeof clientsOf>;
 
-const inDays = (days: number) => timestampFromDate(new Date(Date.now() + days * 24 * 3600 * 1000));
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A concert with one date per spec; its id and the date ids in the order given. */
-async function createConcert(on: Suite, specs: { seatCount: number; price: bigint }[]) {
-  const created = await client(on, ConcertAdminService).createConcert(
-    {
-      title: `Payment test ${randomUUID().slice(0, 8)}`,
-      venue: "Test Hall",
-      schedules: specs.map((spec, i) => ({ startsAt: inDays(10 + i), seatCount: spec.seatCount, price: spec.price })),
-    },
-    operator,
-  );
-  return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
-}
 
 const charge = (cl: Clients, fan: Fan, amount: bigint) => cl.points.chargePoints({ amount, idempotencyKey: randomUUID() }, bearer(fan.token));
 const balanceOf = async (cl: Clients, fan: Fan) => (await cl.points.getBalance({}, bearer(fan.token))).balance;
@@ -199,7 +185,7 @@ async function settled(paymentId: string, timeoutMs = 5_000): Promise<PaymentRow
 
 describe("Pay for a held reservation", () => {
   it("debits the points, confirms the reservation, sells the seats and ends the queue session", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 1_500n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 1_500n }]);
     const scheduleId = scheduleIds[0]!;
     const [fan, onlooker] = await Promise.all([admittedFan(suite, concertId), admittedFan(suite, concertId)]);
     await charge(c, fan, 5_000n);
@@ -246,7 +232,7 @@ describe("Pay for a held reservation", () => {
   });
 
   it("GetPayment and ListPayments show a payment to its owner only: to anyone else it is NotFound PAYMENT_NOT_FOUND", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 100n }]);
     const [owner, stranger] = await Promise.all([admittedFan(suite, concertId), admittedFan(suite, concertId)]);
     await charge(c, owner, 100n);
     const reservation = await hold(c, owner, scheduleIds[0]!, [1]);
@@ -262,7 +248,7 @@ describe("Pay for a held reservation", () => {
   });
 
   it("paying another fan's reservation is refused and moves nothing", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 300n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 300n }]);
     const [owner, stranger] = await Promise.all([admittedFan(suite, concertId), admittedFan(suite, concertId)]);
     await charge(c, stranger, 1_000n);
     const reservation = await hold(c, owner, scheduleIds[0]!, [2]);
@@ -279,7 +265,7 @@ describe("Pay for a held reservation", () => {
   });
 
   it("refuses a reservation that does not exist, malformed input and a missing queue token", async () => {
-    const { concertId } = await createConcert(suite, [{ seatCount: 4, price: 300n }]);
+    const { concertId } = await concertOnSale(suite, [{ seatCount: 4, price: 300n }]);
     const fan = await admittedFan(suite, concertId);
     await refused(c.payments.pay({ reservationId: randomUUID(), idempotencyKey: randomUUID() }, fan.headers), Code.NotFound, Reason.RESERVATION_NOT_FOUND);
     await invalid(c.payments.pay({ reservationId: "nope", idempotencyKey: randomUUID() }, fan.headers), "reservation_id");
@@ -290,7 +276,7 @@ describe("Pay for a held reservation", () => {
   });
 
   it("a released hold: the payment FAILS with HOLD_RELEASED and no point moves", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 300n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 300n }]);
     const fan = await admittedFan(suite, concertId);
     await charge(c, fan, 1_000n);
     const reservation = await hold(c, fan, scheduleIds[0]!, [1]);
@@ -307,7 +293,7 @@ describe("Pay for a held reservation", () => {
 
 describe("Pay is idempotent per key", () => {
   it("100 concurrent Pay calls with one key make one payment and one debit, and every caller gets that payment", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 1_500n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 1_500n }]);
     const fan = await admittedFan(suite, concertId);
     await charge(c, fan, 10_000n);
     const reservation = await hold(c, fan, scheduleIds[0]!, [1]);
@@ -329,7 +315,7 @@ describe("Pay is idempotent per key", () => {
   });
 
   it("Pay retried with the same key after it succeeded returns the same payment (the spec: same key, same request, first result)", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 700n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 700n }]);
     const fan = await admittedFan(suite, concertId);
     await charge(c, fan, 1_000n);
     const reservation = await hold(c, fan, scheduleIds[0]!, [2]);
@@ -348,7 +334,7 @@ describe("Pay is idempotent per key", () => {
   });
 
   it("the same key for another reservation is FailedPrecondition IDEMPOTENCY_KEY_REUSED, and nothing is paid", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 500n }, { seatCount: 4, price: 500n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 500n }, { seatCount: 4, price: 500n }]);
     const fan = await admittedFan(suite, concertId);
     const first = await hold(c, fan, scheduleIds[0]!, [1]);
     const { payment } = await c.payments.pay({ reservationId: first.id, idempotencyKey: "k" }, fan.headers);
@@ -364,7 +350,7 @@ describe("Pay is idempotent per key", () => {
   });
 
   it("with too few points the payment FAILS with INSUFFICIENT_POINTS, nothing is debited and the hold stays; after a top-up a new key pays", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 1_500n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 1_500n }]);
     const scheduleId = scheduleIds[0]!;
     const fan = await admittedFan(suite, concertId);
     await charge(c, fan, 1_000n);
@@ -402,7 +388,7 @@ describe("Pay is idempotent per key", () => {
 
 describe("recovery of payments a crash left PENDING", () => {
   it("after the debit, with the hold still live: recovery confirms it — SUCCEEDED, seats SOLD, one debit, session COMPLETED", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 800n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 800n }]);
     const fan = await admittedFan(suite, concertId);
     await charge(c, fan, 2_000n);
     const reservation = await hold(c, fan, scheduleIds[0]!, [1, 2]);
@@ -421,7 +407,7 @@ describe("recovery of payments a crash left PENDING", () => {
   });
 
   it("before the debit: recovery debits once and succeeds", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 900n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 900n }]);
     const fan = await admittedFan(suite, concertId);
     await charge(c, fan, 1_000n);
     const reservation = await hold(c, fan, scheduleIds[0]!, [4]);
@@ -438,7 +424,7 @@ describe("recovery of payments a crash left PENDING", () => {
   });
 
   it("no payment stays PENDING past the recovery interval, whatever step it crashed at: 20 payments of an instance crashing at once", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 20, price: 500n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 20, price: 500n }]);
     const scheduleId = scheduleIds[0]!;
     const kinds = [
       { name: "debited, hold live", points: 1_000n, debit: true, release: false, expected: "SUCCEEDED", ledger: [["USE", -500]] },
@@ -501,7 +487,7 @@ describe("a payment is driven under a lease, never with a transaction open acros
     // A payment instance whose point service is down; the rest of the deployment is the shared suite.
     const cut = await startTestSuite({ ...deployment, SERVICES: "payment", QUEUE_URL: suite.host.url, RESERVATION_URL: suite.host.url, POINT_URL: "http://127.0.0.1:1" });
     try {
-      const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 600n }]);
+      const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 600n }]);
       const fan = await admittedFan(suite, concertId);
       await charge(c, fan, 1_000n);
       const reservation = await hold(c, fan, scheduleIds[0]!, [2]);
@@ -526,7 +512,7 @@ describe("a payment is driven under a lease, never with a transaction open acros
   });
 
   it("while a driver's lease runs, recovery loops leave the payment alone and a retried Pay waits briefly, then answers PENDING; once the lease lapses, recovery pays it", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 400n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 400n }]);
     const fan = await admittedFan(suite, concertId);
     await charge(c, fan, 1_000n);
     const reservation = await hold(c, fan, scheduleIds[0]!, [3]);
@@ -555,7 +541,7 @@ describe("a payment is driven under a lease, never with a transaction open acros
   it("100 concurrent Pay calls with one key spread over two instances: one payment, one debit, and every caller gets it SUCCEEDED", async () => {
     const other = await startTestSuite(deployment);
     try {
-      const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 4, price: 1_200n }]);
+      const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 1_200n }]);
       const fan = await admittedFan(suite, concertId);
       await charge(c, fan, 5_000n);
       const reservation = await hold(c, fan, scheduleIds[0]!, [1]);
@@ -591,7 +577,7 @@ describe("holds that end before they are paid (HOLD_SECONDS=1)", () => {
   afterAll(() => clock?.close());
 
   async function expiredHold(price: bigint, points: bigint) {
-    const { concertId, scheduleIds } = await createConcert(clock, [{ seatCount: 4, price }]);
+    const { concertId, scheduleIds } = await concertOnSale(clock, [{ seatCount: 4, price }]);
     const fan = await admittedFan(clock, concertId);
     await charge(cc, fan, points);
     const reservation = await hold(cc, fan, scheduleIds[0]!, [1]);
@@ -705,7 +691,7 @@ describe("a randomized run (HOLD_SECONDS=2)", () => {
     const random = seededRandom(seed);
     const seatCount = 10;
     const dates = [400n, 700n, 1_100n, 1_600n].map((price) => ({ seatCount, price }));
-    const { concertId, scheduleIds } = await createConcert(run, dates);
+    const { concertId, scheduleIds } = await concertOnSale(run, dates);
     const fans = await Promise.all(Array.from({ length: 30 }, () => admittedFan(run, concertId)));
     const plans = fans.map(() => drawPlan(random, 14, dates.length, seatCount));
 

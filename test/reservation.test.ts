@@ -1,10 +1,10 @@
-import { timestampDate, timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ErrorDetailSchema } from "../gen/boxoffice/common/v1/error_pb.js";
-import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { QueueAdminService, QueueService } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import {
@@ -16,7 +16,7 @@ import {
 import { reasonOf, Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
 import { createDatabase, dropDatabase } from "./databases.js";
-import { admittedFan, bearer, client, failure, gated, newUser, operator, startTestSuite, testSecrets } from "./support.js";
+import { admittedFan, bearer, client, concertOnSale, failure, gated, newUser, operator, startTestSuite, testSecrets } from "./support.js";
 import { eventually, invalid, outcome, refused, seededRandom, tally } from "./outcomes.js";
 import { dropKeys } from "./redis-keys.js";
 
@@ -54,21 +54,6 @@ afterAll(async () => {
 
 // ---------------------------------------------------------------- helpers
 
-const inDays = (days: number) => timestampFromDate(new Date(Date.now() + days * 24 * 3600 * 1000));
-
-/** A concert with one date per spec; returns its id and the date ids in the order given. */
-async function createConcert(on: Suite, specs: { seatCount: number; price: bigint }[]) {
-  const created = await client(on, ConcertAdminService).createConcert(
-    {
-      title: `Reservation test ${randomUUID().slice(0, 8)}`,
-      venue: "Test Hall",
-      // Later specs start later, so ListSchedules (soonest first) keeps this order.
-      schedules: specs.map((spec, i) => ({ startsAt: inDays(10 + i), seatCount: spec.seatCount, price: spec.price })),
-    },
-    operator,
-  );
-  return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
-}
 
 /** `count` new fans admitted to the concert, entered concurrently in batches. */
 async function admitMany(on: Suite, concertId: string, count: number, batch = 100): Promise<Fan[]> {
@@ -147,7 +132,7 @@ async function expectOneWinner(on: Suite, fans: Fan[], results: PromiseSettledRe
 
 describe("concurrent holds on one seat", () => {
   it("of 500 fans holding the same seat at once, exactly one wins and 499 fail with SEAT_UNAVAILABLE", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 100n }]);
     const scheduleId = scheduleIds[0]!;
     const fans = await admitMany(suite, concertId, 500);
 
@@ -166,7 +151,7 @@ describe("concurrent holds on one seat", () => {
     afterAll(() => second?.close());
 
     it("of 500 fans split over both servers, exactly one wins", async () => {
-      const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+      const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 100n }]);
       const scheduleId = scheduleIds[0]!;
       const fans = await admitMany(suite, concertId, 500);
 
@@ -177,7 +162,7 @@ describe("concurrent holds on one seat", () => {
     });
 
     it("each instance's seat map follows changes made through the other and by hand in the database", async () => {
-      const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+      const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 100n }]);
       const scheduleId = scheduleIds[0]!;
       const [holder, watcher] = await admitMany(suite, concertId, 2);
       // Both instances have read (and may keep) the date's map while every seat was free.
@@ -202,7 +187,7 @@ describe("concurrent holds on one seat", () => {
 
 describe("holds of several seats are all or none", () => {
   it("100 overlapping holds of 2-4 seats among 6: no seat has two holders, winners hold exactly their seats, losers hold nothing", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 6, price: 250n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 6, price: 250n }]);
     const scheduleId = scheduleIds[0]!;
     const fans = await admitMany(suite, concertId, 100);
     const random = seededRandom(20261124);
@@ -250,7 +235,7 @@ describe("holds of several seats are all or none", () => {
 describe("identical multi-seat holds racing", () => {
   it("of 12 fans holding the same four seats at once, exactly one wins, round after round", async () => {
     const rounds = 15;
-    const { concertId, scheduleIds } = await createConcert(
+    const { concertId, scheduleIds } = await concertOnSale(
       suite,
       Array.from({ length: rounds }, () => ({ seatCount: 4, price: 100n })),
     );
@@ -271,7 +256,7 @@ describe("identical multi-seat holds racing", () => {
 
 describe("seat states through the life of a hold", () => {
   it("ListSeats and ListSchedules show HELD on hold, AVAILABLE on release, SOLD on confirm", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 500n }, { seatCount: 5, price: 800n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 500n }, { seatCount: 5, price: 800n }]);
     const [first, second] = scheduleIds as [string, string];
     const fan = await admittedFan(suite, concertId);
     expect(await availableSeats(suite, concertId)).toEqual([10, 5]);
@@ -305,7 +290,7 @@ describe("seat states through the life of a hold", () => {
 
 describe("one live hold per fan and date", () => {
   it("a second hold on the same date is HOLD_LIMIT_REACHED naming the live one; the first stays", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 100n }]);
     const fan = await admittedFan(suite, concertId);
     const { reservation } = await reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [1] }, fan.headers);
 
@@ -321,7 +306,7 @@ describe("one live hold per fan and date", () => {
   });
 
   it("asking again for the seats one already holds (a retry whose answer was lost) is HOLD_LIMIT_REACHED naming the hold", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 100n }]);
     const fan = await admittedFan(suite, concertId);
     const { reservation } = await reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [4, 5] }, fan.headers);
 
@@ -335,7 +320,7 @@ describe("one live hold per fan and date", () => {
   });
 
   it("of 20 concurrent holds by one fan on different seats of a date, exactly one succeeds and the others leave no seat held", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 30, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 30, price: 100n }]);
     const scheduleId = scheduleIds[0]!;
     const fan = await admittedFan(suite, concertId);
 
@@ -352,7 +337,7 @@ describe("one live hold per fan and date", () => {
   });
 
   it("after a release the fan can hold on that date again", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 100n }]);
     const fan = await admittedFan(suite, concertId);
     const { reservation } = await reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [1] }, fan.headers);
     await reservations().releaseHold({ reservationId: reservation!.id }, bearer(fan.token));
@@ -362,7 +347,7 @@ describe("one live hold per fan and date", () => {
   });
 
   it("holds on different dates are independent", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 10, price: 100n }, { seatCount: 10, price: 200n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 10, price: 100n }, { seatCount: 10, price: 200n }]);
     const fan = await admittedFan(suite, concertId);
     const [a, b] = await Promise.all(scheduleIds.map((scheduleId) => reservations().holdSeats({ scheduleId, seatNumbers: [5] }, fan.headers)));
     expect([a!.reservation!.scheduleId, b!.reservation!.scheduleId]).toEqual(scheduleIds);
@@ -377,7 +362,7 @@ describe("HoldSeats input and access", () => {
   let scheduleId: string;
   let fan: Fan;
   beforeAll(async () => {
-    const created = await createConcert(suite, [{ seatCount: 8, price: 100n }]);
+    const created = await concertOnSale(suite, [{ seatCount: 8, price: 100n }]);
     concertId = created.concertId;
     scheduleId = created.scheduleIds[0]!;
     fan = await admittedFan(suite, concertId);
@@ -405,7 +390,7 @@ describe("HoldSeats input and access", () => {
   });
 
   it("a date of another concert than the queue token's is refused as NOT_ADMITTED and holds nothing", async () => {
-    const other = await createConcert(suite, [{ seatCount: 4, price: 100n }]);
+    const other = await concertOnSale(suite, [{ seatCount: 4, price: 100n }]);
     const error = await failure(reservations().holdSeats({ scheduleId: other.scheduleIds[0]!, seatNumbers: [1] }, fan.headers));
     expect([Code.FailedPrecondition, Code.PermissionDenied]).toContain(error.code);
     expect(reasonOf(error)).toBe(Reason.NOT_ADMITTED);
@@ -441,7 +426,7 @@ describe("a fan sees only their own reservations", () => {
   let owner: Fan;
   let stranger: Fan;
   beforeAll(async () => {
-    ({ concertId, scheduleIds } = await createConcert(suite, Array.from({ length: 5 }, () => ({ seatCount: 10, price: 100n }))));
+    ({ concertId, scheduleIds } = await concertOnSale(suite, Array.from({ length: 5 }, () => ({ seatCount: 10, price: 100n }))));
     [owner, stranger] = await Promise.all([admittedFan(suite, concertId), admittedFan(suite, concertId)]);
   });
 
@@ -496,7 +481,7 @@ describe("a fan sees only their own reservations", () => {
 
 describe("ReleaseHold", () => {
   it("releases a live hold at once, and again returns it RELEASED unchanged", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 6, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 6, price: 100n }]);
     const fan = await admittedFan(suite, concertId);
     const { reservation } = await reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [1, 2, 3] }, fan.headers);
 
@@ -512,7 +497,7 @@ describe("ReleaseHold", () => {
   });
 
   it("a released hold's seats can be held by another fan at once", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 6, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 6, price: 100n }]);
     const [fan, other] = await Promise.all([admittedFan(suite, concertId), admittedFan(suite, concertId)]);
     const { reservation } = await reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [4] }, fan.headers);
     await refused(reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [4] }, other.headers), Code.FailedPrecondition, Reason.SEAT_UNAVAILABLE);
@@ -522,7 +507,7 @@ describe("ReleaseHold", () => {
   });
 
   it("refuses a confirmed reservation with RESERVATION_CONFIRMED; the seats stay SOLD", async () => {
-    const { concertId, scheduleIds } = await createConcert(suite, [{ seatCount: 6, price: 100n }]);
+    const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 6, price: 100n }]);
     const fan = await admittedFan(suite, concertId);
     const { reservation } = await reservations().holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [6] }, fan.headers);
     await confirmations().confirmReservation({ reservationId: reservation!.id, paymentId: randomUUID(), userId: fan.userId }, internal);
@@ -540,7 +525,7 @@ describe("ConfirmReservation (internal)", () => {
   let concertId: string;
   let scheduleId: string;
   beforeAll(async () => {
-    const created = await createConcert(suite, [{ seatCount: 20, price: 300n }]);
+    const created = await concertOnSale(suite, [{ seatCount: 20, price: 300n }]);
     concertId = created.concertId;
     scheduleId = created.scheduleIds[0]!;
   });
@@ -635,7 +620,7 @@ describe("CoordinatorService.ReserveSeats", () => {
   let concertId: string;
   let scheduleId: string;
   beforeAll(async () => {
-    const created = await createConcert(suite, [{ seatCount: 8, price: 1234n }]);
+    const created = await concertOnSale(suite, [{ seatCount: 8, price: 1234n }]);
     concertId = created.concertId;
     scheduleId = created.scheduleIds[0]!;
   });
@@ -681,14 +666,14 @@ describe("CoordinatorService.ReserveSeats", () => {
 
   it("a date of another concert is refused as NOT_ADMITTED", async () => {
     const fan = await admittedFan(suite, concertId);
-    const other = await createConcert(suite, [{ seatCount: 4, price: 100n }]);
+    const other = await concertOnSale(suite, [{ seatCount: 4, price: 100n }]);
     const error = await failure(coordinator().reserveSeats({ scheduleId: other.scheduleIds[0]!, seatNumbers: [1] }, fan.headers));
     expect([Code.FailedPrecondition, Code.PermissionDenied]).toContain(error.code);
     expect(reasonOf(error)).toBe(Reason.NOT_ADMITTED);
   });
 
   it("a waiting (not admitted) queue token is FailedPrecondition NOT_ADMITTED", async () => {
-    const paused = await createConcert(suite, [{ seatCount: 4, price: 100n }]);
+    const paused = await concertOnSale(suite, [{ seatCount: 4, price: 100n }]);
     await client(suite, QueueAdminService).pauseAdmission({ concertId: paused.concertId }, operator);
     try {
       const user = await newUser(suite);
@@ -724,7 +709,7 @@ describe("a hold ends on the clock", () => {
       const url = await createDatabase(databaseName);
       clock = await startTestSuite({ DATABASE_URL: url, HOLD_SECONDS: "1", HOLD_SWEEP_MS: "60000", DATABASE_POOL_SIZE: "3" });
       own = new pg.Pool({ connectionString: url, max: 2 });
-      const created = await createConcert(clock, [{ seatCount: 4, price: 100n }]);
+      const created = await concertOnSale(clock, [{ seatCount: 4, price: 100n }]);
     concertId = created.concertId;
     scheduleId = created.scheduleIds[0]!;
     });
@@ -787,7 +772,7 @@ describe("a hold ends on the clock", () => {
     afterAll(() => swept?.close());
 
     it("marks the reservation row EXPIRED and gives the seat rows back", async () => {
-      const { concertId, scheduleIds } = await createConcert(swept, [{ seatCount: 4, price: 100n }]);
+      const { concertId, scheduleIds } = await concertOnSale(swept, [{ seatCount: 4, price: 100n }]);
       const fan = await admittedFan(swept, concertId);
       const { reservation } = await reservations(swept).holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [3, 4] }, fan.headers);
 

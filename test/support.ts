@@ -5,6 +5,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inject } from "vitest";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { randomUUID } from "node:crypto";
+import { ConcertAdminService } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { loadConfig, type Config } from "../services/platform/config.js";
@@ -76,6 +79,24 @@ export async function admittedFan(suite: Suite, concertId: string) {
   const { queueToken } = await client(suite, QueueService).enterQueue({ concertId }, bearer(user.token));
   await waitForState(suite, queueToken, QueueState.ADMITTED);
   return { userId: user.userId, token: user.token, queueToken, headers: gated(user.token, queueToken) };
+}
+
+export const inDays = (days: number) => timestampFromDate(new Date(Date.now() + days * 24 * 3600 * 1000));
+
+/**
+ * A concert put on sale with one date per spec; its id and the date ids in the
+ * order given (later specs start later, so ListSchedules keeps that order).
+ */
+export async function concertOnSale(suite: Suite, specs: { seatCount: number; price: bigint }[]) {
+  const created = await client(suite, ConcertAdminService).createConcert(
+    {
+      title: `Test concert ${randomUUID().slice(0, 8)}`,
+      venue: "Test Hall",
+      schedules: specs.map((spec, i) => ({ startsAt: inDays(10 + i), seatCount: spec.seatCount, price: spec.price })),
+    },
+    operator,
+  );
+  return { concertId: created.concert!.id, scheduleIds: created.schedules.map((s) => s.id) };
 }
 
 /** A new user and its token. */
