@@ -16,6 +16,7 @@ import { PaymentState, type Payment } from "../../gen/boxoffice/payment/v1/payme
 import { PointService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { QueueService, QueueState } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { quantile } from "./measure.js";
 
 export interface FlashSaleResult {
   fans: number;
@@ -38,10 +39,6 @@ const price = 1_000n;
 /** The fans' arrivals are spread evenly over this long. */
 const arrivalSpreadMs = 5_000;
 
-function p99(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(0.99 * sorted.length))] ?? 0;
-}
 
 export async function measureFlashSale(options: {
   transports: Transport[];
@@ -207,7 +204,7 @@ export async function measureFlashSale(options: {
       sold,
       soldOutAfterMs,
       bookingsPerSecond: sold / (soldOutAfterMs / 1000),
-      p99Ms: Object.fromEntries(Object.entries(steps).map(([step, values]) => [step, p99(values)])),
+      p99Ms: Object.fromEntries(Object.entries(steps).map(([step, values]) => [step, quantile([...values].sort((a, b) => a - b), 0.99)])),
       conflicts,
       retries,
       soldOutFans,

@@ -30,8 +30,8 @@ import { cpuPerCall, cpuSnapshot, type CpuPerCall, type CpuSnapshot } from "./cp
 import { Exhausted, measure, spread, type Result } from "./measure.js";
 import { paymentCases } from "./payments.js";
 import { summariseProfile, type ProfileSummary } from "./profile.js";
-import { admitFans, openConcert } from "./setup.js";
-import { measureWatchStreams, serverPid } from "./watch-streams.js";
+import { admitFans, enterFans } from "./setup.js";
+import { measureWatchStreams } from "./watch-streams.js";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -89,7 +89,7 @@ interface Paired extends Result {
 const flashFans = quick ? 5_000 : 20_000;
 const watchStreams = quick ? 2_000 : 10_000;
 const payers = quick ? 500 : 2_500;
-const enterFans = (timing.seconds + timing.warmSeconds) * 4_000;
+const newFanCount = (timing.seconds + timing.warmSeconds) * 4_000;
 
 const databaseUrl = await createDatabase("boxoffice_bench");
 const server = await startServer(databaseUrl);
@@ -107,7 +107,7 @@ const report: Record<string, unknown> = {
 try {
   const transports: Transport[] = Array.from({ length: connections }, () => createGrpcTransport({ baseUrl: server.url }));
   const transport = spread(transports);
-  const take = await fanPool(2 + 2_000 + enterFans + 300 + payers + watchStreams + flashFans);
+  const take = await fanPool(2 + 2_000 + newFanCount + 300 + payers + watchStreams + flashFans);
   const health = createClient(Health, transport);
   const concerts = createClient(ConcertService, transport);
   const queue = createClient(QueueService, transport);
@@ -121,10 +121,9 @@ try {
   // down polls its place, and EnterQueue adds more fans behind.
   await createClient(QueueAdminService, transport).pauseAdmission({ concertId: crowded!.id }, { headers: { authorization: `Bearer ${operatorKey}` } });
   const enterCrowded = (token: string) => queue.enterQueue({ concertId: crowded!.id }, { headers: { authorization: `Bearer ${token}` } });
-  const ahead = take(2_000);
-  for (let i = 0; i < ahead.length; i += 500) await Promise.all(ahead.slice(i, i + 500).map(enterCrowded));
+  await enterFans(transport, crowded!.id, take(2_000));
   const farDown = { "x-queue-token": (await enterCrowded(take(1)[0]!)).queueToken };
-  const newFans = take(enterFans);
+  const newFans = take(newFanCount);
   let nextFan = 0;
   const enter = async () => {
     const token = newFans[nextFan++];
@@ -188,7 +187,7 @@ try {
   if (selected("WatchQueueStatus")) {
     const watch = await measureWatchStreams({
       url: server.url,
-      serverPid: serverPid(server.process.pid!),
+      serverPid: server.process.pid!,
       redisUrl,
       operatorKey,
       concertId: watched!.id,

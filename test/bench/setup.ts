@@ -25,21 +25,24 @@ export async function openConcert(
   return { concertId, scheduleIds: created.schedules.map((s) => s.id) };
 }
 
-/** Each fan enters the concert's queue; resolves, once all are admitted, to each fan's headers for gated calls. */
-export async function admitFans(transport: Transport, concertId: string, fanTokens: string[]): Promise<Record<string, string>[]> {
+/** Each fan enters the concert's queue, 500 at a time; each fan's headers for gated calls (user token and queue token), in order. */
+export async function enterFans(transport: Transport, concertId: string, fanTokens: string[]): Promise<Record<string, string>[]> {
   const queue = createClient(QueueService, transport);
   const headers: Record<string, string>[] = [];
   for (let start = 0; start < fanTokens.length; start += 500) {
-    const batch = fanTokens.slice(start, start + 500);
-    headers.push(
-      ...(await Promise.all(
-        batch.map(async (token) => {
-          const { queueToken } = await queue.enterQueue({ concertId }, { headers: { authorization: `Bearer ${token}` } });
-          return { authorization: `Bearer ${token}`, "x-queue-token": queueToken };
-        }),
-      )),
-    );
+    const batch = fanTokens.slice(start, start + 500).map(async (token) => {
+      const { queueToken } = await queue.enterQueue({ concertId }, { headers: { authorization: `Bearer ${token}` } });
+      return { authorization: `Bearer ${token}`, "x-queue-token": queueToken };
+    });
+    headers.push(...(await Promise.all(batch)));
   }
+  return headers;
+}
+
+/** Each fan enters the concert's queue; resolves, once all are admitted, to each fan's headers for gated calls. */
+export async function admitFans(transport: Transport, concertId: string, fanTokens: string[]): Promise<Record<string, string>[]> {
+  const headers = await enterFans(transport, concertId, fanTokens);
+  const queue = createClient(QueueService, transport);
   // The last to enter is admitted last.
   while ((await queue.getQueueStatus({}, { headers: headers.at(-1)! })).status!.state !== QueueState.ADMITTED) {
     await new Promise((resolve) => setTimeout(resolve, 100));

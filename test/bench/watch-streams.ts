@@ -8,9 +8,11 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Redis } from "ioredis";
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { CoordinatorService } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
-import { QueueAdminService, QueueService, QueueState } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { QueueAdminService, QueueState } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { quantile } from "./measure.js";
+import { enterFans } from "./setup.js";
 
 export interface WatchResult {
   streams: number;
@@ -25,20 +27,6 @@ export interface WatchResult {
   admittedP50Ms: number;
   admittedP99Ms: number;
   allAdmittedMs: number;
-}
-
-/** The node process that runs the server: tsx starts it as a child of the pid we spawned. */
-export function serverPid(spawned: number): number {
-  const children = (pid: number): number[] =>
-    readdirSync(`/proc/${pid}/task`).flatMap((task) =>
-      readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number),
-    );
-  const all: number[] = [];
-  for (let frontier = [spawned]; frontier.length > 0; ) {
-    frontier = frontier.flatMap(children);
-    all.push(...frontier);
-  }
-  return all.reduce((largest, pid) => (rssMiB(pid) > rssMiB(largest) ? pid : largest), spawned);
 }
 
 function rssMiB(pid: number): number {
@@ -72,13 +60,7 @@ export async function measureWatchStreams(options: {
   await admin.pauseAdmission({ concertId }, operator);
 
   // Everyone enters the paused room.
-  const queue = createClient(QueueService, transports[0]!);
-  const queueTokens: string[] = [];
-  for (let start = 0; start < fanTokens.length; start += 500) {
-    const batch = fanTokens.slice(start, start + 500);
-    const entered = await Promise.all(batch.map((token) => queue.enterQueue({ concertId }, { headers: { authorization: `Bearer ${token}` } })));
-    queueTokens.push(...entered.map((e) => e.queueToken));
-  }
+  const queueTokens = (await enterFans(transports[0]!, concertId, fanTokens)).map((headers) => headers["x-queue-token"]!);
 
   global.gc?.();
   await sleep(1_000);
@@ -120,7 +102,6 @@ export async function measureWatchStreams(options: {
   await admin.resumeAdmission({ concertId }, operator);
   const delays = (await Promise.all(admittedAfter)).sort((a, b) => a - b);
   abort.abort();
-  const at = (q: number) => delays[Math.min(delays.length - 1, Math.floor(q * delays.length))]!;
   return {
     streams: queueTokens.length,
     connections,
@@ -129,8 +110,8 @@ export async function measureWatchStreams(options: {
     kibPerStream: ((rssOpen - rssBefore) * 1024) / queueTokens.length,
     redisScriptCallsPerSecond: perSecond(after.scripts - before.scripts),
     redisCommandsPerSecond: perSecond(after.commands - before.commands),
-    admittedP50Ms: at(0.5),
-    admittedP99Ms: at(0.99),
+    admittedP50Ms: quantile(delays, 0.5),
+    admittedP99Ms: quantile(delays, 0.99),
     allAdmittedMs: delays.at(-1)!,
   };
 }
