@@ -1,17 +1,15 @@
 import { Code, ConnectError, type Client, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { ErrorDetailSchema } from "../../gen/boxoffice/common/v1/error_pb.js";
-import { SeatState, type ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import type { BookSeatsRequest, CheckoutRequest, CoordinatorService, ReserveSeatsRequest } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import type { PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import type { Reservation, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { admitted, onBehalfOf, queueTokenHeader } from "../platform/access.js";
 import { callDependency } from "../platform/clients.js";
-import { NotFound, Reason, Refused } from "../platform/errors.js";
+import { Reason, Refused } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
 import type { QueueWatch } from "./queue-watch.js";
 
 export interface CoordinatorClients {
-  concerts: Client<typeof ConcertService>;
   reservations: Client<typeof ReservationService>;
   payments: Client<typeof PaymentService>;
 }
@@ -67,7 +65,7 @@ export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorServic
     await admitted(ctx);
     let reservationId: string;
     try {
-      reservationId = (await this.#reserve({ scheduleId, seatNumbers: wanted }, ctx, { refuseTaken: false })).id;
+      reservationId = (await this.#reserve({ scheduleId, seatNumbers: wanted }, ctx)).id;
     } catch (error) {
       const live = ConnectError.from(error).findDetails(ErrorDetailSchema)[0];
       if (live?.reason !== Reason.HOLD_LIMIT_REACHED || !live.metadata.reservation_id) throw error;
@@ -98,24 +96,14 @@ export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorServic
   }
 
   /**
-   * The seed's seat reservation: admission was checked at the door; the date and
-   * its seats are checked with the concert service; then the seats are held.
+   * The seed's seat reservation: admission was checked at the door; HoldSeats
+   * checks the date and the seats itself (no such date or seat, seats taken, or
+   * the fan's own live hold on the date, named) and holds them, all or none.
    */
-  async #reserve(req: { scheduleId: string; seatNumbers: number[] }, ctx: HandlerContext, { refuseTaken = true } = {}): Promise<Reservation> {
+  async #reserve(req: { scheduleId: string; seatNumbers: number[] }, ctx: HandlerContext): Promise<Reservation> {
     const scheduleId = check.id(req.scheduleId, "schedule_id");
-    const wanted = check.seatNumbers(req.seatNumbers);
-    const { seats } = await callDependency("concert", () => this.clients.concerts.listSeats({ scheduleId }, onBehalfOf(ctx)));
-    const byNumber = new Map(seats.map((seat) => [seat.number, seat]));
-    const missing = wanted.filter((n) => !byNumber.has(n));
-    if (missing.length > 0) {
-      throw new NotFound(Reason.SEAT_NOT_FOUND, `that date has seats 1..${seats.length}; no seat ${missing.join(", ")}`, { seats: missing.join(",") });
-    }
-    // BookSeats lets HELD seats through: the fan's own live hold reads HELD too, and HoldSeats tells the two apart.
-    const taken = wanted.filter((n) => byNumber.get(n)!.state === SeatState.SOLD || (refuseTaken && byNumber.get(n)!.state !== SeatState.AVAILABLE));
-    if (taken.length > 0) throw new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
-    const { reservation } = await callDependency("reservation", () =>
-      this.clients.reservations.holdSeats({ scheduleId, seatNumbers: wanted }, onBehalfOf(ctx)),
-    );
+    const seatNumbers = check.seatNumbers(req.seatNumbers);
+    const { reservation } = await callDependency("reservation", () => this.clients.reservations.holdSeats({ scheduleId, seatNumbers }, onBehalfOf(ctx)));
     return reservation!;
   }
 }

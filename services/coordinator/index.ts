@@ -1,4 +1,3 @@
-import { ConcertService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { CoordinatorService } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { QueueInternalService, QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
@@ -19,7 +18,6 @@ export const coordinatorModule: ServiceModule = {
       implementations: [implementation(
           CoordinatorService,
           new CoordinatorHandlers(queueWatch, {
-            concerts: clients.for(ConcertService),
             reservations: clients.for(ReservationService),
             payments: clients.for(PaymentService),
           }),

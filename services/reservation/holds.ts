@@ -46,10 +46,10 @@ export class Holds {
       // Cut off (deadline, outage): the seats may have been held all the same, for a reservation
       // that will never be written. Give them back now rather than when the hold runs out.
       if (error instanceof DependencyDown) await this.#giveBack([id]);
-      // Refused to a fan who already holds seats on this date (a retry of a hold whose answer was lost, say): say that.
+      // Refused seats the fan holds already (a retry of a hold whose answer was lost, say): name that hold.
       if (reasonOf(error) === Reason.SEAT_UNAVAILABLE) {
         const live = await this.#liveHold(em, request.userId, request.scheduleId);
-        if (live) throw this.#limitReached(live.id);
+        if (live && request.seatNumbers.some((n) => live.seat_numbers.includes(n))) throw this.#limitReached(live.id);
       }
       throw error;
     });
@@ -87,8 +87,7 @@ export class Holds {
       const { userId, scheduleId } = reservation;
       const stale = await em.nativeUpdate(Reservation, { userId, scheduleId, state: "HELD", expiresAt: { $lte: new Date() } }, { state: "EXPIRED" });
       if (stale > 0 && !retried) return this.#record(em, reservation, true);
-      const live = await em.fork().findOne(Reservation, { userId, scheduleId, state: "HELD" });
-      throw this.#limitReached(live?.id);
+      throw this.#limitReached((await this.#liveHold(em, userId, scheduleId))?.id);
     }
   }
 
@@ -164,11 +163,11 @@ export class Holds {
   }
 
   /** The fan's live hold on the date, if any: one indexed read (it runs for every refused hold, so no entity is built). */
-  async #liveHold(em: EntityManager, userId: string, scheduleId: string): Promise<{ id: string } | undefined> {
+  async #liveHold(em: EntityManager, userId: string, scheduleId: string): Promise<{ id: string; seat_numbers: number[] } | undefined> {
     const [live] = await em
       .getConnection()
-      .execute<{ id: string }[]>(
-        `select id from "reservation"."reservation" where user_id = ? and schedule_id = ? and state = 'HELD' and expires_at > now()`,
+      .execute<{ id: string; seat_numbers: number[] }[]>(
+        `select id, seat_numbers from "reservation"."reservation" where user_id = ? and schedule_id = ? and state = 'HELD' and expires_at > now()`,
         [userId, scheduleId],
       );
     return live;
