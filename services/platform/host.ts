@@ -79,10 +79,6 @@ class ShutdownSignal {
     if (type === "abort") this.#listeners.delete(listener);
   }
 
-  throwIfAborted() {
-    if (this.aborted) throw this.reason;
-  }
-
   abort() {
     if (this.aborted) return;
     this.aborted = true;
