@@ -4,8 +4,7 @@ import type { ServiceModule } from "./platform/suite.js";
 import { paymentModule } from "./payment/index.js";
 import { pointModule } from "./point/index.js";
 import { queueModule } from "./queue/index.js";
-import { reservationModule } from "./reservation/index.js";
 import { tokenModule } from "./token/index.js";
 
 /** Every service of the suite that is implemented, in start order. */
-export const modules: ServiceModule[] = [tokenModule, concertModule, queueModule, reservationModule, pointModule, paymentModule, coordinatorModule];
+export const modules: ServiceModule[] = [tokenModule, concertModule, queueModule, pointModule, paymentModule, coordinatorModule];

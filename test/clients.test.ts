@@ -1,6 +1,7 @@
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ConcertInternalService, ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { ReservationInternalService } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { ServiceClients } from "../services/platform/clients.js";
 import { failure } from "./support.js";
 
@@ -15,8 +16,10 @@ function flakyConcert(failures: number) {
     router.service(ConcertService, {
       listConcerts: () => (flaky("listConcerts"), { concerts: [] }),
     });
+    router.service(ReservationInternalService, {
+      holdSeatsForUser: () => (flaky("holdSeats"), {}),
+    });
     router.service(ConcertInternalService, {
-      holdSeats: () => (flaky("holdSeats"), {}),
       getConcertSupply: (req) => {
         flaky("getConcertSupply");
         if (req.concertId === "refuse") throw new ConnectError("no such concert", Code.NotFound);
@@ -24,7 +27,13 @@ function flakyConcert(failures: number) {
       },
     });
   };
-  const clients = new ServiceClients({ internalCredential: "x", localRoutes: () => routes, localServices: new Set(["concert"]), urls: {} });
+  const clients = new ServiceClients({
+    internalCredential: "x",
+    localRoutes: () => routes,
+    localServices: new Set(["concert"]),
+    urls: {},
+    owners: new Map([[ReservationInternalService.typeName, "concert"]]),
+  });
   return { calls, clients };
 }
 
@@ -42,9 +51,9 @@ describe("calls between services", () => {
     expect(calls.listConcerts).toBe(3);
   });
 
-  it("never repeat a call that is not idempotent (HoldSeats)", async () => {
+  it("never repeat a call that is not idempotent (HoldSeatsForUser)", async () => {
     const { calls, clients } = flakyConcert(1);
-    const error = await failure(clients.for(ConcertInternalService).holdSeats({}));
+    const error = await failure(clients.for(ReservationInternalService).holdSeatsForUser({}));
     expect(error.code).toBe(Code.Unavailable);
     expect(calls.holdSeats).toBe(1);
   });

@@ -485,7 +485,7 @@ describe("a payment is driven under a lease, never with a transaction open acros
 
   it("an outage of the point service leaves the payment PENDING, Pay says so and lets go of it; another instance's recovery loop pays it later", async () => {
     // A payment instance whose point service is down; the rest of the deployment is the shared suite.
-    const cut = await startTestSuite({ ...deployment, SERVICES: "payment", QUEUE_URL: suite.host.url, RESERVATION_URL: suite.host.url, POINT_URL: "http://127.0.0.1:1" });
+    const cut = await startTestSuite({ ...deployment, SERVICES: "payment", QUEUE_URL: suite.host.url, CONCERT_URL: suite.host.url, POINT_URL: "http://127.0.0.1:1" });
     try {
       const { concertId, scheduleIds } = await concertOnSale(suite, [{ seatCount: 4, price: 600n }]);
       const fan = await admittedFan(suite, concertId);
@@ -889,7 +889,7 @@ describe("a randomized run (HOLD_SECONDS=2)", () => {
 
     // ---- the seats: each SOLD seat belongs to exactly one CONFIRMED reservation, bought by exactly one SUCCEEDED payment.
     const { rows: reservations } = await db.query<{ id: string; schedule_id: string; state: string; seat_numbers: number[]; payment_id: string | null }>(
-      `select id, schedule_id, state, seat_numbers, payment_id from reservation.reservation where schedule_id = any($1::uuid[])`,
+      `select id, schedule_id, state, seat_numbers, payment_id from concert.hold where schedule_id = any($1::uuid[])`,
       [scheduleIds],
     );
     const reservationById = new Map(reservations.map((r) => [r.id, r]));

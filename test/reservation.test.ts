@@ -101,7 +101,7 @@ async function seatRows(scheduleId: string, pool = db): Promise<SeatRow[]> {
 }
 
 async function reservationRow(id: string, pool = db): Promise<{ state: string } | undefined> {
-  const { rows } = await pool.query<{ state: string }>(`select state from "reservation"."reservation" where id = $1`, [id]);
+  const { rows } = await pool.query<{ state: string }>(`select state from "concert"."hold" where id = $1`, [id]);
   return rows[0];
 }
 
@@ -126,7 +126,7 @@ async function expectOneWinner(on: Suite, fans: Fan[], results: PromiseSettledRe
   const { reservation } = await reservations(on).getReservation({ reservationId: won.id }, bearer(winner.token));
   expect(reservation!.state).toBe(ReservationState.HELD);
   // The losers wrote no reservation.
-  const { rows: records } = await db.query(`select id from "reservation"."reservation" where schedule_id = $1`, [scheduleId]);
+  const { rows: records } = await db.query(`select id from "concert"."hold" where schedule_id = $1`, [scheduleId]);
   expect(records.map((r) => r.id)).toEqual([won.id]);
 }
 

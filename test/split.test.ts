@@ -24,7 +24,8 @@ import { bearer, failure, gated, operator, testSecrets, withQueueToken } from ".
 
 /**
  * The suite split into one OS process per service (`SERVICES=<name>`, as
- * `npm run start:<name>` runs it), plus a second reservation instance, on a
+ * `npm run start:<name>` runs it), plus a second concert instance (which serves
+ * the seats and the holds on them, ReservationService), on a
  * fresh PostgreSQL database and real Redis. Every call between services goes
  * over gRPC (h2c) to `<SERVICE>_URL`; this file talks to each process directly.
  */
@@ -33,10 +34,10 @@ const redisUrl = "redis://127.0.0.1:6379";
 const redisPrefix = `test:split:${randomUUID()}:`;
 const databaseName = `boxoffice_split_${process.pid}_${Date.now().toString(36)}`;
 
-/** The processes: one per service, "reservationB" a second reservation instance, "orphan" a reservation with no CONCERT_URL. */
-const roles = ["token", "queue", "concert", "reservation", "reservationB", "point", "payment", "coordinator", "orphan"] as const;
+/** The processes: one per service, "concertB" a second concert instance, "orphan" a coordinator with no CONCERT_URL. */
+const roles = ["token", "queue", "concert", "concertB", "point", "payment", "coordinator", "orphan"] as const;
 type Role = (typeof roles)[number];
-const serviceOf = (role: Role) => (role === "reservationB" || role === "orphan" ? "reservation" : role);
+const serviceOf = (role: Role) => (role === "concertB" ? "concert" : role === "orphan" ? "coordinator" : role);
 
 const processes: Partial<Record<Role, ServerProcess>> = {};
 const urls = {} as Record<Role, string>;
@@ -66,13 +67,11 @@ beforeAll(async () => {
   const databaseUrl = await createDatabase(databaseName);
   const ports = await freePorts(roles.length);
   roles.forEach((role, i) => (urls[role] = `http://127.0.0.1:${ports[i]}`));
-  // Every process knows where the one instance of each other service is; the coordinator
-  // and payment processes (and every other caller) reach reservation instance A.
+  // Every process knows where the one instance of each other service is; every caller reaches concert instance A.
   const serviceUrls: Record<string, string> = {
     TOKEN_URL: urls.token,
     QUEUE_URL: urls.queue,
     CONCERT_URL: urls.concert,
-    RESERVATION_URL: urls.reservation,
     POINT_URL: urls.point,
     PAYMENT_URL: urls.payment,
     COORDINATOR_URL: urls.coordinator,
@@ -118,7 +117,7 @@ beforeAll(async () => {
   );
   const failed = started.flatMap((result, i) => (result.status === "rejected" ? [`${roles[i]}: ${String(result.reason)}`] : []));
   if (failed.length > 0) throw new Error(`processes failed to start:\n${failed.join("\n")}`);
-  // Nine processes boot at once (tsx compiles each): on a 2-CPU machine that alone takes about 25 s.
+  // Eight processes boot at once (tsx compiles each): on a 2-CPU machine that alone takes about 25 s.
 }, 90_000);
 
 /**
@@ -211,7 +210,6 @@ describe("the suite as separate processes", () => {
       token: TokenService,
       queue: QueueService,
       concert: ConcertService,
-      reservation: ReservationService,
       point: PointService,
       payment: PaymentService,
       coordinator: CoordinatorService,
@@ -224,6 +222,11 @@ describe("the suite as separate processes", () => {
     }
     const error = await failure(on("queue", TokenService).issueUserToken({}));
     expect(error.code).toBe(Code.Unimplemented);
+    // The holds are served beside the seats.
+    for (const role of ["concert", "concertB"] as const) {
+      const { status } = await on(role, Health).check({ service: ReservationService.typeName });
+      expect(status, role).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    }
   });
 
   it("runs the whole booking flow across the processes", async () => {
@@ -259,7 +262,7 @@ describe("the suite as separate processes", () => {
     expect(seats).toHaveLength(10);
     expect(seats.every((seat) => seat.state === SeatState.AVAILABLE && seat.price === 150n)).toBe(true);
 
-    // The coordinator holds through reservation instance A, which holds in the concert process.
+    // The coordinator holds in concert instance A (ReservationInternalService), one call.
     const { reservation } = await on("coordinator", CoordinatorService).reserveSeats({ scheduleId, seatNumbers: [4, 2] }, fan);
     expect(reservation).toMatchObject({ state: ReservationState.HELD, seatNumbers: [2, 4], amount: 300n, userId: user.userId, concertId, scheduleId });
     expect(await seatStates(fan, scheduleId)).toMatchObject({ 2: "HELD", 4: "HELD", 3: "AVAILABLE" });
@@ -267,7 +270,7 @@ describe("the suite as separate processes", () => {
     const charged = await on("point", PointService).chargePoints({ amount: 1_000n, idempotencyKey: `charge-${randomUUID()}` }, bearer(user.token));
     expect(charged.balance).toBe(1_000n);
 
-    // Checkout: coordinator → payment → point (UsePoints), reservation A (ConfirmReservation → concert SellSeats), queue (CompleteSession).
+    // Checkout: coordinator → payment (PayForUser) → concert A (GetUserReservation, ConfirmReservation), point (UsePoints), queue (CompleteSession).
     const checkout = await on("coordinator", CoordinatorService).checkout({ reservationId: reservation!.id, idempotencyKey: `pay-${randomUUID()}` }, fan);
     expect(checkout.payment).toMatchObject({ state: PaymentState.SUCCEEDED, amount: 300n, reservationId: reservation!.id, userId: user.userId });
     expect(checkout.reservation).toMatchObject({ id: reservation!.id, state: ReservationState.CONFIRMED, paymentId: checkout.payment!.id });
@@ -276,7 +279,7 @@ describe("the suite as separate processes", () => {
     const { payment } = await on("payment", PaymentService).getPayment({ paymentId: checkout.payment!.id }, bearer(user.token));
     expect(payment!.state).toBe(PaymentState.SUCCEEDED);
     expect((await on("point", PointService).getBalance({}, bearer(user.token))).balance).toBe(700n);
-    for (const role of ["reservation", "reservationB"] as const) {
+    for (const role of ["concert", "concertB"] as const) {
       const { reservation: read } = await on(role, ReservationService).getReservation({ reservationId: reservation!.id }, bearer(user.token));
       expect(read!.state, role).toBe(ReservationState.CONFIRMED);
     }
@@ -293,13 +296,13 @@ describe("the suite as separate processes", () => {
   });
 });
 
-describe("two reservation instances", () => {
+describe("two concert instances, holds beside the seats", () => {
   it("of 50 fans racing for one seat through instances A and B, exactly one wins", async () => {
     const { concertId, scheduleIds } = await createConcert([5]);
     const scheduleId = scheduleIds[0]!;
     const fans = await Promise.all(Array.from({ length: 50 }, () => admittedFan(concertId)));
-    const instanceOf = (i: number) => (i % 2 === 0 ? "reservation" : "reservationB");
-    const clients = { reservation: on("reservation", ReservationService), reservationB: on("reservationB", ReservationService) };
+    const instanceOf = (i: number) => (i % 2 === 0 ? "concert" : "concertB");
+    const clients = { concert: on("concert", ReservationService), concertB: on("concertB", ReservationService) };
     const results = await Promise.allSettled(fans.map((fan, i) => clients[instanceOf(i)].holdSeats({ scheduleId, seatNumbers: [3] }, fan.headers)));
 
     const tally: Record<string, number> = {};
@@ -310,11 +313,11 @@ describe("two reservation instances", () => {
     expect(tally).toEqual({ ok: 1, "FailedPrecondition/SEAT_UNAVAILABLE": 49 });
     const winnerIndex = results.findIndex((result) => result.status === "fulfilled");
     const winner = fans[winnerIndex]!;
-    const won = (results[winnerIndex] as PromiseFulfilledResult<Awaited<ReturnType<(typeof clients)["reservation"]["holdSeats"]>>>).value.reservation!;
+    const won = (results[winnerIndex] as PromiseFulfilledResult<Awaited<ReturnType<(typeof clients)["concert"]["holdSeats"]>>>).value.reservation!;
     expect(won).toMatchObject({ state: ReservationState.HELD, seatNumbers: [3], userId: winner.userId });
 
-    // Both instances read the winner's hold; the concert process reads the seat HELD.
-    for (const role of ["reservation", "reservationB"] as const) {
+    // Both instances read the winner's hold, and the seat HELD.
+    for (const role of ["concert", "concertB"] as const) {
       const { reservation } = await on(role, ReservationService).getReservation({ reservationId: won.id }, bearer(winner.token));
       expect(reservation!.state, role).toBe(ReservationState.HELD);
     }
@@ -331,41 +334,45 @@ describe("two reservation instances", () => {
     const { concertId, scheduleIds } = await createConcert([4]);
     const scheduleId = scheduleIds[0]!;
     const fan = await admittedFan(concertId);
-    const { reservation } = await on("reservationB", ReservationService).holdSeats({ scheduleId, seatNumbers: [1, 2] }, fan.headers);
+    const { reservation } = await on("concertB", ReservationService).holdSeats({ scheduleId, seatNumbers: [1, 2] }, fan.headers);
     expect(reservation!.state).toBe(ReservationState.HELD);
 
-    const { reservation: read } = await on("reservation", ReservationService).getReservation({ reservationId: reservation!.id }, bearer(fan.token));
+    const { reservation: read } = await on("concert", ReservationService).getReservation({ reservationId: reservation!.id }, bearer(fan.token));
     expect(read).toMatchObject({ id: reservation!.id, state: ReservationState.HELD, seatNumbers: [1, 2] });
     // The one-hold-per-date rule holds across instances too.
-    expect(outcome(await failure(on("reservation", ReservationService).holdSeats({ scheduleId, seatNumbers: [3] }, fan.headers)))).toBe(
+    expect(outcome(await failure(on("concert", ReservationService).holdSeats({ scheduleId, seatNumbers: [3] }, fan.headers)))).toBe(
       "FailedPrecondition/HOLD_LIMIT_REACHED",
     );
 
-    const { reservation: released } = await on("reservation", ReservationService).releaseHold({ reservationId: reservation!.id }, bearer(fan.token));
+    const { reservation: released } = await on("concert", ReservationService).releaseHold({ reservationId: reservation!.id }, bearer(fan.token));
     expect(released!.state).toBe(ReservationState.RELEASED);
-    const { reservation: seenOnB } = await on("reservationB", ReservationService).getReservation({ reservationId: reservation!.id }, bearer(fan.token));
+    const { reservation: seenOnB } = await on("concertB", ReservationService).getReservation({ reservationId: reservation!.id }, bearer(fan.token));
     expect(seenOnB!.state).toBe(ReservationState.RELEASED);
     expect(await seatStates(fan.headers, scheduleId)).toEqual({ 1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE", 4: "AVAILABLE" });
 
     // Free again, the seats can be held on the other instance.
-    const again = await on("reservationB", ReservationService).holdSeats({ scheduleId, seatNumbers: [2] }, fan.headers);
+    const again = await on("concertB", ReservationService).holdSeats({ scheduleId, seatNumbers: [2] }, fan.headers);
     expect(again.reservation!.state).toBe(ReservationState.HELD);
   });
 });
 
-describe("a reservation process started without CONCERT_URL", () => {
-  it("fails calls that need the concert service with Unavailable, and keeps serving", async () => {
+describe("a coordinator process started without CONCERT_URL", () => {
+  it("fails calls that need the holds with Unavailable, and keeps serving", async () => {
     const { concertId, scheduleIds } = await createConcert([3]);
     const fan = await admittedFan(concertId);
     for (let attempt = 0; attempt < 2; attempt++) {
-      const error = await failure(on("orphan", ReservationService).holdSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [1] }, fan.headers));
+      const error = await failure(on("orphan", CoordinatorService).reserveSeats({ scheduleId: scheduleIds[0]!, seatNumbers: [1] }, fan.headers));
       expect(outcome(error), error.rawMessage).toBe("Unavailable/DEPENDENCY_UNAVAILABLE");
     }
-    // Calls that stay within the reservation service still work.
-    const { reservations } = await on("orphan", ReservationService).listReservations({}, bearer(fan.token));
-    expect(reservations).toEqual([]);
+    // Calls that need only the queue still work: the watch stream reads the fan ADMITTED.
+    for await (const message of on("orphan", CoordinatorService).watchQueueStatus({}, { ...withQueueToken(fan.queueToken), timeoutMs: 10_000 })) {
+      expect(message.status!.state).toBe(QueueState.ADMITTED);
+      break;
+    }
     const { status } = await on("orphan", Health).check({});
     expect(status).toBe(HealthCheckResponse_ServingStatus.SERVING);
     expect(processes.orphan!.process.exitCode).toBeNull();
+    // Nothing was held.
+    expect(await seatStates(fan.headers, scheduleIds[0]!)).toEqual({ 1: "AVAILABLE", 2: "AVAILABLE", 3: "AVAILABLE" });
   });
 });

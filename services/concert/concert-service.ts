@@ -6,9 +6,6 @@ import {
   ConcertAdminService as ConcertAdminServiceDesc,
   ConcertInternalService as ConcertInternalServiceDesc,
   type GetConcertSupplyRequest,
-  type HoldSeatsRequest,
-  type ReleaseSeatsRequest,
-  type SellSeatsRequest,
   ConcertService as ConcertServiceDesc,
   SeatState,
   type CreateConcertRequest,
@@ -17,10 +14,10 @@ import {
 } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { entityManager } from "../platform/database.js";
 import { admission } from "../platform/access.js";
-import { DependencyDown, Forbidden, NotFound, Reason } from "../platform/errors.js";
+import { Forbidden, NotFound, Reason } from "../platform/errors.js";
 import { check } from "../platform/validate.js";
 import { Concert, Schedule, Seat } from "./concert.entity.js";
-import { type SeatInventory, seatStateNow } from "./seat-inventory.js";
+import { seatStateNow } from "./holds.js";
 import { SeatMaps } from "./seat-maps.js";
 
 export const defaultSeatCount = 50;
@@ -104,8 +101,6 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
 
 /** Answers other boxoffice services (the queue's supply-aware admission). */
 export class ConcertInternalService implements ServiceImpl<typeof ConcertInternalServiceDesc> {
-  constructor(private readonly inventory: SeatInventory) {}
-
   async getConcertSupply(req: GetConcertSupplyRequest, ctx: HandlerContext) {
     const concertId = check.id(req.concertId, "concert_id");
     const em = entityManager(ctx);
@@ -121,42 +116,6 @@ export class ConcertInternalService implements ServiceImpl<typeof ConcertInterna
     const count = (state: string) => Number(rows.find((row) => row.state === state)?.seats ?? 0);
     const [available, held, sold] = [count("AVAILABLE"), count("HELD"), count("SOLD")];
     return { total: available + held + sold, available, held, sold };
-  }
-
-  async holdSeats(req: HoldSeatsRequest, ctx: HandlerContext) {
-    const numbers = check.seatNumbers(req.seatNumbers);
-    // A caller that has given up (its deadline passed while this call waited its turn) would never
-    // record the hold, and the seats would sit held for nobody until it ran out: hold nothing then.
-    if (ctx.signal.aborted) throw new DependencyDown("the caller gave up before the seats were held");
-    const reservationId = check.id(req.reservationId, "reservation_id");
-    const held = await this.inventory.hold(entityManager(ctx), {
-      scheduleId: check.id(req.scheduleId, "schedule_id"),
-      concertId: check.id(req.concertId, "concert_id"),
-      seatNumbers: numbers,
-      reservationId,
-      holdMs: check.integer(req.holdMs, "hold_ms", 1, 3_600_000),
-    });
-    // The caller gave up while this waited for a connection or a lock: it will not record the hold.
-    if (ctx.signal.aborted) {
-      await this.inventory.release(entityManager(ctx), [reservationId]);
-      throw new DependencyDown("the caller gave up while the seats were being held");
-    }
-    return { seats: held.seats.map((seat) => ({ number: seat.number, price: BigInt(seat.price) })), heldUntil: timestampFromDate(held.heldUntil) };
-  }
-
-  async sellSeats(req: SellSeatsRequest, ctx: HandlerContext) {
-    await this.inventory.sell(
-      entityManager(ctx),
-      check.id(req.reservationId, "reservation_id"),
-      check.id(req.scheduleId, "schedule_id"),
-      check.integer(req.seatCount, "seat_count", 1, 4),
-    );
-    return {};
-  }
-
-  async releaseSeats(req: ReleaseSeatsRequest, ctx: HandlerContext) {
-    const ids = check.count(req.reservationIds, "reservation_ids", 0, 1000).map((id, i) => check.id(id, `reservation_ids[${i}]`));
-    return this.inventory.release(entityManager(ctx), ids);
   }
 }
 

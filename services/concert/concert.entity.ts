@@ -27,9 +27,9 @@ export const Schedule = defineEntity({
 });
 
 /**
- * A seat of a date: the one source of truth for what can be sold. The concert
- * service owns seat inventory; the reservation service changes it only through
- * ConcertInternalService (hold, sell, release).
+ * A seat of a date: the one source of truth for what can be sold. Its hold
+ * (reservation_id, held_until) is written by the same statements as the Hold
+ * it belongs to, so the two never disagree.
  */
 export const Seat = defineEntity({
   name: "Seat",
@@ -51,9 +51,46 @@ export const Seat = defineEntity({
     number: p.integer().primary(),
     price: p.bigint("number"),
     state: p.enum(["AVAILABLE", "HELD", "SOLD"] as const).default("AVAILABLE"),
-    /** The reservation holding or having bought the seat. */
+    /** The hold (reservation) holding or having bought the seat. */
     reservationId: p.uuid().nullable(),
     /** A HELD seat is free again from this moment, whether or not anyone tidies it up. */
     heldUntil: p.datetime().nullable(),
+  },
+});
+
+export const holdStates = ["HELD", "CONFIRMED", "RELEASED", "EXPIRED"] as const;
+export type HoldState = (typeof holdStates)[number];
+
+/**
+ * A fan's hold on seats of one date, and the sale it becomes: the record behind
+ * ReservationService (its id is the reservation id). It lives beside the seats
+ * it holds, so holding, confirming, releasing and expiring each change both in
+ * one statement.
+ */
+export const Hold = defineEntity({
+  name: "Hold",
+  schema: "concert",
+  tableName: "hold",
+  indexes: [
+    { name: "hold_user_newest_index", properties: ["userId", "createdAt", "id"] },
+    { name: "hold_expiry_index", properties: ["expiresAt"], where: `"state" = 'HELD'` },
+  ],
+  uniques: [
+    // At most one live hold per fan and date; a HELD row past its end is marked EXPIRED before a new hold is written.
+    { name: "hold_one_per_date", properties: ["userId", "scheduleId"], where: `"state" = 'HELD'` },
+  ],
+  properties: {
+    id: p.uuid().primary(),
+    userId: p.uuid(),
+    concertId: p.uuid(),
+    scheduleId: p.uuid(),
+    seatNumbers: p.json<number[]>(),
+    amount: p.bigint("number"),
+    state: p.enum(holdStates),
+    /** When the hold ends unless paid for, by the database's clock (its seats' held_until). */
+    expiresAt: p.datetime(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    /** While CONFIRMED: the payment that bought the seats. */
+    paymentId: p.uuid().nullable(),
   },
 });

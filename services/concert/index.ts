@@ -3,36 +3,47 @@ import {
   ConcertInternalService as ConcertInternalServiceDesc,
   ConcertService as ConcertServiceDesc,
 } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { ReservationInternalService, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { Repeating } from "../platform/background.js";
+import { listenTo, type Listening } from "../platform/notifications.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
-import { Concert, Schedule, Seat } from "./concert.entity.js";
+import { Concert, Hold, Schedule, Seat } from "./concert.entity.js";
 import { ConcertAdminService, ConcertInternalService, ConcertService } from "./concert-service.js";
 import { seedDemo } from "./demo.js";
-import { SeatInventory } from "./seat-inventory.js";
-import { SeatMaps } from "./seat-maps.js";
-import { listenTo, type Listening } from "../platform/notifications.js";
+import { Holds } from "./holds.js";
 import { Migration20261124000000_concerts } from "./migrations/Migration20261124000000_concerts.js";
 import { Migration20261124010000_seat_holds } from "./migrations/Migration20261124010000_seat_holds.js";
 import { Migration20261124020000_seat_notify } from "./migrations/Migration20261124020000_seat_notify.js";
+import { Migration20261201000000_holds } from "./migrations/Migration20261201000000_holds.js";
+import { queueSupplyAnnouncer } from "./neighbours.js";
+import { ReservationHandlers, ReservationInternalHandlers } from "./reservation-service.js";
+import { SeatMaps } from "./seat-maps.js";
 
-/** Concert service: what is on sale, its dates and seats. */
+/** Concert service: what is on sale, its dates and seats, and the fans' holds on them (ReservationService). */
 export const concertModule: ServiceModule = {
   name: "concert",
+  serves: [ConcertServiceDesc, ConcertInternalServiceDesc, ConcertAdminServiceDesc, ReservationService, ReservationInternalService],
   database: {
     schema: "concert",
-    entities: [Concert, Schedule, Seat],
-    migrations: [Migration20261124000000_concerts, Migration20261124010000_seat_holds, Migration20261124020000_seat_notify],
+    entities: [Concert, Schedule, Seat, Hold],
+    migrations: [Migration20261124000000_concerts, Migration20261124010000_seat_holds, Migration20261124020000_seat_notify, Migration20261201000000_holds],
     // The longest a hold waits for another hold on the same seats before it is refused.
     settings: { lock_timeout: "2s" },
   },
-  create: ({ config, orm }) => {
+  create: ({ config, orm, clients }) => {
     // On a shared PostgreSQL other instances change seats too: cache seat maps only while hearing their notifications.
     const maps = new SeatMaps(config.databaseUrl !== undefined);
+    const holds = new Holds(maps, queueSupplyAnnouncer(clients.for(QueueInternalService)), config.holdMs);
+    const sweeper = new Repeating("hold sweeper", config.holdSweepMs, () => holds.sweep(orm!.em.fork()));
     let listening: Listening | undefined;
     return {
       implementations: [
         implementation(ConcertServiceDesc, new ConcertService(maps)),
-        implementation(ConcertInternalServiceDesc, new ConcertInternalService(new SeatInventory(maps))),
+        implementation(ConcertInternalServiceDesc, new ConcertInternalService()),
         implementation(ConcertAdminServiceDesc, new ConcertAdminService()),
+        implementation(ReservationService, new ReservationHandlers(holds)),
+        implementation(ReservationInternalService, new ReservationInternalHandlers(holds)),
       ],
       start: async () => {
         if (config.databaseUrl) {
@@ -42,8 +53,10 @@ export const concertModule: ServiceModule = {
           });
         }
         if (config.seedDemo && (await seedDemo(orm!))) console.log("concert: loaded the demo concerts");
+        sweeper.start();
       },
       stop: async () => {
+        await sweeper.stop();
         await listening?.close();
       },
     };

@@ -1,4 +1,5 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
+import { heldPastItsEnd } from "./holds.js";
 
 export type SeatStateName = "AVAILABLE" | "HELD" | "SOLD";
 
@@ -88,7 +89,7 @@ export class SeatMaps {
 
   /** A seat's state now: a hold past its end is AVAILABLE. */
   static stateNow(seat: SeatRow, map: SeatMap, now = Date.now()): SeatStateName {
-    return seat.state === "HELD" && seat.heldUntil !== null && seat.heldUntil <= now + map.clockSkewMs ? "AVAILABLE" : seat.state;
+    return heldPastItsEnd(seat.state, seat.heldUntil, now + map.clockSkewMs) ? "AVAILABLE" : seat.state;
   }
 
   async #load(em: EntityManager, scheduleId: string): Promise<SeatMap | undefined> {

@@ -1,25 +1,26 @@
-import { PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
+import { PaymentInternalService, PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointInternalService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
-import { ReservationInternalService, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { ReservationInternalService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { Repeating } from "../platform/background.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
 import { Migration20261124040000_payments } from "./migrations/Migration20261124040000_payments.js";
 import { Migration20261124050000_payment_lease } from "./migrations/Migration20261124050000_payment_lease.js";
+import { pointsPort, reservationsPort, sessionsPort } from "./neighbours.js";
 import { Payment } from "./payment.entity.js";
-import { PaymentHandlers } from "./payment-service.js";
+import { PaymentHandlers, PaymentInternalHandlers } from "./payment-service.js";
 import { Payments } from "./payments.js";
 
 /** Payment service: paying for holds with points, and recovering payments a crash interrupted. */
 export const paymentModule: ServiceModule = {
   name: "payment",
+  serves: [PaymentService, PaymentInternalService],
   database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments, Migration20261124050000_payment_lease] },
   create: ({ config, orm, clients }) => {
     const payments = new Payments({
-      points: clients.for(PointInternalService),
-      reservations: clients.for(ReservationService),
-      reservationsInternal: clients.for(ReservationInternalService),
-      queue: clients.for(QueueInternalService),
+      points: pointsPort(clients.for(PointInternalService)),
+      reservations: reservationsPort(clients.for(ReservationInternalService)),
+      sessions: sessionsPort(clients.for(QueueInternalService)),
     });
     const { paymentRecoveryMs } = config;
     // Stale after a third of the interval, looked for every sixth: settled well within the interval.
@@ -27,7 +28,7 @@ export const paymentModule: ServiceModule = {
       payments.recover(orm!.em.fork(), paymentRecoveryMs / 3),
     );
     return {
-      implementations: [implementation(PaymentService, new PaymentHandlers(payments))],
+      implementations: [implementation(PaymentService, new PaymentHandlers(payments)), implementation(PaymentInternalService, new PaymentInternalHandlers(payments))],
       start: async () => recovery.start(),
       stop: () => recovery.stop(),
     };

@@ -6,17 +6,19 @@ import {
   PaymentState,
   type GetPaymentRequest,
   type ListPaymentsRequest,
+  type PayForUserRequest,
   type PayRequest,
   type Payment as PaymentMessage,
+  type PaymentInternalService,
   type PaymentService,
 } from "../../gen/boxoffice/payment/v1/payment_pb.js";
-import { admitted, caller, onBehalfOf } from "../platform/access.js";
+import { admitted, caller } from "../platform/access.js";
 import { entityManager } from "../platform/database.js";
 import { NotFound, Reason } from "../platform/errors.js";
 import { newestFirst } from "../platform/pagination.js";
 import { check } from "../platform/validate.js";
 import { Payment } from "./payment.entity.js";
-import type { PaymentRecord, Payments } from "./payments.js";
+import type { Paid, PaymentRecord, Payments } from "./payments.js";
 
 const states = { PENDING: PaymentState.PENDING, SUCCEEDED: PaymentState.SUCCEEDED, FAILED: PaymentState.FAILED } as const;
 
@@ -34,18 +36,19 @@ export function paymentMessage(payment: PaymentRecord): PaymentMessage {
   });
 }
 
+const answer = ({ payment, reservation }: Paid) => ({ payment: paymentMessage(payment), reservation });
+
 export class PaymentHandlers implements ServiceImpl<typeof PaymentService> {
   constructor(private readonly payments: Payments) {}
 
   async pay(req: PayRequest, ctx: HandlerContext) {
-    const payment = await this.payments.pay(entityManager(ctx), {
+    const paid = await this.payments.pay(entityManager(ctx), {
       userId: caller(ctx).userId,
       admitted: () => admitted(ctx),
       reservationId: check.id(req.reservationId, "reservation_id"),
       idempotencyKey: check.idempotencyKey(req.idempotencyKey),
-      onBehalf: onBehalfOf(ctx),
     });
-    return { payment: paymentMessage(payment) };
+    return answer(paid);
   }
 
   async getPayment(req: GetPaymentRequest, ctx: HandlerContext) {
@@ -61,5 +64,26 @@ export class PaymentHandlers implements ServiceImpl<typeof PaymentService> {
   async listPayments(req: ListPaymentsRequest, ctx: HandlerContext) {
     const page = await newestFirst(entityManager(ctx), Payment, { userId: caller(ctx).userId }, req);
     return { payments: page.rows.map(paymentMessage), nextPageToken: page.nextPageToken };
+  }
+}
+
+/** For the coordinator, which checked the fan's access and admission at its own edge. */
+export class PaymentInternalHandlers implements ServiceImpl<typeof PaymentInternalService> {
+  constructor(private readonly payments: Payments) {}
+
+  async payForUser(req: PayForUserRequest, ctx: HandlerContext) {
+    const concertId = req.replayOnly ? undefined : check.id(req.concertId, "concert_id");
+    const paid = await this.payments.pay(entityManager(ctx), {
+      userId: check.id(req.userId, "user_id"),
+      admitted: async () => {
+        if (concertId === undefined) throw new NotFound(Reason.PAYMENT_NOT_FOUND, "no payment with that idempotency key");
+        return { concertId };
+      },
+      // A replay may leave it out: the payment made with the key is the answer, whatever it paid for.
+      reservationId: req.replayOnly && req.reservationId === "" ? undefined : check.id(req.reservationId, "reservation_id"),
+      idempotencyKey: check.idempotencyKey(req.idempotencyKey),
+      reservation: req.reservation,
+    });
+    return answer(paid);
   }
 }

@@ -1,41 +1,71 @@
-import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
 import type { EntityManager, InferEntity } from "@mikro-orm/postgresql";
+import { create } from "@bufbuild/protobuf";
 import { randomUUID } from "node:crypto";
-import type { PointInternalService } from "../../gen/boxoffice/point/v1/point_pb.js";
-import type { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
-import { ReservationState, type ReservationInternalService, type ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
-import { callDependency } from "../platform/clients.js";
-import { Forbidden, NotFound, Reason, reasonOf, Refused } from "../platform/errors.js";
+import { ReservationSchema, ReservationState, type Reservation } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { DependencyDown, Forbidden, NotFound, Reason, Refused } from "../platform/errors.js";
 import { Payment, type PaymentState } from "./payment.entity.js";
 
 export type PaymentRecord = InferEntity<typeof Payment>;
+export type { Reservation };
 
-export interface PaymentClients {
-  points: Client<typeof PointInternalService>;
-  reservations: Client<typeof ReservationService>;
-  reservationsInternal: Client<typeof ReservationInternalService>;
-  queue: Client<typeof QueueInternalService>;
+/** A refusal by a neighbour that ends a payment FAILED (an outage, by contrast, is a DependencyDown and leaves it PENDING). */
+export interface Refusal {
+  refused: Reason;
+  message: string;
+}
+
+/** The fan's points (the point service). Every movement is keyed by the payment, so a repeat moves nothing. */
+export interface PointsPort {
+  debit(userId: string, amount: number, paymentId: string): Promise<"debited" | Refusal>;
+  refund(userId: string, paymentId: string): Promise<void>;
+}
+
+/** The holds (served beside the seats). */
+export interface ReservationsPort {
+  /** A reservation of the fan; NotFound when it is not theirs. */
+  get(userId: string, reservationId: string): Promise<Reservation>;
+  /** Sells the hold for the payment (idempotent per payment), or says why it cannot be sold. */
+  confirm(request: { userId: string; reservationId: string; paymentId: string; amount: number }): Promise<Reservation | Refusal>;
+}
+
+/** The fan's queue session, which a payment ends (the seed: paying ends the queue token). */
+export interface SessionsPort {
+  complete(userId: string, concertId: string): Promise<void>;
+}
+
+export interface PaymentNeighbours {
+  points: PointsPort;
+  reservations: ReservationsPort;
+  sessions: SessionsPort;
 }
 
 export interface PayRequest {
   userId: string;
-  /** Checks the fan's admission (for a new payment only) and says to which concert. */
+  /** The fan's admission, checked at the edge the fan called; asked for a new payment only, not for a replay. */
   admitted: () => Promise<{ concertId: string }>;
-  reservationId: string;
+  /** Undefined only for a replay (admitted refuses): the payment made with the key, whatever it paid for. */
+  reservationId: string | undefined;
   idempotencyKey: string;
-  /** The fan's credentials, to read the reservation as its owner. */
-  onBehalf: CallOptions;
+  /** The reservation as the caller has just read or made it, so that it need not be read again. */
+  reservation?: Reservation;
 }
+
+/** A payment and the reservation as it left it (undefined where it could not be read). */
+export interface Paid {
+  payment: PaymentRecord;
+  reservation: Reservation | undefined;
+}
+
+const isRefusal = (result: unknown): result is Refusal => typeof result === "object" && result !== null && "refused" in result;
 
 /**
  * How long a driver's claim on a payment lasts. A drive is at most four calls
- * of 5 s (debit, confirm, refund, end the session), and its calls are cut off
- * `writeMarginMs` before the lease ends anyway; a crashed driver's payment is
- * recovered once its lease has lapsed.
+ * (debit, confirm, refund, end the session), each under the 5 s deadline of
+ * calls between services, retries included: 20 s, which leaves 10 s for
+ * recording the outcome before another driver may take it. A crashed driver's
+ * payment is recovered once its lease has lapsed.
  */
 export const leaseMs = 30_000;
-/** Left at the end of a lease for recording the outcome. */
-const writeMarginMs = 5_000;
 /** Pauses of a caller polling for the outcome of a drive in another process: 1.55 s in all, well within the 5 s deadline between services. */
 const awaitOtherMs = [50, 100, 200, 400, 800];
 
@@ -52,11 +82,11 @@ interface Outcome {
 
 const table = `"payment"."payment"`;
 
-/** A refusal from another service that ends a payment as FAILED (as opposed to an outage, which leaves it PENDING). */
-function refusal(error: unknown): { reason: Reason; message: string } | undefined {
-  if (!(error instanceof ConnectError) || ![Code.FailedPrecondition, Code.NotFound].includes(error.code)) return undefined;
-  return { reason: reasonOf(error) ?? Reason.PAYMENT_FAILED, message: error.rawMessage };
-}
+/** The reservation's state a refusal to sell it implies, for the answer (the hold's owner has the last word on a read). */
+const endedAs: Partial<Record<Reason, ReservationState>> = {
+  [Reason.HOLD_EXPIRED]: ReservationState.EXPIRED,
+  [Reason.HOLD_RELEASED]: ReservationState.RELEASED,
+};
 
 /**
  * Payments, as a saga keyed by the payment id: record PENDING → debit the
@@ -74,29 +104,30 @@ function refusal(error: unknown): { reason: Reason; message: string } | undefine
  */
 export class Payments {
   /** Drives in progress in this process, by payment id. */
-  readonly #inFlight = new Map<string, Promise<PaymentRecord>>();
+  readonly #inFlight = new Map<string, Promise<Paid>>();
 
-  constructor(private readonly clients: PaymentClients) {}
+  constructor(private readonly neighbours: PaymentNeighbours) {}
 
-  async pay(em: EntityManager, request: PayRequest): Promise<PaymentRecord> {
+  async pay(em: EntityManager, request: PayRequest): Promise<Paid> {
     const fork = em.fork();
-    let created: { payment: PaymentRecord; lease: Lease | null } | undefined;
+    let created: { payment: PaymentRecord; lease: Lease | null; reservation: Reservation } | undefined;
     try {
       created = await this.#create(fork, request);
     } catch (error) {
       // Only new work needs the admission and a payable reservation: whatever refused it, an earlier payment
       // with this key is the answer (a replay). Looked up only now, so that a new payment does not pay for it.
       const earlier = await em.fork().findOne(Payment, { userId: request.userId, idempotencyKey: request.idempotencyKey });
-      if (earlier) return this.#again(em, earlier, request.reservationId);
+      if (earlier) return this.#again(em, earlier, request);
       throw error;
     }
     if (!created) {
       // An earlier or concurrent call with the same key recorded it first: that payment is the one.
       const first = await em.fork().findOneOrFail(Payment, { userId: request.userId, idempotencyKey: request.idempotencyKey });
-      return this.#again(em, first, request.reservationId);
+      return this.#again(em, first, request);
     }
-    const { payment, lease } = created;
-    return lease === null ? payment : this.#single(payment.id, () => this.#run(fork, payment, lease));
+    const { payment, lease, reservation } = created;
+    if (lease === null) return { payment, reservation: this.#asLeft(reservation, payment) };
+    return this.#single(payment.id, () => this.#run(fork, payment, lease, reservation));
   }
 
   /**
@@ -106,7 +137,7 @@ export class Payments {
    * `skipIfBusy` leaves it alone; either way returns it as it then stands.
    * A drive already in progress in this process is joined, not repeated.
    */
-  async drive(em: EntityManager, paymentId: string, { skipIfBusy = false } = {}): Promise<PaymentRecord> {
+  async drive(em: EntityManager, paymentId: string, { skipIfBusy = false } = {}): Promise<Paid> {
     return this.#single(paymentId, () => this.#claimAndRun(em.fork(), paymentId, !skipIfBusy));
   }
 
@@ -133,16 +164,18 @@ export class Payments {
    * when the key is taken (the unique index decides between concurrent calls).
    * A hold already ended fails without moving a point, and without a lease.
    */
-  async #create(em: EntityManager, request: PayRequest): Promise<{ payment: PaymentRecord; lease: Lease | null } | undefined> {
+  async #create(em: EntityManager, request: PayRequest): Promise<{ payment: PaymentRecord; lease: Lease | null; reservation: Reservation } | undefined> {
     const { concertId } = await request.admitted();
-    const { reservation } = await callDependency("reservation", () =>
-      this.clients.reservations.getReservation({ reservationId: request.reservationId }, request.onBehalf),
-    );
-    if (reservation!.concertId !== concertId) {
+    if (request.reservationId === undefined) throw new Error("a new payment needs the reservation it pays for");
+    const reservation = request.reservation ?? (await this.neighbours.reservations.get(request.userId, request.reservationId));
+    if (reservation.id !== request.reservationId || reservation.userId !== request.userId) {
+      throw new NotFound(Reason.RESERVATION_NOT_FOUND, `no reservation ${request.reservationId}`);
+    }
+    if (reservation.concertId !== concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert than this reservation's");
     }
     const ended = { [ReservationState.EXPIRED]: Reason.HOLD_EXPIRED, [ReservationState.RELEASED]: Reason.HOLD_RELEASED } as Record<number, Reason>;
-    const endedReason = ended[reservation!.state];
+    const endedReason = ended[reservation.state];
     const [row] = await em.getConnection().execute(
       `insert into ${table} (id, user_id, reservation_id, concert_id, idempotency_key, amount, "state", failure_reason, failure_message,
                              driven_until, created_at, updated_at)
@@ -153,24 +186,24 @@ export class Payments {
         randomUUID(),
         request.userId,
         request.reservationId,
-        reservation!.concertId,
+        reservation.concertId,
         request.idempotencyKey,
-        Number(reservation!.amount),
+        Number(reservation.amount),
         endedReason === undefined ? "PENDING" : "FAILED",
         endedReason ?? 0,
-        endedReason === undefined ? "" : `the hold has ended (${ReservationState[reservation!.state]})`,
+        endedReason === undefined ? "" : `the hold has ended (${ReservationState[reservation.state]})`,
         endedReason === undefined,
         leaseMs / 1000,
       ],
     );
-    return row && this.#mapped(em, row);
+    return row && { ...this.#mapped(em, row), reservation };
   }
 
   /**
    * Claims the payment if it has anything left to do and nobody holds it, and
    * reads it in the same statement: one round trip whether or not it is ours.
    */
-  async #claimAndRun(em: EntityManager, paymentId: string, wait: boolean): Promise<PaymentRecord> {
+  async #claimAndRun(em: EntityManager, paymentId: string, wait: boolean): Promise<Paid> {
     const [row] = await em.getConnection().execute(
       `with claimed as (
          update ${table} set driven_until = now() + make_interval(secs => ?)
@@ -183,59 +216,57 @@ export class Payments {
     );
     if (!row) throw new NotFound(Reason.PAYMENT_NOT_FOUND, `no payment ${paymentId}`);
     const { payment, lease } = this.#mapped(em, row);
-    if (lease !== null) return this.#run(em, payment, lease);
-    return wait && payment.state === "PENDING" ? this.#awaitOther(em, payment) : payment;
+    if (lease !== null) return this.#run(em, payment, lease, undefined);
+    return { payment: wait && payment.state === "PENDING" ? await this.#awaitOther(em, payment) : payment, reservation: undefined };
   }
 
-  /** Runs the saga from where the payment stands, under this caller's lease, and records the outcome (releasing the lease). */
-  async #run(em: EntityManager, payment: PaymentRecord, lease: Lease): Promise<PaymentRecord> {
-    // The calls end before the lease does, so two drivers never call out for one payment at once.
-    const cutOff = new AbortController();
-    const timer = setTimeout(() => cutOff.abort(), leaseMs - writeMarginMs);
-    const { signal } = cutOff;
+  /**
+   * Runs the saga from where the payment stands, under this caller's lease, and
+   * records the outcome (releasing the lease). `reservation` is given for a new
+   * payment only.
+   */
+  async #run(em: EntityManager, payment: PaymentRecord, lease: Lease, reservation: Reservation | undefined): Promise<Paid> {
     try {
-      const outcome = payment.state === "PENDING" ? await this.#settle(payment, signal) : undefined;
-      const next: Outcome = outcome ?? {
+      const settled = payment.state === "PENDING" ? await this.#settle(payment) : undefined;
+      const next: Outcome = settled?.outcome ?? {
         state: payment.state,
         failureReason: payment.failureReason,
         failureMessage: payment.failureMessage,
         sessionToEnd: payment.sessionToEnd,
       };
-      if (next.sessionToEnd) next.sessionToEnd = !(await this.#endSession(payment, signal));
-      return await this.#record(em, payment, lease, next);
+      if (next.sessionToEnd) next.sessionToEnd = !(await this.#endSession(payment));
+      const recorded = await this.#record(em, payment, lease, next, settled?.stuck, reservation !== undefined);
+      return { payment: recorded, reservation: settled?.confirmed ?? (reservation && this.#asLeft(reservation, recorded)) };
     } catch (error) {
       // Unexpected (a bug, the database): let recovery have it now rather than when the lease lapses.
       await this.#release(em, payment.id, lease).catch(() => undefined);
       throw error;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
-  /** The debit and the confirmation; undefined after an outage (the payment stays PENDING). */
-  async #settle(payment: PaymentRecord, signal: AbortSignal): Promise<Outcome | undefined> {
-    const { points, reservationsInternal } = this.clients;
-    const { id: paymentId, userId, reservationId } = payment;
-    try {
-      await points.usePoints({ userId, amount: BigInt(payment.amount), paymentId }, { signal });
-    } catch (error) {
-      const refused = refusal(error);
-      if (!refused) return this.#outage("debit", paymentId, error);
-      return failed(refused.reason, refused.message);
-    }
-    try {
-      await reservationsInternal.confirmReservation({ reservationId, paymentId, userId }, { signal });
-    } catch (error) {
-      const refused = refusal(error);
-      if (!refused) return this.#outage("confirm", paymentId, error);
+  /** The debit and the confirmation; no outcome after an outage (the payment stays PENDING, `stuck` says where). */
+  async #settle(payment: PaymentRecord): Promise<{ outcome?: Outcome; confirmed?: Reservation; stuck?: string }> {
+    const { points, reservations } = this.neighbours;
+    const { id: paymentId, userId, reservationId, amount } = payment;
+    const step = async <T>(name: string, work: () => Promise<T>): Promise<T | { stuck: string }> => {
       try {
-        await points.refundPoints({ userId, paymentId }, { signal });
-      } catch (refundError) {
-        return this.#outage("refund", paymentId, refundError);
+        return await work();
+      } catch (error) {
+        if (error instanceof DependencyDown) return { stuck: `could not ${name}: ${error.message}` };
+        throw error;
       }
-      return failed(refused.reason, refused.message);
+    };
+    const debited = await step("debit the points", () => points.debit(userId, amount, paymentId));
+    if (typeof debited === "object" && "stuck" in debited) return debited;
+    if (isRefusal(debited)) return { outcome: failed(debited) };
+    const confirmed = await step("confirm the reservation", () => reservations.confirm({ userId, reservationId, paymentId, amount }));
+    if ("stuck" in confirmed) return confirmed;
+    if (isRefusal(confirmed)) {
+      const refunded = await step("refund the points", () => points.refund(userId, paymentId));
+      if (typeof refunded === "object" && "stuck" in refunded) return refunded;
+      return { outcome: failed(confirmed) };
     }
-    return { state: "SUCCEEDED", failureReason: 0, failureMessage: "", sessionToEnd: true };
+    return { outcome: { state: "SUCCEEDED", failureReason: 0, failureMessage: "", sessionToEnd: true }, confirmed };
   }
 
   /**
@@ -244,13 +275,13 @@ export class Payments {
    * payment, and a crash in between leaves it PENDING, to be driven again.
    * Best effort: when it fails, recovery retries it (`session_to_end`).
    */
-  async #endSession(payment: PaymentRecord, signal: AbortSignal): Promise<boolean> {
+  async #endSession(payment: PaymentRecord): Promise<boolean> {
     try {
-      await this.clients.queue.completeSession({ userId: payment.userId, concertId: payment.concertId }, { signal });
+      await this.neighbours.sessions.complete(payment.userId, payment.concertId);
       return true;
     } catch (error) {
-      this.#outage("end the queue session of", payment.id, error);
-      return false;
+      if (error instanceof DependencyDown) return false;
+      throw error;
     }
   }
 
@@ -258,8 +289,9 @@ export class Payments {
    * Records the outcome and releases the lease in one statement, only while the
    * lease is still this caller's; if it lapsed meanwhile, the new holder records
    * (the same outcome: every step is idempotent), and this reads the row.
+   * A payment is logged once per change of its state, not at every pass.
    */
-  async #record(em: EntityManager, payment: PaymentRecord, lease: Lease, next: Outcome): Promise<PaymentRecord> {
+  async #record(em: EntityManager, payment: PaymentRecord, lease: Lease, next: Outcome, stuck: string | undefined, fresh: boolean): Promise<PaymentRecord> {
     // An unchanged payment keeps its updated_at: the recovery loop goes by how long it has been stuck.
     const changed = next.state !== payment.state || next.sessionToEnd !== payment.sessionToEnd;
     const [row] = await em.getConnection().execute(
@@ -270,6 +302,10 @@ export class Payments {
        returning *`,
       [next.state, next.failureReason, next.failureMessage, next.sessionToEnd, changed, payment.id, lease],
     );
+    // What recovery deals with is logged once per change of state, never at every pass: a new payment an
+    // outage leaves PENDING, and each later change of a payment that was left. (A payment settled at once is not.)
+    if (stuck && fresh) console.error(`payment ${payment.id}: left PENDING for recovery, ${stuck}`);
+    else if (changed && !fresh) console.log(`payment ${payment.id}: recovered, ${payment.state} → ${next.state}${next.sessionToEnd ? " (queue session still to end)" : ""}`);
     return row ? em.map(Payment, row) : em.refreshOrFail(payment);
   }
 
@@ -288,7 +324,7 @@ export class Payments {
   }
 
   /** One drive per payment in this process: a caller that finds one in progress shares its result. */
-  #single(paymentId: string, drive: () => Promise<PaymentRecord>): Promise<PaymentRecord> {
+  #single(paymentId: string, drive: () => Promise<Paid>): Promise<Paid> {
     let flight = this.#inFlight.get(paymentId);
     if (!flight) {
       flight = drive().finally(() => this.#inFlight.delete(paymentId));
@@ -303,19 +339,28 @@ export class Payments {
     return { payment: em.map(Payment, columns), lease: (lease as Lease | null) ?? null };
   }
 
-  #outage(step: string, paymentId: string, error: unknown): undefined {
-    console.error(`payment ${paymentId}: could not ${step} now, left for recovery:`, error instanceof Error ? error.message : error);
-    return undefined;
+  /** The reservation as a payment that did not sell it left it: a refusal to sell says how it ended. */
+  #asLeft(reservation: Reservation, payment: PaymentRecord): Reservation {
+    const state = payment.state === "FAILED" ? endedAs[payment.failureReason as Reason] : undefined;
+    return state === undefined ? reservation : create(ReservationSchema, { ...reservation, state });
   }
 
-  async #again(em: EntityManager, payment: PaymentRecord, reservationId: string): Promise<PaymentRecord> {
-    if (payment.reservationId !== reservationId) {
+  /** A replay: the payment made earlier with the key, driven on if it is not settled, with its reservation as it stands. */
+  async #again(em: EntityManager, payment: PaymentRecord, request: PayRequest): Promise<Paid> {
+    if (request.reservationId !== undefined && payment.reservationId !== request.reservationId) {
       throw new Refused(Reason.IDEMPOTENCY_KEY_REUSED, "this idempotency key was used to pay for another reservation");
     }
-    return payment.state === "PENDING" || payment.sessionToEnd ? this.drive(em, payment.id) : payment;
+    const paid = payment.state === "PENDING" || payment.sessionToEnd ? await this.drive(em, payment.id) : { payment, reservation: undefined };
+    if (paid.reservation) return paid;
+    if (request.reservation?.id === payment.reservationId && payment.state !== "SUCCEEDED") return { payment: paid.payment, reservation: this.#asLeft(request.reservation, paid.payment) };
+    const reservation = await this.neighbours.reservations.get(payment.userId, payment.reservationId).catch((error: unknown) => {
+      if (error instanceof DependencyDown) return undefined;
+      throw error;
+    });
+    return { payment: paid.payment, reservation };
   }
 }
 
-function failed(reason: Reason, message: string): Outcome {
-  return { state: "FAILED", failureReason: reason, failureMessage: message.slice(0, 500), sessionToEnd: false };
+function failed(refusal: Refusal): Outcome {
+  return { state: "FAILED", failureReason: refusal.refused, failureMessage: refusal.message.slice(0, 500), sessionToEnd: false };
 }

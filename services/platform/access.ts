@@ -59,19 +59,6 @@ export async function admitted(ctx: HandlerContext): Promise<Admission> {
   return check();
 }
 
-/**
- * Call options that pass the caller's own credentials (user token, queue token)
- * on to another service, which then checks them itself.
- */
-export function onBehalfOf(ctx: HandlerContext) {
-  const headers: Record<string, string> = {};
-  for (const name of ["authorization", queueTokenHeader]) {
-    const value = ctx.requestHeader.get(name);
-    if (value) headers[name] = value;
-  }
-  return { headers, signal: ctx.signal };
-}
-
 /** The user a handler acts for; the access interceptor has made sure there is one. */
 export function caller(ctx: HandlerContext): UserToken {
   const user = ctx.values.get(callerKey);

@@ -11,14 +11,34 @@ import {
 } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
+import { TransactionContext } from "@mikro-orm/postgresql";
 import { internalCredentialHeader } from "./access.js";
 import type { ServiceName } from "./config.js";
-import { DependencyDown } from "./errors.js";
+import { DependencyDown, domainErrorOf } from "./errors.js";
 
-/** The service a descriptor belongs to, from its package: boxoffice.queue.v1.X → queue. */
-export function ownerOf(service: DescService): string {
-  return service.typeName.split(".")[1] ?? "";
+/** The service that serves a descriptor, by default the one its package names: boxoffice.queue.v1.X → queue. */
+export function ownerOf(service: DescService, owners?: ReadonlyMap<string, string>): string {
+  return owners?.get(service.typeName) ?? service.typeName.split(".")[1] ?? "";
 }
+
+/** Thrown (a bug, never a caller's fault) when a call to another service is made with a database transaction open. */
+export class TransactionHeldAcrossCall extends Error {}
+
+/**
+ * No database transaction may stay open while another service is called: the
+ * callee could wait on the caller's locks (on the embedded database, on its one
+ * connection) and the caller's connection would be held for the whole call.
+ * Every client between services refuses such a call, so the rule is checked on
+ * every call, not by review. (MikroORM keeps the open transaction of the
+ * current async context in its TransactionContext.)
+ */
+const noOpenTransaction: Interceptor = (next) => (req) => {
+  const open = TransactionContext.currentTransactionContext()?.em;
+  if (open?.isInTransaction()) {
+    throw new TransactionHeldAcrossCall(`${req.method.parent.typeName}/${req.method.name} called inside an open transaction of ${open.name}`);
+  }
+  return next(req);
+};
 
 export interface ClientOptions {
   internalCredential: string;
@@ -27,6 +47,8 @@ export interface ClientOptions {
   localServices: ReadonlySet<string>;
   /** Where the other services listen. */
   urls: Partial<Record<ServiceName, string>>;
+  /** Which service serves a descriptor, by type name, where it is not the one its package names. */
+  owners?: ReadonlyMap<string, ServiceName>;
   timeoutMs?: number;
 }
 
@@ -41,7 +63,7 @@ export class ServiceClients {
   constructor(private readonly options: ClientOptions) {}
 
   for<T extends DescService>(service: T): Client<T> {
-    return createClient(service, this.#transport(ownerOf(service)));
+    return createClient(service, this.#transport(ownerOf(service, this.options.owners)));
   }
 
   #transport(owner: string): Transport {
@@ -59,7 +81,7 @@ export class ServiceClients {
       req.header.set(internalCredentialHeader, this.options.internalCredential);
       return next(req);
     };
-    const common = { interceptors: [retryIdempotent, credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
+    const common = { interceptors: [noOpenTransaction, retryIdempotent, credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
     if (this.options.localServices.has(owner)) {
       // Built on the first call: clients are made while the services, and so the routes, are still being set up.
       let local: Transport | undefined;
@@ -100,14 +122,20 @@ function unreachable(owner: string): Transport {
   return { unary: fail, stream: fail };
 }
 
-/** Runs a call to another service; when it cannot be reached, says so as a DependencyDown. */
+/**
+ * Runs a call to another service, for the adapters between a domain class and
+ * its neighbours: when the other service cannot be reached, a DependencyDown;
+ * when it refuses, the same domain error it raised (kind, reason, metadata), so
+ * domain code never inspects a ConnectError.
+ */
 export async function callDependency<R>(name: string, call: () => Promise<R>): Promise<R> {
   try {
     return await call();
   } catch (error) {
-    if (error instanceof ConnectError && [Code.Unavailable, Code.Unimplemented, Code.DeadlineExceeded].includes(error.code)) {
+    if (!(error instanceof ConnectError)) throw error;
+    if ([Code.Unavailable, Code.Unimplemented, Code.DeadlineExceeded, Code.Canceled, Code.Aborted].includes(error.code)) {
       throw new DependencyDown(`the ${name} service is unavailable; retry later`);
     }
-    throw error;
+    throw domainErrorOf(error) ?? error;
   }
 }

@@ -7,7 +7,6 @@ export const serviceNames = [
   "token",
   "queue",
   "concert",
-  "reservation",
   "point",
   "payment",
   "coordinator",
@@ -94,6 +93,9 @@ function serviceList(env: Env): ServiceName[] {
   if (raw === undefined || raw === "" || raw === "all") return [...serviceNames];
   const names = raw.split(",").map((name) => name.trim());
   for (const name of names) {
+    if (name === "reservation") {
+      throw new ConfigError(`SERVICES: reservations are served by the concert service (a hold lives beside the seats it holds); use "concert"`);
+    }
     if (!serviceNames.includes(name as ServiceName)) {
       throw new ConfigError(`SERVICES names unknown service "${name}" (known: ${serviceNames.join(", ")})`);
     }
@@ -106,6 +108,9 @@ function serviceUrls(env: Env): Partial<Record<ServiceName, string>> {
   for (const name of serviceNames) {
     const url = env[`${name.toUpperCase()}_URL`];
     if (url) urls[name] = url;
+  }
+  if (env.RESERVATION_URL && !env.CONCERT_URL) {
+    throw new ConfigError("RESERVATION_URL: reservations are served by the concert service now; set CONCERT_URL instead");
   }
   return urls;
 }

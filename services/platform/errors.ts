@@ -66,6 +66,16 @@ export function toConnectError(error: DomainError): ConnectError {
   ]);
 }
 
+/** The domain error another service raised, rebuilt from its Connect code and detail; undefined for failures that carry none. */
+export function domainErrorOf(error: ConnectError): DomainError | undefined {
+  const detail = error.findDetails(ErrorDetailSchema)[0];
+  if (!detail) return undefined;
+  if (error.code === Code.InvalidArgument) return new InvalidInput(detail.field, error.rawMessage.replace(`${detail.field}: `, ""));
+  const kind = [...codeOf].find(([, code]) => code === error.code)?.[0] as (new (reason: Reason, message: string, metadata: Record<string, string>) => DomainError) | undefined;
+  if (!kind || (kind as unknown) === DependencyDown) return undefined;
+  return new kind(detail.reason, error.rawMessage, { ...detail.metadata });
+}
+
 /** Reads the reason detail off a ConnectError, for clients and tests. */
 export function reasonOf(error: unknown): Reason | undefined {
   return error instanceof ConnectError ? error.findDetails(ErrorDetailSchema)[0]?.reason : undefined;

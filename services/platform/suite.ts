@@ -46,6 +46,8 @@ export interface RunningService {
 /** A service of the suite: its folder's entry point. */
 export interface ServiceModule {
   name: ServiceName;
+  /** The contract's services this one serves, so that other processes know where to send their calls. */
+  serves: DescService[];
   database?: DatabaseSpec;
   create(deps: ServiceDeps): RunningService | Promise<RunningService>;
   /** For the service that checks queue tokens: its gate as reached from processes that do not run it. */
@@ -88,8 +90,10 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     let routes: (router: ConnectRouter) => void = () => {
       throw new Error("routes used before the suite was built");
     };
+    const owners = new Map(modules.flatMap((module) => module.serves.map((desc) => [desc.typeName, module.name] as const)));
     const clients = new ServiceClients({
       internalCredential: config.internalCredential,
+      owners,
       localRoutes: () => routes,
       localServices: new Set(mounted.map((module) => module.name)),
       urls: config.serviceUrls,

@@ -8,6 +8,7 @@ import { PointHandlers, PointInternalHandlers } from "./point-service.js";
 /** Point service: prepaid balances and their ledger. */
 export const pointModule: ServiceModule = {
   name: "point",
+  serves: [PointService, PointInternalService],
   database: { schema: "point", entities: [Account, LedgerEntry], migrations: [Migration20261124030000_ledger] },
   create: () => {
     const ledger = new Ledger();

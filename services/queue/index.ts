@@ -14,6 +14,7 @@ import { WaitingRoom } from "./waiting-room.js";
 /** Queue service: the per-concert waiting rooms, their admission, and the gate. */
 export const queueModule: ServiceModule = {
   name: "queue",
+  serves: [QueueService, QueueInternalService, QueueAdminService],
   create: ({ config, clients }) => {
     const { queue } = config;
     const store: QueueStore = config.redisUrl ? new RedisQueueStore(config.redisUrl, queue.redisKeyPrefix) : new MemoryQueueStore();

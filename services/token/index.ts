@@ -8,6 +8,7 @@ import { User } from "./user.entity.js";
 /** Token service: users and the signed tokens that identify them. */
 export const tokenModule: ServiceModule = {
   name: "token",
+  serves: [TokenServiceDesc],
   database: { schema: "token", entities: [User], migrations: [Migration20261124000000_users] },
   create: ({ tokens, clients }) => ({
     implementations: [implementation(TokenServiceDesc, new TokenService(tokens, clients.for(QueueService)))],

@@ -189,7 +189,7 @@ export async function measureFlashSale(options: {
   try {
     const seats = await db.query<{ sold: string; twice: string }>(
       `select count(*) filter (where seat.state = 'SOLD') as sold,
-              count(*) filter (where seat.state = 'SOLD' and (select count(*) from reservation.reservation r
+              count(*) filter (where seat.state = 'SOLD' and (select count(*) from concert.hold r
                  where r.state = 'CONFIRMED' and r.schedule_id = seat.schedule_id and r.seat_numbers @> to_jsonb(seat.number)) <> 1) as twice
          from concert.seat seat join concert.schedule schedule on schedule.id = seat.schedule_id where schedule.concert_id = $1`,
       [concertId],

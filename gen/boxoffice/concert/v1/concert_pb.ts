@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/concert/v1/concert.proto.
  */
 export const file_boxoffice_concert_v1_concert: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSIzCgdDb25jZXJ0EgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg0KBXZlbnVlGAMgASgJIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiawoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjInoKFUNyZWF0ZUNvbmNlcnRSZXNwb25zZRIuCgdjb25jZXJ0GAEgASgLMh0uYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydBIxCglzY2hlZHVsZXMYAiADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TY2hlZHVsZSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIlgKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFInoKEEhvbGRTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCRIUCgxzZWF0X251bWJlcnMYAyADKAUSFgoOcmVzZXJ2YXRpb25faWQYBCABKAkSDwoHaG9sZF9tcxgFIAEoAyIpCghIZWxkU2VhdBIOCgZudW1iZXIYASABKAUSDQoFcHJpY2UYAiABKAMicgoRSG9sZFNlYXRzUmVzcG9uc2USLQoFc2VhdHMYASADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5IZWxkU2VhdBIuCgpoZWxkX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJTChBTZWxsU2VhdHNSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhMKC3NjaGVkdWxlX2lkGAIgASgJEhIKCnNlYXRfY291bnQYAyABKAUiEwoRU2VsbFNlYXRzUmVzcG9uc2UiLgoTUmVsZWFzZVNlYXRzUmVxdWVzdBIXCg9yZXNlcnZhdGlvbl9pZHMYASADKAkiPQoUUmVsZWFzZVNlYXRzUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAUSEwoLY29uY2VydF9pZHMYAiADKAkqawoJU2VhdFN0YXRlEhoKFlNFQVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRTRUFUX1NUQVRFX0FWQUlMQUJMRRABEhMKD1NFQVRfU1RBVEVfSEVMRBACEhMKD1NFQVRfU1RBVEVfU09MRBADMtoCCg5Db25jZXJ0U2VydmljZRJuCgxMaXN0Q29uY2VydHMSKS5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0Q29uY2VydHNSZXF1ZXN0GiouYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdENvbmNlcnRzUmVzcG9uc2UiB5ACAYi1GAEScQoNTGlzdFNjaGVkdWxlcxIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNjaGVkdWxlc1Jlc3BvbnNlIgeQAgGItRgBEmUKCUxpc3RTZWF0cxImLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0c1JlcXVlc3QaJy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdHNSZXNwb25zZSIHkAIBiLUYAzKFAQoTQ29uY2VydEFkbWluU2VydmljZRJuCg1DcmVhdGVDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuQ3JlYXRlQ29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5DcmVhdGVDb25jZXJ0UmVzcG9uc2UiBIi1GAYyzwMKFkNvbmNlcnRJbnRlcm5hbFNlcnZpY2USegoQR2V0Q29uY2VydFN1cHBseRItLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXF1ZXN0Gi4uYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0Q29uY2VydFN1cHBseVJlc3BvbnNlIgeQAgGItRgFEmIKCUhvbGRTZWF0cxImLmJveG9mZmljZS5jb25jZXJ0LnYxLkhvbGRTZWF0c1JlcXVlc3QaJy5ib3hvZmZpY2UuY29uY2VydC52MS5Ib2xkU2VhdHNSZXNwb25zZSIEiLUYBRJlCglTZWxsU2VhdHMSJi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWxsU2VhdHNSZXF1ZXN0GicuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VsbFNlYXRzUmVzcG9uc2UiB5ACAoi1GAUSbgoMUmVsZWFzZVNlYXRzEikuYm94b2ZmaWNlLmNvbmNlcnQudjEuUmVsZWFzZVNlYXRzUmVxdWVzdBoqLmJveG9mZmljZS5jb25jZXJ0LnYxLlJlbGVhc2VTZWF0c1Jlc3BvbnNlIgeQAgKItRgFYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSIzCgdDb25jZXJ0EgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg0KBXZlbnVlGAMgASgJIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiawoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjInoKFUNyZWF0ZUNvbmNlcnRSZXNwb25zZRIuCgdjb25jZXJ0GAEgASgLMh0uYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydBIxCglzY2hlZHVsZXMYAiADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TY2hlZHVsZSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIlgKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFKmsKCVNlYXRTdGF0ZRIaChZTRUFUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VBVF9TVEFURV9BVkFJTEFCTEUQARITCg9TRUFUX1NUQVRFX0hFTEQQAhITCg9TRUFUX1NUQVRFX1NPTEQQAzLaAgoOQ29uY2VydFNlcnZpY2USbgoMTGlzdENvbmNlcnRzEikuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdENvbmNlcnRzUmVxdWVzdBoqLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1Jlc3BvbnNlIgeQAgGItRgBEnEKDUxpc3RTY2hlZHVsZXMSKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTY2hlZHVsZXNSZXNwb25zZSIHkAIBiLUYARJlCglMaXN0U2VhdHMSJi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdHNSZXF1ZXN0GicuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVzcG9uc2UiB5ACAYi1GAMyhQEKE0NvbmNlcnRBZG1pblNlcnZpY2USbgoNQ3JlYXRlQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ3JlYXRlQ29uY2VydFJlc3BvbnNlIgSItRgGMpQBChZDb25jZXJ0SW50ZXJuYWxTZXJ2aWNlEnoKEEdldENvbmNlcnRTdXBwbHkSLS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBouLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXNwb25zZSIHkAIBiLUYBWIGcHJvdG8z", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
 
 /**
  * Concert is a show on sale.
@@ -416,210 +416,6 @@ export const GetConcertSupplyResponseSchema: GenMessage<GetConcertSupplyResponse
   messageDesc(file_boxoffice_concert_v1_concert, 13);
 
 /**
- * HoldSeatsRequest names the seats to hold and for whom.
- *
- * @generated from message boxoffice.concert.v1.HoldSeatsRequest
- */
-export type HoldSeatsRequest = Message<"boxoffice.concert.v1.HoldSeatsRequest"> & {
-  /**
-   * The date (schedule) of the seats.
-   *
-   * @generated from field: string schedule_id = 1;
-   */
-  scheduleId: string;
-
-  /**
-   * The concert the caller was admitted to; the date must belong to it.
-   *
-   * @generated from field: string concert_id = 2;
-   */
-  concertId: string;
-
-  /**
-   * The seat numbers, distinct.
-   *
-   * @generated from field: repeated int32 seat_numbers = 3;
-   */
-  seatNumbers: number[];
-
-  /**
-   * The reservation the seats are held for.
-   *
-   * @generated from field: string reservation_id = 4;
-   */
-  reservationId: string;
-
-  /**
-   * How long the hold lasts, in milliseconds (1..3,600,000).
-   *
-   * @generated from field: int64 hold_ms = 5;
-   */
-  holdMs: bigint;
-};
-
-/**
- * Describes the message boxoffice.concert.v1.HoldSeatsRequest.
- * Use `create(HoldSeatsRequestSchema)` to create a new message.
- */
-export const HoldSeatsRequestSchema: GenMessage<HoldSeatsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 14);
-
-/**
- * HeldSeat is one seat of a hold, with its price.
- *
- * @generated from message boxoffice.concert.v1.HeldSeat
- */
-export type HeldSeat = Message<"boxoffice.concert.v1.HeldSeat"> & {
-  /**
-   * The seat number.
-   *
-   * @generated from field: int32 number = 1;
-   */
-  number: number;
-
-  /**
-   * The price in points.
-   *
-   * @generated from field: int64 price = 2;
-   */
-  price: bigint;
-};
-
-/**
- * Describes the message boxoffice.concert.v1.HeldSeat.
- * Use `create(HeldSeatSchema)` to create a new message.
- */
-export const HeldSeatSchema: GenMessage<HeldSeat> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 15);
-
-/**
- * HoldSeatsResponse describes the hold.
- *
- * @generated from message boxoffice.concert.v1.HoldSeatsResponse
- */
-export type HoldSeatsResponse = Message<"boxoffice.concert.v1.HoldSeatsResponse"> & {
-  /**
-   * The seats held, by number.
-   *
-   * @generated from field: repeated boxoffice.concert.v1.HeldSeat seats = 1;
-   */
-  seats: HeldSeat[];
-
-  /**
-   * When the hold ends, by the database's clock.
-   *
-   * @generated from field: google.protobuf.Timestamp held_until = 2;
-   */
-  heldUntil?: Timestamp | undefined;
-};
-
-/**
- * Describes the message boxoffice.concert.v1.HoldSeatsResponse.
- * Use `create(HoldSeatsResponseSchema)` to create a new message.
- */
-export const HoldSeatsResponseSchema: GenMessage<HoldSeatsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 16);
-
-/**
- * SellSeatsRequest names the reservation whose seats are paid for.
- *
- * @generated from message boxoffice.concert.v1.SellSeatsRequest
- */
-export type SellSeatsRequest = Message<"boxoffice.concert.v1.SellSeatsRequest"> & {
-  /**
-   * The reservation.
-   *
-   * @generated from field: string reservation_id = 1;
-   */
-  reservationId: string;
-
-  /**
-   * The date of its seats.
-   *
-   * @generated from field: string schedule_id = 2;
-   */
-  scheduleId: string;
-
-  /**
-   * How many seats it holds.
-   *
-   * @generated from field: int32 seat_count = 3;
-   */
-  seatCount: number;
-};
-
-/**
- * Describes the message boxoffice.concert.v1.SellSeatsRequest.
- * Use `create(SellSeatsRequestSchema)` to create a new message.
- */
-export const SellSeatsRequestSchema: GenMessage<SellSeatsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 17);
-
-/**
- * SellSeatsResponse is empty: the seats are sold.
- *
- * @generated from message boxoffice.concert.v1.SellSeatsResponse
- */
-export type SellSeatsResponse = Message<"boxoffice.concert.v1.SellSeatsResponse"> & {
-};
-
-/**
- * Describes the message boxoffice.concert.v1.SellSeatsResponse.
- * Use `create(SellSeatsResponseSchema)` to create a new message.
- */
-export const SellSeatsResponseSchema: GenMessage<SellSeatsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 18);
-
-/**
- * ReleaseSeatsRequest names the reservations whose held seats to free.
- *
- * @generated from message boxoffice.concert.v1.ReleaseSeatsRequest
- */
-export type ReleaseSeatsRequest = Message<"boxoffice.concert.v1.ReleaseSeatsRequest"> & {
-  /**
-   * The reservations (at most 1,000).
-   *
-   * @generated from field: repeated string reservation_ids = 1;
-   */
-  reservationIds: string[];
-};
-
-/**
- * Describes the message boxoffice.concert.v1.ReleaseSeatsRequest.
- * Use `create(ReleaseSeatsRequestSchema)` to create a new message.
- */
-export const ReleaseSeatsRequestSchema: GenMessage<ReleaseSeatsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 19);
-
-/**
- * ReleaseSeatsResponse counts what was freed.
- *
- * @generated from message boxoffice.concert.v1.ReleaseSeatsResponse
- */
-export type ReleaseSeatsResponse = Message<"boxoffice.concert.v1.ReleaseSeatsResponse"> & {
-  /**
-   * Seats that went from HELD back to AVAILABLE.
-   *
-   * @generated from field: int32 released = 1;
-   */
-  released: number;
-
-  /**
-   * The concerts that got seats back.
-   *
-   * @generated from field: repeated string concert_ids = 2;
-   */
-  concertIds: string[];
-};
-
-/**
- * Describes the message boxoffice.concert.v1.ReleaseSeatsResponse.
- * Use `create(ReleaseSeatsResponseSchema)` to create a new message.
- */
-export const ReleaseSeatsResponseSchema: GenMessage<ReleaseSeatsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 20);
-
-/**
  * SeatState is whether a seat can be had.
  *
  * @generated from enum boxoffice.concert.v1.SeatState
@@ -719,7 +515,9 @@ export const ConcertAdminService: GenService<{
   serviceDesc(file_boxoffice_concert_v1_concert, 1);
 
 /**
- * ConcertInternalService answers other boxoffice services about a concert's supply.
+ * ConcertInternalService answers other boxoffice services about a concert's
+ * supply. (Seat holds are served beside the seats too, as
+ * boxoffice.reservation.v1.ReservationService and ReservationInternalService.)
  *
  * @generated from service boxoffice.concert.v1.ConcertInternalService
  */
@@ -734,44 +532,6 @@ export const ConcertInternalService: GenService<{
     methodKind: "unary";
     input: typeof GetConcertSupplyRequestSchema;
     output: typeof GetConcertSupplyResponseSchema;
-  },
-  /**
-   * HoldSeats marks seats of a date HELD for a reservation until now + hold
-   * length, all or none, in one conditional update: a seat counts as free when
-   * AVAILABLE or HELD past its held_until. Seats are locked in seat order; a
-   * hold meeting another one in flight waits for it (at most 2 s) and then
-   * sees the seat taken or free. Fails with
-   * SEAT_UNAVAILABLE (metadata "seats": the numbers taken), SCHEDULE_NOT_FOUND,
-   * SEAT_NOT_FOUND, or NOT_ADMITTED when the date is not of concert_id.
-   *
-   * @generated from rpc boxoffice.concert.v1.ConcertInternalService.HoldSeats
-   */
-  holdSeats: {
-    methodKind: "unary";
-    input: typeof HoldSeatsRequestSchema;
-    output: typeof HoldSeatsResponseSchema;
-  },
-  /**
-   * SellSeats turns a reservation's live held seats into SOLD. Idempotent: seats
-   * already sold to the reservation count as sold. Fails with HOLD_EXPIRED when
-   * the seats are no longer held for it.
-   *
-   * @generated from rpc boxoffice.concert.v1.ConcertInternalService.SellSeats
-   */
-  sellSeats: {
-    methodKind: "unary";
-    input: typeof SellSeatsRequestSchema;
-    output: typeof SellSeatsResponseSchema;
-  },
-  /**
-   * ReleaseSeats frees the seats still HELD for the given reservations.
-   *
-   * @generated from rpc boxoffice.concert.v1.ConcertInternalService.ReleaseSeats
-   */
-  releaseSeats: {
-    methodKind: "unary";
-    input: typeof ReleaseSeatsRequestSchema;
-    output: typeof ReleaseSeatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_concert_v1_concert, 2);

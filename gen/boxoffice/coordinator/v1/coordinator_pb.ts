@@ -237,8 +237,9 @@ export const BookSeatsResponseSchema: GenMessage<BookSeatsResponse> = /*@__PURE_
 
 /**
  * CoordinatorService is the fan's one-stop entry to the whole booking flow: it
- * watches the waiting room, and reserves and pays for seats by calling the
- * queue, concert, reservation and payment services in order.
+ * watches the waiting room, and reserves and pays for seats. Access and
+ * admission are checked once, here; the services it calls are told for whom
+ * (their internal RPCs), and a booking enters each of them once.
  *
  * @generated from service boxoffice.coordinator.v1.CoordinatorService
  */
@@ -258,8 +259,8 @@ export const CoordinatorService: GenService<{
     output: typeof WatchQueueStatusResponseSchema;
   },
   /**
-   * ReserveSeats checks the admission, the date and the seats with the concert
-   * service, then holds the seats (see ReservationService.HoldSeats).
+   * ReserveSeats checks the admission, then holds the seats (see
+   * ReservationService.HoldSeats: the date and the seats are checked there).
    *
    * @generated from rpc boxoffice.coordinator.v1.CoordinatorService.ReserveSeats
    */

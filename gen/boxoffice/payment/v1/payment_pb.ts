@@ -7,6 +7,8 @@ import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf
 import { file_boxoffice_common_v1_access } from "../../common/v1/access_pb.js";
 import type { Reason } from "../../common/v1/error_pb.js";
 import { file_boxoffice_common_v1_error } from "../../common/v1/error_pb.js";
+import type { Reservation } from "../../reservation/v1/reservation_pb.js";
+import { file_boxoffice_reservation_v1_reservation } from "../../reservation/v1/reservation_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -15,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/payment/v1/payment.proto.
  */
 export const file_boxoffice_payment_v1_payment: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvcGF5bWVudC92MS9wYXltZW50LnByb3RvEhRib3hvZmZpY2UucGF5bWVudC52MSKvAgoHUGF5bWVudBIKCgJpZBgBIAEoCRIxCgVzdGF0ZRgCIAEoDjIiLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRTdGF0ZRIzCg5mYWlsdXJlX3JlYXNvbhgDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuUmVhc29uEg4KBmFtb3VudBgEIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2ZhaWx1cmVfbWVzc2FnZRgJIAEoCSI9CgpQYXlSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSI9CgtQYXlSZXNwb25zZRIuCgdwYXltZW50GAEgASgLMh0uYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5bWVudCJAChFHZXRQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJEChJHZXRQYXltZW50UmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQiPAoTTGlzdFBheW1lbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJgChRMaXN0UGF5bWVudHNSZXNwb25zZRIvCghwYXltZW50cxgBIAMoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKn8KDFBheW1lbnRTdGF0ZRIdChlQQVlNRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASGQoVUEFZTUVOVF9TVEFURV9QRU5ESU5HEAESGwoXUEFZTUVOVF9TVEFURV9TVUNDRUVERUQQAhIYChRQQVlNRU5UX1NUQVRFX0ZBSUxFRBADMr8CCg5QYXltZW50U2VydmljZRJTCgNQYXkSIC5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlSZXF1ZXN0GiEuYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5UmVzcG9uc2UiB5ACAoi1GAcSaAoKR2V0UGF5bWVudBInLmJveG9mZmljZS5wYXltZW50LnYxLkdldFBheW1lbnRSZXF1ZXN0GiguYm94b2ZmaWNlLnBheW1lbnQudjEuR2V0UGF5bWVudFJlc3BvbnNlIgeQAgGItRgCEm4KDExpc3RQYXltZW50cxIpLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50c1JlcXVlc3QaKi5ib3hvZmZpY2UucGF5bWVudC52MS5MaXN0UGF5bWVudHNSZXNwb25zZSIHkAIBiLUYAmIGcHJvdG8z", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvcGF5bWVudC92MS9wYXltZW50LnByb3RvEhRib3hvZmZpY2UucGF5bWVudC52MSKvAgoHUGF5bWVudBIKCgJpZBgBIAEoCRIxCgVzdGF0ZRgCIAEoDjIiLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRTdGF0ZRIzCg5mYWlsdXJlX3JlYXNvbhgDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuUmVhc29uEg4KBmFtb3VudBgEIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2ZhaWx1cmVfbWVzc2FnZRgJIAEoCSI9CgpQYXlSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJ5CgtQYXlSZXNwb25zZRIuCgdwYXltZW50GAEgASgLMh0uYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5bWVudBI6CgtyZXNlcnZhdGlvbhgCIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJAChFHZXRQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJEChJHZXRQYXltZW50UmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQiPAoTTGlzdFBheW1lbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJgChRMaXN0UGF5bWVudHNSZXNwb25zZRIvCghwYXltZW50cxgBIAMoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIroBChFQYXlGb3JVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjoKC3Jlc2VydmF0aW9uGAUgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uEhMKC3JlcGxheV9vbmx5GAYgASgIIoABChJQYXlGb3JVc2VyUmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSOgoLcmVzZXJ2YXRpb24YAiABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24qfwoMUGF5bWVudFN0YXRlEh0KGVBBWU1FTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVQQVlNRU5UX1NUQVRFX1BFTkRJTkcQARIbChdQQVlNRU5UX1NUQVRFX1NVQ0NFRURFRBACEhgKFFBBWU1FTlRfU1RBVEVfRkFJTEVEEAMyvwIKDlBheW1lbnRTZXJ2aWNlElMKA1BheRIgLmJveG9mZmljZS5wYXltZW50LnYxLlBheVJlcXVlc3QaIS5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlSZXNwb25zZSIHkAICiLUYBxJoCgpHZXRQYXltZW50EicuYm94b2ZmaWNlLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaKC5ib3hvZmZpY2UucGF5bWVudC52MS5HZXRQYXltZW50UmVzcG9uc2UiB5ACAYi1GAISbgoMTGlzdFBheW1lbnRzEikuYm94b2ZmaWNlLnBheW1lbnQudjEuTGlzdFBheW1lbnRzUmVxdWVzdBoqLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50c1Jlc3BvbnNlIgeQAgGItRgCMoIBChZQYXltZW50SW50ZXJuYWxTZXJ2aWNlEmgKClBheUZvclVzZXISJy5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlGb3JVc2VyUmVxdWVzdBooLmJveG9mZmljZS5wYXltZW50LnYxLlBheUZvclVzZXJSZXNwb25zZSIHkAICiLUYBWIGcHJvdG8z", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_boxoffice_reservation_v1_reservation, file_google_protobuf_timestamp]);
 
 /**
  * Payment is one attempt to pay for a reservation.
@@ -136,6 +138,14 @@ export type PayResponse = Message<"boxoffice.payment.v1.PayResponse"> & {
    * @generated from field: boxoffice.payment.v1.Payment payment = 1;
    */
   payment?: Payment | undefined;
+
+  /**
+   * The reservation paid for, as the payment left it: CONFIRMED when it
+   * succeeded. Unset when the payment could not read it (PENDING after an outage).
+   *
+   * @generated from field: boxoffice.reservation.v1.Reservation reservation = 2;
+   */
+  reservation?: Reservation | undefined;
 };
 
 /**
@@ -251,6 +261,92 @@ export const ListPaymentsResponseSchema: GenMessage<ListPaymentsResponse> = /*@_
   messageDesc(file_boxoffice_payment_v1_payment, 6);
 
 /**
+ * PayForUserRequest names the fan, the concert they were admitted to and the reservation.
+ *
+ * @generated from message boxoffice.payment.v1.PayForUserRequest
+ */
+export type PayForUserRequest = Message<"boxoffice.payment.v1.PayForUserRequest"> & {
+  /**
+   * The fan (a UUID), whose user token the caller has checked.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The concert the fan's queue token admits them to; the reservation must be
+   * of it. Empty with replay_only.
+   *
+   * @generated from field: string concert_id = 2;
+   */
+  concertId: string;
+
+  /**
+   * The held reservation to pay for; it must belong to user_id.
+   *
+   * @generated from field: string reservation_id = 3;
+   */
+  reservationId: string;
+
+  /**
+   * As PayRequest.idempotency_key.
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
+
+  /**
+   * The reservation as the caller has just read or made it, so that the
+   * payment need not read it again; its amount is checked when it is sold.
+   *
+   * @generated from field: boxoffice.reservation.v1.Reservation reservation = 5;
+   */
+  reservation?: Reservation | undefined;
+
+  /**
+   * Only return an earlier payment with this key; make no new one.
+   *
+   * @generated from field: bool replay_only = 6;
+   */
+  replayOnly: boolean;
+};
+
+/**
+ * Describes the message boxoffice.payment.v1.PayForUserRequest.
+ * Use `create(PayForUserRequestSchema)` to create a new message.
+ */
+export const PayForUserRequestSchema: GenMessage<PayForUserRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_payment_v1_payment, 7);
+
+/**
+ * PayForUserResponse carries the payment and the reservation after it.
+ *
+ * @generated from message boxoffice.payment.v1.PayForUserResponse
+ */
+export type PayForUserResponse = Message<"boxoffice.payment.v1.PayForUserResponse"> & {
+  /**
+   * The payment.
+   *
+   * @generated from field: boxoffice.payment.v1.Payment payment = 1;
+   */
+  payment?: Payment | undefined;
+
+  /**
+   * The reservation, as the payment left it (unset when it could not be read).
+   *
+   * @generated from field: boxoffice.reservation.v1.Reservation reservation = 2;
+   */
+  reservation?: Reservation | undefined;
+};
+
+/**
+ * Describes the message boxoffice.payment.v1.PayForUserResponse.
+ * Use `create(PayForUserResponseSchema)` to create a new message.
+ */
+export const PayForUserResponseSchema: GenMessage<PayForUserResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_payment_v1_payment, 8);
+
+/**
  * PaymentState is where a payment stands.
  *
  * @generated from enum boxoffice.payment.v1.PaymentState
@@ -336,4 +432,28 @@ export const PaymentService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_payment_v1_payment, 0);
+
+/**
+ * PaymentInternalService serves the coordinator, which has checked the fan's
+ * access and admission at its own edge and says for whom it acts.
+ *
+ * @generated from service boxoffice.payment.v1.PaymentInternalService
+ */
+export const PaymentInternalService: GenService<{
+  /**
+   * PayForUser pays for a reservation of user_id, as PaymentService.Pay does.
+   * With replay_only (the caller could not confirm an admission), only an
+   * earlier payment with the idempotency key is returned; without one it fails
+   * with PAYMENT_NOT_FOUND. reservation_id may then be empty: the payment made
+   * with the key is returned whatever it paid for.
+   *
+   * @generated from rpc boxoffice.payment.v1.PaymentInternalService.PayForUser
+   */
+  payForUser: {
+    methodKind: "unary";
+    input: typeof PayForUserRequestSchema;
+    output: typeof PayForUserResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_boxoffice_payment_v1_payment, 1);
 

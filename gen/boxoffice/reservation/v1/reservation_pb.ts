@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/reservation/v1/reservation.proto.
  */
 export const file_boxoffice_reservation_v1_reservation: GenFile = /*@__PURE__*/
-  fileDesc("Cipib3hvZmZpY2UvcmVzZXJ2YXRpb24vdjEvcmVzZXJ2YXRpb24ucHJvdG8SGGJveG9mZmljZS5yZXNlcnZhdGlvbi52MSKoAgoLUmVzZXJ2YXRpb24SCgoCaWQYASABKAkSOQoFc3RhdGUYAiABKA4yKi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb25TdGF0ZRIUCgxzZWF0X251bWJlcnMYAyADKAUSDgoGYW1vdW50GAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3NjaGVkdWxlX2lkGAYgASgJEhIKCmNvbmNlcnRfaWQYByABKAkSDwoHdXNlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwYXltZW50X2lkGAogASgJIj0KEEhvbGRTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkSFAoMc2VhdF9udW1iZXJzGAIgAygFIk8KEUhvbGRTZWF0c1Jlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIi8KFUdldFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJUChZHZXRSZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIkAKF0xpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJInAKGExpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRI7CgxyZXNlcnZhdGlvbnMYASADKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiwKElJlbGVhc2VIb2xkUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJRChNSZWxlYXNlSG9sZFJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIlgKGUNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJIlgKGkNvbmZpcm1SZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uKrEBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTkZJUk1FRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEMvgDChJSZXNlcnZhdGlvblNlcnZpY2USagoJSG9sZFNlYXRzEiouYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRTZWF0c1JlcXVlc3QaKy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzUmVzcG9uc2UiBIi1GAMSfAoOR2V0UmVzZXJ2YXRpb24SLy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GjAuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAYi1GAISggEKEExpc3RSZXNlcnZhdGlvbnMSMS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QaMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlIgeQAgGItRgCEnMKC1JlbGVhc2VIb2xkEiwuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlbGVhc2VIb2xkUmVxdWVzdBotLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlSG9sZFJlc3BvbnNlIgeQAgKItRgCMqcBChpSZXNlcnZhdGlvbkludGVybmFsU2VydmljZRKIAQoSQ29uZmlybVJlc2VydmF0aW9uEjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QaNC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ29uZmlybVJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("Cipib3hvZmZpY2UvcmVzZXJ2YXRpb24vdjEvcmVzZXJ2YXRpb24ucHJvdG8SGGJveG9mZmljZS5yZXNlcnZhdGlvbi52MSKoAgoLUmVzZXJ2YXRpb24SCgoCaWQYASABKAkSOQoFc3RhdGUYAiABKA4yKi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb25TdGF0ZRIUCgxzZWF0X251bWJlcnMYAyADKAUSDgoGYW1vdW50GAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3NjaGVkdWxlX2lkGAYgASgJEhIKCmNvbmNlcnRfaWQYByABKAkSDwoHdXNlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwYXltZW50X2lkGAogASgJIj0KEEhvbGRTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkSFAoMc2VhdF9udW1iZXJzGAIgAygFIk8KEUhvbGRTZWF0c1Jlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIi8KFUdldFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJUChZHZXRSZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIkAKF0xpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJInAKGExpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRI7CgxyZXNlcnZhdGlvbnMYASADKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiwKElJlbGVhc2VIb2xkUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJRChNSZWxlYXNlSG9sZFJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uImgKGUNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg4KBmFtb3VudBgEIAEoAyJYChpDb25maXJtUmVzZXJ2YXRpb25SZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiKBAQoXSG9sZFNlYXRzRm9yVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJEhMKC3NjaGVkdWxlX2lkGAMgASgJEhQKDHNlYXRfbnVtYmVycxgEIAMoBRIWCg5yZXVzZV9vd25faG9sZBgFIAEoCCJWChhIb2xkU2VhdHNGb3JVc2VyUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iRAoZR2V0VXNlclJlc2VydmF0aW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhYKDnJlc2VydmF0aW9uX2lkGAIgASgJIlgKGkdldFVzZXJSZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uKrEBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTkZJUk1FRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEMvgDChJSZXNlcnZhdGlvblNlcnZpY2USagoJSG9sZFNlYXRzEiouYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRTZWF0c1JlcXVlc3QaKy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzUmVzcG9uc2UiBIi1GAMSfAoOR2V0UmVzZXJ2YXRpb24SLy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0UmVzZXJ2YXRpb25SZXF1ZXN0GjAuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkdldFJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAYi1GAISggEKEExpc3RSZXNlcnZhdGlvbnMSMS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QaMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlIgeQAgGItRgCEnMKC1JlbGVhc2VIb2xkEiwuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlbGVhc2VIb2xkUmVxdWVzdBotLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlSG9sZFJlc3BvbnNlIgeQAgKItRgCMrMDChpSZXNlcnZhdGlvbkludGVybmFsU2VydmljZRJ/ChBIb2xkU2VhdHNGb3JVc2VyEjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRTZWF0c0ZvclVzZXJSZXF1ZXN0GjIuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRTZWF0c0ZvclVzZXJSZXNwb25zZSIEiLUYBRKIAQoSR2V0VXNlclJlc2VydmF0aW9uEjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkdldFVzZXJSZXNlcnZhdGlvblJlcXVlc3QaNC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0VXNlclJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAYi1GAUSiAEKEkNvbmZpcm1SZXNlcnZhdGlvbhIzLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5Db25maXJtUmVzZXJ2YXRpb25SZXF1ZXN0GjQuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNvbmZpcm1SZXNlcnZhdGlvblJlc3BvbnNlIgeQAgKItRgFYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
 
 /**
  * Reservation is a fan's hold on seats of one date, and the sale it becomes.
@@ -315,6 +315,14 @@ export type ConfirmReservationRequest = Message<"boxoffice.reservation.v1.Confir
    * @generated from field: string user_id = 3;
    */
   userId: string;
+
+  /**
+   * When set, the points the payment debited: a reservation of another amount
+   * is refused (AMOUNT_MISMATCH) rather than sold for it.
+   *
+   * @generated from field: int64 amount = 4;
+   */
+  amount: bigint;
 };
 
 /**
@@ -344,6 +352,125 @@ export type ConfirmReservationResponse = Message<"boxoffice.reservation.v1.Confi
  */
 export const ConfirmReservationResponseSchema: GenMessage<ConfirmReservationResponse> = /*@__PURE__*/
   messageDesc(file_boxoffice_reservation_v1_reservation, 10);
+
+/**
+ * HoldSeatsForUserRequest names the fan, the concert they were admitted to and the seats.
+ *
+ * @generated from message boxoffice.reservation.v1.HoldSeatsForUserRequest
+ */
+export type HoldSeatsForUserRequest = Message<"boxoffice.reservation.v1.HoldSeatsForUserRequest"> & {
+  /**
+   * The fan (a UUID), whose user token the caller has checked.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The concert the fan's queue token admits them to; the date must belong to it.
+   *
+   * @generated from field: string concert_id = 2;
+   */
+  concertId: string;
+
+  /**
+   * The date (schedule) whose seats to hold.
+   *
+   * @generated from field: string schedule_id = 3;
+   */
+  scheduleId: string;
+
+  /**
+   * The seat numbers to hold: 1..4 distinct numbers.
+   *
+   * @generated from field: repeated int32 seat_numbers = 4;
+   */
+  seatNumbers: number[];
+
+  /**
+   * Return the fan's live hold on exactly these seats instead of refusing.
+   *
+   * @generated from field: bool reuse_own_hold = 5;
+   */
+  reuseOwnHold: boolean;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.HoldSeatsForUserRequest.
+ * Use `create(HoldSeatsForUserRequestSchema)` to create a new message.
+ */
+export const HoldSeatsForUserRequestSchema: GenMessage<HoldSeatsForUserRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 11);
+
+/**
+ * HoldSeatsForUserResponse carries the hold.
+ *
+ * @generated from message boxoffice.reservation.v1.HoldSeatsForUserResponse
+ */
+export type HoldSeatsForUserResponse = Message<"boxoffice.reservation.v1.HoldSeatsForUserResponse"> & {
+  /**
+   * The reservation, HELD until expires_at.
+   *
+   * @generated from field: boxoffice.reservation.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.HoldSeatsForUserResponse.
+ * Use `create(HoldSeatsForUserResponseSchema)` to create a new message.
+ */
+export const HoldSeatsForUserResponseSchema: GenMessage<HoldSeatsForUserResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 12);
+
+/**
+ * GetUserReservationRequest names the reservation and its owner.
+ *
+ * @generated from message boxoffice.reservation.v1.GetUserReservationRequest
+ */
+export type GetUserReservationRequest = Message<"boxoffice.reservation.v1.GetUserReservationRequest"> & {
+  /**
+   * The fan the reservation must belong to.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The reservation.
+   *
+   * @generated from field: string reservation_id = 2;
+   */
+  reservationId: string;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.GetUserReservationRequest.
+ * Use `create(GetUserReservationRequestSchema)` to create a new message.
+ */
+export const GetUserReservationRequestSchema: GenMessage<GetUserReservationRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 13);
+
+/**
+ * GetUserReservationResponse carries the reservation.
+ *
+ * @generated from message boxoffice.reservation.v1.GetUserReservationResponse
+ */
+export type GetUserReservationResponse = Message<"boxoffice.reservation.v1.GetUserReservationResponse"> & {
+  /**
+   * The reservation.
+   *
+   * @generated from field: boxoffice.reservation.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.GetUserReservationResponse.
+ * Use `create(GetUserReservationResponseSchema)` to create a new message.
+ */
+export const GetUserReservationResponseSchema: GenMessage<GetUserReservationResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 14);
 
 /**
  * ReservationState is where a reservation stands.
@@ -395,7 +522,9 @@ export const ReservationStateSchema: GenEnum<ReservationState> = /*@__PURE__*/
 
 /**
  * ReservationService holds seats of one concert date for a fan for a few
- * minutes, so that they can pay before anyone else takes them.
+ * minutes, so that they can pay before anyone else takes them. A hold lives
+ * beside the seats it holds: the concert service serves this service, and
+ * holding, confirming, releasing and expiring are each one statement.
  *
  * @generated from service boxoffice.reservation.v1.ReservationService
  */
@@ -448,16 +577,43 @@ export const ReservationService: GenService<{
   serviceDesc(file_boxoffice_reservation_v1_reservation, 0);
 
 /**
- * ReservationInternalService is how the payment service turns a hold into a sale.
+ * ReservationInternalService serves the other boxoffice services, which have
+ * checked the fan's access and admission at their own edge and say for whom
+ * they act.
  *
  * @generated from service boxoffice.reservation.v1.ReservationInternalService
  */
 export const ReservationInternalService: GenService<{
   /**
-   * ConfirmReservation turns a live hold into a sale for a payment. It refuses
-   * a hold that has expired (HOLD_EXPIRED) or was released (HOLD_RELEASED), and
-   * is idempotent per payment: confirming again with the same payment_id returns
-   * the confirmed reservation.
+   * HoldSeatsForUser holds seats for a fan admitted to concert_id, as
+   * ReservationService.HoldSeats does (same refusals). With reuse_own_hold, a
+   * live hold of the fan on exactly these seats is returned instead of refused
+   * (a booking retried after its answer was lost).
+   *
+   * @generated from rpc boxoffice.reservation.v1.ReservationInternalService.HoldSeatsForUser
+   */
+  holdSeatsForUser: {
+    methodKind: "unary";
+    input: typeof HoldSeatsForUserRequestSchema;
+    output: typeof HoldSeatsForUserResponseSchema;
+  },
+  /**
+   * GetUserReservation returns a reservation of user_id; another fan's is
+   * RESERVATION_NOT_FOUND.
+   *
+   * @generated from rpc boxoffice.reservation.v1.ReservationInternalService.GetUserReservation
+   */
+  getUserReservation: {
+    methodKind: "unary";
+    input: typeof GetUserReservationRequestSchema;
+    output: typeof GetUserReservationResponseSchema;
+  },
+  /**
+   * ConfirmReservation turns a live hold into a sale for a payment, in one
+   * statement (the hold CONFIRMED, its seats SOLD). It refuses a hold that has
+   * expired (HOLD_EXPIRED), was released (HOLD_RELEASED) or was paid for by
+   * another payment (RESERVATION_CONFIRMED), and is idempotent per payment:
+   * confirming again with the same payment_id returns the confirmed reservation.
    *
    * @generated from rpc boxoffice.reservation.v1.ReservationInternalService.ConfirmReservation
    */

@@ -1,0 +1,332 @@
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { randomUUID } from "node:crypto";
+import { NotFound, Reason, Refused } from "../platform/errors.js";
+import { newestFirst } from "../platform/pagination.js";
+import { Hold, type HoldState } from "./concert.entity.js";
+import type { SeatMaps } from "./seat-maps.js";
+
+/** A hold as its owner sees it (the record behind a reservation). */
+export interface HoldRecord {
+  id: string;
+  userId: string;
+  concertId: string;
+  scheduleId: string;
+  seatNumbers: number[];
+  amount: number;
+  state: HoldState;
+  expiresAt: Date;
+  createdAt: Date;
+  paymentId: string | null | undefined;
+}
+
+/**
+ * The one rule of a hold's life, in both its forms: a hold (or a seat held for
+ * it) is over at its end by the database's clock, whether or not anything has
+ * tidied it up. Every read and every statement below goes by it.
+ */
+export const heldPastItsEnd = (state: string, until: number | null, now: number) => state === "HELD" && until !== null && until <= now;
+/** The SQL form, for a seat: its state as of now. */
+export const seatStateNow = `(case when seat.state = 'HELD' and seat.held_until <= now() then 'AVAILABLE' else seat.state end)`;
+const seatFree = `(seat.state = 'AVAILABLE' or (seat.state = 'HELD' and seat.held_until <= now()))`;
+const holdLive = `(hold.state = 'HELD' and hold.expires_at > now())`;
+
+/** A hold record's state now: HELD past expires_at reads EXPIRED. */
+export function holdStateNow(hold: Pick<HoldRecord, "state" | "expiresAt">, now = Date.now()): HoldState {
+  return heldPastItsEnd(hold.state, hold.expiresAt.getTime(), now) ? "EXPIRED" : hold.state;
+}
+
+/** Told when seats of a concert are free again (the queue then admits at once). */
+export interface SupplyAnnouncer {
+  seatsFreed(concertIds: string[]): Promise<void>;
+}
+
+export interface HoldRequest {
+  userId: string;
+  /** The concert the fan was admitted to; the date must be of it. */
+  concertId: string;
+  scheduleId: string;
+  seatNumbers: number[];
+  /** Answer the fan's live hold on exactly these seats instead of refusing (a retried booking). */
+  reuseOwnHold?: boolean;
+}
+
+export interface Confirmation {
+  userId: string;
+  reservationId: string;
+  paymentId: string;
+  /** When given, what the payment debited: a hold of another amount is not sold for it. */
+  amount?: number;
+}
+
+const columns = `id, user_id, concert_id, schedule_id, seat_numbers, amount, state, expires_at, created_at, payment_id`;
+
+interface HoldRow {
+  id: string;
+  user_id: string;
+  concert_id: string;
+  schedule_id: string;
+  seat_numbers: number[];
+  amount: string | number;
+  state: HoldState;
+  expires_at: string | Date;
+  created_at: string | Date;
+  payment_id: string | null;
+}
+
+function record(row: HoldRow): HoldRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    concertId: row.concert_id,
+    scheduleId: row.schedule_id,
+    seatNumbers: row.seat_numbers,
+    amount: Number(row.amount),
+    state: row.state,
+    expiresAt: new Date(row.expires_at),
+    createdAt: new Date(row.created_at),
+    paymentId: row.payment_id,
+  };
+}
+
+/** A statement's shape check went wrong: rolls back the short transaction it ran in. */
+class SeatsMoved extends Error {}
+
+/**
+ * Seat holds, the story of the seed's temporary assignment: hold seats for a
+ * few minutes, give them back, turn them into a sale, or let them run out. A
+ * hold and its seats change together, each change one statement (confirming:
+ * one short transaction), so the database decides every race and nothing
+ * needs compensating. No other service is called while a statement runs.
+ */
+export class Holds {
+  constructor(
+    private readonly maps: SeatMaps,
+    private readonly supply: SupplyAnnouncer,
+    private readonly holdMs: number,
+  ) {}
+
+  /**
+   * Takes the seats and writes the hold, all or none, in one statement: the
+   * wanted seats that are free now are locked in seat order (so concurrent holds
+   * never deadlock; one meeting a seat another hold is taking waits for that
+   * statement, at most the pool's 2 s lock_timeout, then sees it taken or free
+   * again), taken only if every one of them is, and the hold is inserted from
+   * what was taken. The one-hold-per-date index refuses a second live hold of the
+   * fan, which undoes the whole statement.
+   */
+  async hold(em: EntityManager, request: HoldRequest, retried = false): Promise<HoldRecord> {
+    const id = randomUUID();
+    const numbers = `{${request.seatNumbers.join(",")}}`;
+    let rows: HoldRow[];
+    try {
+      rows = await em.getConnection().execute<HoldRow[]>(
+        `with free as (
+           select seat.schedule_id, seat.number from "concert"."seat" seat
+            where seat.schedule_id = ? and seat.number = any(?::int[]) and ${seatFree}
+              and exists (select 1 from "concert"."schedule" schedule where schedule.id = seat.schedule_id and schedule.concert_id = ?)
+            order by seat.number
+            for update of seat),
+         taken as (
+           update "concert"."seat" seat
+              set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
+             from free
+            where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
+           returning seat.number, seat.price, seat.held_until)
+         insert into "concert"."hold" (${columns})
+         select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
+           from taken having count(*) = ?
+         returning ${columns}`,
+        [
+          request.scheduleId,
+          numbers,
+          request.concertId,
+          id,
+          this.holdMs,
+          request.seatNumbers.length,
+          id,
+          request.userId,
+          request.concertId,
+          request.scheduleId,
+          new Date(),
+          request.seatNumbers.length,
+        ],
+      );
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code === "55P03") {
+        throw new Refused(Reason.SEAT_UNAVAILABLE, "those seats are being taken by someone else right now", { seats: request.seatNumbers.join(",") });
+      }
+      if (code !== "23505") throw error;
+      // The fan holds seats on this date. A hold of theirs that has run out but is not tidied yet is marked EXPIRED, and the hold tried again.
+      if (!retried && (await this.#expireStale(em, request.userId, request.scheduleId)) > 0) return this.hold(em, request, true);
+      return this.#ownLiveHold(em, request, true);
+    }
+    if (rows.length === 0) {
+      // Refused seats the fan holds already (a retry of a hold whose answer was lost, say): name that hold.
+      const refusal = await this.#whyNot(em, request);
+      if (refusal.reason === Reason.SEAT_UNAVAILABLE) return this.#ownLiveHold(em, request, false, refusal);
+      throw refusal;
+    }
+    this.maps.forget([request.scheduleId]);
+    return record(rows[0]!);
+  }
+
+  /** The answer when the fan's own live hold stands in the way: it, when reused; HOLD_LIMIT_REACHED naming it; or `otherwise`. */
+  async #ownLiveHold(em: EntityManager, request: HoldRequest, limitHit: boolean, otherwise?: Error): Promise<HoldRecord> {
+    const [live] = await em
+      .getConnection()
+      .execute<HoldRow[]>(`select ${columns} from "concert"."hold" hold where user_id = ? and schedule_id = ? and ${holdLive}`, [request.userId, request.scheduleId]);
+    const wanted = [...request.seatNumbers].sort((a, b) => a - b).join();
+    if (live && request.reuseOwnHold && live.seat_numbers.join() === wanted) return record(live);
+    const overlaps = live && request.seatNumbers.some((n) => live.seat_numbers.includes(n));
+    if (limitHit || overlaps || !otherwise) {
+      throw new Refused(
+        Reason.HOLD_LIMIT_REACHED,
+        "you already hold seats on this date; pay for them or release them first",
+        live ? { reservation_id: live.id } : undefined,
+      );
+    }
+    throw otherwise;
+  }
+
+  async #expireStale(em: EntityManager, userId: string, scheduleId: string): Promise<number> {
+    const stale = await em.getConnection().execute<{ id: string }[]>(
+      `with expired as (
+         update "concert"."hold" hold set state = 'EXPIRED' where user_id = ? and schedule_id = ? and state = 'HELD' and expires_at <= now() returning id, schedule_id)
+       ${this.#freeSeatsOf("expired")}
+       select id from expired`,
+      [userId, scheduleId],
+    );
+    return stale.length;
+  }
+
+  /** A CTE (to follow others) that frees the seats still held for the holds of `from`. */
+  #freeSeatsOf(from: string): string {
+    return `, freed as (
+         update "concert"."seat" seat set state = 'AVAILABLE', reservation_id = null, held_until = null
+           from ${from} where seat.schedule_id = ${from}.schedule_id and seat.reservation_id = ${from}.id and seat.state = 'HELD'
+         returning seat.schedule_id)`;
+  }
+
+  /** Why a hold took nothing: no such date, another concert's date, no such seat, or seats taken. */
+  async #whyNot(em: EntityManager, request: HoldRequest): Promise<Refused | NotFound> {
+    const [schedule] = await em.getConnection().execute<{ concert_id: string; seat_count: number; taken: number[] | null }[]>(
+      `select schedule.concert_id, schedule.seat_count,
+              (select array_agg(seat.number order by seat.number) from "concert"."seat" seat
+                where seat.schedule_id = schedule.id and seat.number = any(?::int[]) and not ${seatFree}) as taken
+         from "concert"."schedule" schedule where schedule.id = ?`,
+      [`{${request.seatNumbers.join(",")}}`, request.scheduleId],
+    );
+    if (!schedule) return new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${request.scheduleId}`);
+    if (schedule.concert_id !== request.concertId) return new Refused(Reason.NOT_ADMITTED, "that date belongs to another concert");
+    const missing = request.seatNumbers.filter((n) => n > schedule.seat_count);
+    if (missing.length > 0) {
+      return new NotFound(Reason.SEAT_NOT_FOUND, `that date has seats 1..${schedule.seat_count}; no seat ${missing.join(", ")}`, {
+        seats: missing.join(","),
+      });
+    }
+    // Seats that are free again by now were taken by a hold that has since failed: they count as taken too.
+    const taken = schedule.taken?.length ? schedule.taken : request.seatNumbers;
+    return new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
+  }
+
+  async get(em: EntityManager, userId: string, reservationId: string): Promise<HoldRecord> {
+    const [row] = await em.getConnection().execute<HoldRow[]>(`select ${columns} from "concert"."hold" where id = ? and user_id = ?`, [reservationId, userId]);
+    // Someone else's reservation is as absent as one that does not exist.
+    if (!row) throw new NotFound(Reason.RESERVATION_NOT_FOUND, `no reservation ${reservationId}`);
+    return record(row);
+  }
+
+  list(em: EntityManager, userId: string, page: { pageSize: number; pageToken: string }) {
+    return newestFirst(em, Hold, { userId }, page);
+  }
+
+  /** Gives a live hold's seats back at once, in one statement; an ended hold is returned as it is. */
+  async release(em: EntityManager, userId: string, reservationId: string): Promise<HoldRecord> {
+    const [row] = await em.getConnection().execute<HoldRow[]>(
+      `with released as (
+         update "concert"."hold" hold set state = 'RELEASED' where id = ? and user_id = ? and ${holdLive} returning ${columns})
+       ${this.#freeSeatsOf("released")}
+       select * from released`,
+      [reservationId, userId],
+    );
+    if (!row) {
+      const hold = await this.get(em, userId, reservationId);
+      if (hold.state === "CONFIRMED") throw new Refused(Reason.RESERVATION_CONFIRMED, "a paid reservation cannot be released");
+      return hold;
+    }
+    const released = record(row);
+    this.maps.forget([released.scheduleId]);
+    await this.supply.seatsFreed([released.concertId]);
+    return released;
+  }
+
+  /**
+   * Turns a live hold into a sale for a payment: the hold CONFIRMED and its
+   * seats SOLD by one statement, in a short transaction that is undone should
+   * a seat no longer be the hold's. Idempotent per payment.
+   */
+  async confirm(em: EntityManager, confirmation: Confirmation): Promise<HoldRecord> {
+    const { userId, reservationId, paymentId, amount } = confirmation;
+    let confirmed: HoldRecord | undefined;
+    try {
+      confirmed = await em.transactional(async (tx) => {
+        const [row] = await tx.getConnection().execute<(HoldRow & { sold: string })[]>(
+          `with confirmed as (
+             update "concert"."hold" hold set state = 'CONFIRMED', payment_id = ?
+              where id = ? and user_id = ? and ${holdLive} and (?::bigint is null or amount = ?::bigint)
+             returning ${columns}),
+           sold as (
+             update "concert"."seat" seat set state = 'SOLD', held_until = null
+               from confirmed where seat.schedule_id = confirmed.schedule_id and seat.reservation_id = confirmed.id and seat.state = 'HELD'
+             returning seat.number)
+           select confirmed.*, (select count(*) from sold) as sold from confirmed`,
+          [paymentId, reservationId, userId, amount ?? null, amount ?? null],
+          "all",
+          tx.getTransactionContext(),
+        );
+        if (!row) return undefined;
+        if (Number(row.sold) !== row.seat_numbers.length) throw new SeatsMoved();
+        return record(row);
+      });
+    } catch (error) {
+      if (!(error instanceof SeatsMoved)) throw error;
+    }
+    if (confirmed) {
+      this.maps.forget([confirmed.scheduleId]);
+      return confirmed;
+    }
+    const hold = await this.get(em, userId, reservationId);
+    const state = holdStateNow(hold);
+    if (state === "CONFIRMED") {
+      if (hold.paymentId === paymentId) return hold;
+      throw new Refused(Reason.RESERVATION_CONFIRMED, "the reservation is already paid for by another payment");
+    }
+    if (state === "RELEASED") throw new Refused(Reason.HOLD_RELEASED, "the hold was released; its seats are free again");
+    if (state === "HELD" && amount !== undefined && amount !== hold.amount) {
+      throw new Refused(Reason.AMOUNT_MISMATCH, `the reservation costs ${hold.amount} points, not ${amount}`);
+    }
+    throw new Refused(Reason.HOLD_EXPIRED, "the hold has ended; its seats are no longer held");
+  }
+
+  /**
+   * Tidies holds that ran out, in one statement: marks them EXPIRED and frees
+   * their seats; then tells the queue the concerts have seats again.
+   * Availability never waited for this: the clock already decided it.
+   */
+  async sweep(em: EntityManager, batch = 500): Promise<number> {
+    const expired = await em.getConnection().execute<{ id: string; concert_id: string; schedule_id: string }[]>(
+      `with expired as (
+         update "concert"."hold" set state = 'EXPIRED'
+          where id in (select id from "concert"."hold" where state = 'HELD' and expires_at <= now() order by expires_at limit ? for update skip locked)
+         returning id, concert_id, schedule_id)
+       ${this.#freeSeatsOf("expired")}
+       select id, concert_id, schedule_id from expired`,
+      [batch],
+    );
+    if (expired.length === 0) return 0;
+    this.maps.forget(new Set(expired.map((row) => row.schedule_id)));
+    await this.supply.seatsFreed([...new Set(expired.map((row) => row.concert_id))]);
+    return expired.length;
+  }
+}
