@@ -1,8 +1,10 @@
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
-import { describe, expect, it } from "vitest";
+import { describe, expect, inject, it } from "vitest";
 import { ConcertInternalService, ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { ReservationInternalService } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
-import { ServiceClients } from "../services/platform/clients.js";
+import { concertModule } from "../services/concert/index.js";
+import { ServiceClients, TransactionHeldAcrossCall } from "../services/platform/clients.js";
+import { openDatabase } from "../services/platform/database.js";
 import { failure } from "./support.js";
 
 /** Clients to an in-process concert service whose handlers fail Unavailable the first `failures` times. */
@@ -63,5 +65,27 @@ describe("calls between services", () => {
     const error = await failure(clients.for(ConcertInternalService).getConcertSupply({ concertId: "refuse" }));
     expect(error.code).toBe(Code.NotFound);
     expect(calls.getConcertSupply).toBe(1);
+  });
+});
+
+describe("no transaction is held open while another service is called", () => {
+  it("a call made inside an open transaction is refused before it leaves, and the same call outside one goes through", async () => {
+    const { clients } = flakyConcert(0);
+    const orm = await openDatabase(concertModule.database!, { url: inject("databaseUrl"), poolSize: 2 });
+    try {
+      const inside = await orm.em.fork().transactional(async (tx) => {
+        await tx.getConnection().execute("select 1", [], "all", tx.getTransactionContext());
+        return clients.for(ConcertService).listConcerts({}).then(
+          () => "went through",
+          (error: unknown) => error,
+        );
+      });
+      expect(inside).toBeInstanceOf(TransactionHeldAcrossCall);
+      expect(String(inside)).toContain("boxoffice.concert.v1.ConcertService/ListConcerts called inside an open transaction");
+      // After the transaction (and in the same async context), calls go through.
+      await expect(clients.for(ConcertService).listConcerts({})).resolves.toMatchObject({ concerts: [] });
+    } finally {
+      await orm.close();
+    }
   });
 });

@@ -1,4 +1,9 @@
+import { randomUUID } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
+import { createConcert } from "../services/concert/concert-service.js";
+import { Holds, holdStateNow } from "../services/concert/holds.js";
+import { concertModule } from "../services/concert/index.js";
+import { SeatMaps } from "../services/concert/seat-maps.js";
 import { openDatabase } from "../services/platform/database.js";
 import { modules } from "../services/modules.js";
 import { createDatabase, dropDatabase } from "./databases.js";
@@ -27,3 +32,65 @@ describe("committed migrations", () => {
     },
   );
 });
+
+describe("upgrading a database at the schema before holds moved beside their seats", () => {
+  it("keeps its live holds and sales: the records move to concert.hold, the old schema goes, and holds release, sell and expire as before", async () => {
+    const upgradeName = `${name}_upgrade`;
+    const url = await createDatabase(upgradeName);
+    const concertSpec = concertModule.database!;
+    try {
+      // The concert schema as it stood, and the reservation service's table as its last migration made it.
+      const before = await openDatabase({ ...concertSpec, migrations: concertSpec.migrations.slice(0, 3) }, { url, poolSize: 2 });
+      const { concert, schedules } = await createConcert(before.em.fork(), { title: "Before", venue: "Hall", schedules: [{ startsAt: new Date(Date.now() + 864e5), seatCount: 4, price: 100 }] });
+      const [schedule] = schedules;
+      const fan = randomUUID();
+      const [live, sold, stale, payment] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+      const db = before.em.getConnection();
+      await db.execute(`create schema "reservation"`);
+      await db.execute(legacyReservationTable);
+      await db.execute(
+        `insert into "reservation"."reservation" (id, user_id, concert_id, schedule_id, seat_numbers, amount, state, expires_at, created_at, payment_id) values
+           (?, ?, ?, ?, '[1]', 100, 'HELD', now() + interval '5 minutes', now(), null),
+           (?, ?, ?, ?, '[2]', 100, 'CONFIRMED', now() - interval '1 minute', now(), ?),
+           (?, ?, ?, ?, '[3]', 100, 'HELD', now() - interval '1 second', now(), null)`,
+        [live, fan, concert.id, schedule!.id, sold, fan, concert.id, schedule!.id, payment, stale, randomUUID(), concert.id, schedule!.id],
+      );
+      await db.execute(
+        `update "concert"."seat" set state = case number when 2 then 'SOLD' else 'HELD' end,
+                reservation_id = case number when 1 then ?::uuid when 2 then ?::uuid else ?::uuid end,
+                held_until = case number when 1 then now() + interval '5 minutes' when 2 then null else now() - interval '1 second' end
+          where schedule_id = ? and number in (1, 2, 3)`,
+        [live, sold, stale, schedule!.id],
+      );
+      await before.close();
+
+      const after = await openDatabase(concertSpec, { url, poolSize: 2 });
+      try {
+        const em = () => after.em.fork();
+        const conn = em().getConnection();
+        expect(await conn.execute(`select to_regclass('"reservation"."reservation"') as gone`)).toEqual([{ gone: null }]);
+        const holds = new Holds(new SeatMaps(false), { seatsFreed: async () => {} }, 60_000);
+        expect((await holds.get(em(), fan, sold)).state).toBe("CONFIRMED");
+        expect(holdStateNow(await holds.get(em(), fan, live))).toBe("HELD");
+        // The live hold is released, seats and record together; the sale stays; the stale hold is swept.
+        expect((await holds.release(em(), fan, live)).state).toBe("RELEASED");
+        expect(await holds.sweep(em())).toBe(1);
+        const seats = await conn.execute<{ number: number; state: string }[]>(`select number, state from "concert"."seat" where schedule_id = ? order by number`, [schedule!.id]);
+        expect(seats.map((seat) => seat.state)).toEqual(["AVAILABLE", "SOLD", "AVAILABLE", "AVAILABLE"]);
+        // And new holds are sold as before.
+        const fresh = await holds.hold(em(), { userId: fan, concertId: concert.id, scheduleId: schedule!.id, seatNumbers: [1, 4] });
+        expect((await holds.confirm(em(), { userId: fan, reservationId: fresh.id, paymentId: randomUUID() })).state).toBe("CONFIRMED");
+      } finally {
+        await after.close();
+      }
+    } finally {
+      await dropDatabase(upgradeName);
+    }
+  });
+});
+
+/** The reservation service's table as its migration (Migration20261124020000_reservations, now retired) created it. */
+const legacyReservationTable = `create table "reservation"."reservation" ("id" uuid not null, "user_id" uuid not null, "concert_id" uuid not null,
+  "schedule_id" uuid not null, "seat_numbers" jsonb not null, "amount" bigint not null, "state" text not null, "expires_at" timestamptz not null,
+  "created_at" timestamptz not null, "payment_id" uuid null, primary key ("id"));
+  create unique index "reservation_one_hold_per_date" on "reservation"."reservation" ("user_id", "schedule_id") where "state" = 'HELD';`;
