@@ -17,12 +17,15 @@ export const paymentModule: ServiceModule = {
   serves: [PaymentService, PaymentInternalService],
   database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments, Migration20261124050000_payment_lease] },
   create: ({ config, orm, clients }) => {
-    const payments = new Payments({
-      points: pointsPort(clients.for(PointInternalService)),
-      reservations: reservationsPort(clients.for(ReservationInternalService)),
-      sessions: sessionsPort(clients.for(QueueInternalService)),
-    });
     const { paymentRecoveryMs } = config;
+    const payments = new Payments(
+      {
+        points: pointsPort(clients.for(PointInternalService)),
+        reservations: reservationsPort(clients.for(ReservationInternalService)),
+        sessions: sessionsPort(clients.for(QueueInternalService)),
+      },
+      paymentRecoveryMs,
+    );
     // Stale after a third of the interval, looked for every sixth: settled well within the interval.
     const recovery = new Repeating("payment recovery", Math.max(10, Math.floor(paymentRecoveryMs / 6)), () =>
       payments.recover(orm!.em.fork(), paymentRecoveryMs / 3),

@@ -18,10 +18,10 @@ async function refusalOr<T>(call: Promise<T>): Promise<T | Refusal> {
 
 export function pointsPort(points: Client<typeof PointInternalService>): PointsPort {
   return {
-    debit: (userId, amount, paymentId) =>
-      refusalOr(callDependency("point", () => points.usePoints({ userId, amount: BigInt(amount), paymentId })).then(() => "debited" as const)),
-    refund: async (userId, paymentId) => {
-      await callDependency("point", () => points.refundPoints({ userId, paymentId }));
+    debit: (userId, amount, paymentId, signal) =>
+      refusalOr(callDependency("point", () => points.usePoints({ userId, amount: BigInt(amount), paymentId }, { signal })).then(() => "debited" as const)),
+    refund: async (userId, paymentId, signal) => {
+      await callDependency("point", () => points.refundPoints({ userId, paymentId }, { signal }));
     },
   };
 }
@@ -29,9 +29,9 @@ export function pointsPort(points: Client<typeof PointInternalService>): PointsP
 export function reservationsPort(reservations: Client<typeof ReservationInternalService>): ReservationsPort {
   return {
     get: async (userId, reservationId) => (await callDependency("concert", () => reservations.getUserReservation({ userId, reservationId }))).reservation!,
-    confirm: ({ userId, reservationId, paymentId, amount }) =>
+    confirm: ({ userId, reservationId, paymentId, amount }, signal) =>
       refusalOr(
-        callDependency("concert", () => reservations.confirmReservation({ userId, reservationId, paymentId, amount: BigInt(amount) })).then(
+        callDependency("concert", () => reservations.confirmReservation({ userId, reservationId, paymentId, amount: BigInt(amount) }, { signal })).then(
           (response) => response.reservation!,
         ),
       ),
@@ -40,8 +40,8 @@ export function reservationsPort(reservations: Client<typeof ReservationInternal
 
 export function sessionsPort(queue: Client<typeof QueueInternalService>): SessionsPort {
   return {
-    complete: async (userId, concertId) => {
-      await callDependency("queue", () => queue.completeSession({ userId, concertId }));
+    complete: async (userId, concertId, signal) => {
+      await callDependency("queue", () => queue.completeSession({ userId, concertId }, { signal }));
     },
   };
 }

@@ -16,8 +16,8 @@ export interface Refusal {
 
 /** The fan's points (the point service). Every movement is keyed by the payment, so a repeat moves nothing. */
 export interface PointsPort {
-  debit(userId: string, amount: number, paymentId: string): Promise<"debited" | Refusal>;
-  refund(userId: string, paymentId: string): Promise<void>;
+  debit(userId: string, amount: number, paymentId: string, signal?: AbortSignal): Promise<"debited" | Refusal>;
+  refund(userId: string, paymentId: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** The holds (served beside the seats). */
@@ -25,12 +25,12 @@ export interface ReservationsPort {
   /** A reservation of the fan; NotFound when it is not theirs. */
   get(userId: string, reservationId: string): Promise<Reservation>;
   /** Sells the hold for the payment (idempotent per payment), or says why it cannot be sold. */
-  confirm(request: { userId: string; reservationId: string; paymentId: string; amount: number }): Promise<Reservation | Refusal>;
+  confirm(request: { userId: string; reservationId: string; paymentId: string; amount: number }, signal?: AbortSignal): Promise<Reservation | Refusal>;
 }
 
 /** The fan's queue session, which a payment ends (the seed: paying ends the queue token). */
 export interface SessionsPort {
-  complete(userId: string, concertId: string): Promise<void>;
+  complete(userId: string, concertId: string, signal?: AbortSignal): Promise<void>;
 }
 
 export interface PaymentNeighbours {
@@ -59,13 +59,14 @@ export interface Paid {
 const isRefusal = (result: unknown): result is Refusal => typeof result === "object" && result !== null && "refused" in result;
 
 /**
- * How long a driver's claim on a payment lasts. A drive is at most four calls
- * (debit, confirm, refund, end the session), each under the 5 s deadline of
- * calls between services, retries included: 20 s, which leaves 10 s for
- * recording the outcome before another driver may take it. A crashed driver's
- * payment is recovered once its lease has lapsed.
+ * How long a driver's claim on a payment lasts, at most: a crashed driver's
+ * payment is recovered once its lease has lapsed, so the lease is also kept
+ * within a third of the recovery interval, but at least a second.
+ * A drive's calls are cut off a quarter of the lease before it ends, leaving
+ * that to record the outcome: two drivers never call out for one payment at
+ * once, and a drive cut off leaves the payment PENDING for recovery.
  */
-export const leaseMs = 30_000;
+export const maxLeaseMs = 30_000;
 /** Pauses of a caller polling for the outcome of a drive in another process: 1.55 s in all, well within the 5 s deadline between services. */
 const awaitOtherMs = [50, 100, 200, 400, 800];
 
@@ -106,7 +107,17 @@ export class Payments {
   /** Drives in progress in this process, by payment id. */
   readonly #inFlight = new Map<string, Promise<Paid>>();
 
-  constructor(private readonly neighbours: PaymentNeighbours) {}
+  readonly #leaseMs: number;
+
+  /** `recoveryMs`: the longest a payment may stay PENDING after a crash (PAYMENT_RECOVERY_MS). */
+  constructor(
+    private readonly neighbours: PaymentNeighbours,
+    recoveryMs = 3 * maxLeaseMs,
+  ) {
+    // At least a second, so that a drive has time to run; then a crash is still settled within the interval
+    // (lease lapsed, then the next recovery pass, a sixth of the interval later) for intervals from 1.2 s.
+    this.#leaseMs = Math.min(maxLeaseMs, Math.max(1_000, Math.floor(recoveryMs / 3)));
+  }
 
   async pay(em: EntityManager, request: PayRequest): Promise<Paid> {
     const fork = em.fork();
@@ -193,7 +204,7 @@ export class Payments {
         endedReason ?? 0,
         endedReason === undefined ? "" : `the hold has ended (${ReservationState[reservation.state]})`,
         endedReason === undefined,
-        leaseMs / 1000,
+        this.#leaseMs / 1000,
       ],
     );
     return row && { ...this.#mapped(em, row), reservation };
@@ -212,7 +223,7 @@ export class Payments {
        select *, driven_until::text as lease from claimed
        union all
        select *, null from ${table} where id = ? and not exists (select 1 from claimed)`,
-      [leaseMs / 1000, paymentId, paymentId],
+      [this.#leaseMs / 1000, paymentId, paymentId],
     );
     if (!row) throw new NotFound(Reason.PAYMENT_NOT_FOUND, `no payment ${paymentId}`);
     const { payment, lease } = this.#mapped(em, row);
@@ -226,15 +237,16 @@ export class Payments {
    * payment only.
    */
   async #run(em: EntityManager, payment: PaymentRecord, lease: Lease, reservation: Reservation | undefined): Promise<Paid> {
+    const cutOff = AbortSignal.timeout(Math.floor((this.#leaseMs * 3) / 4));
     try {
-      const settled = payment.state === "PENDING" ? await this.#settle(payment) : undefined;
+      const settled = payment.state === "PENDING" ? await this.#settle(payment, cutOff) : undefined;
       const next: Outcome = settled?.outcome ?? {
         state: payment.state,
         failureReason: payment.failureReason,
         failureMessage: payment.failureMessage,
         sessionToEnd: payment.sessionToEnd,
       };
-      if (next.sessionToEnd) next.sessionToEnd = !(await this.#endSession(payment));
+      if (next.sessionToEnd) next.sessionToEnd = !(await this.#endSession(payment, cutOff));
       const recorded = await this.#record(em, payment, lease, next, settled?.stuck, reservation !== undefined);
       return { payment: recorded, reservation: settled?.confirmed ?? (reservation && this.#asLeft(reservation, recorded)) };
     } catch (error) {
@@ -245,10 +257,11 @@ export class Payments {
   }
 
   /** The debit and the confirmation; no outcome after an outage (the payment stays PENDING, `stuck` says where). */
-  async #settle(payment: PaymentRecord): Promise<{ outcome?: Outcome; confirmed?: Reservation; stuck?: string }> {
+  async #settle(payment: PaymentRecord, signal: AbortSignal): Promise<{ outcome?: Outcome; confirmed?: Reservation; stuck?: string }> {
     const { points, reservations } = this.neighbours;
     const { id: paymentId, userId, reservationId, amount } = payment;
     const step = async <T>(name: string, work: () => Promise<T>): Promise<T | { stuck: string }> => {
+      if (signal.aborted) return { stuck: `could not ${name} before the drive's lease ran out` };
       try {
         return await work();
       } catch (error) {
@@ -256,13 +269,13 @@ export class Payments {
         throw error;
       }
     };
-    const debited = await step("debit the points", () => points.debit(userId, amount, paymentId));
+    const debited = await step("debit the points", () => points.debit(userId, amount, paymentId, signal));
     if (typeof debited === "object" && "stuck" in debited) return debited;
     if (isRefusal(debited)) return { outcome: failed(debited) };
-    const confirmed = await step("confirm the reservation", () => reservations.confirm({ userId, reservationId, paymentId, amount }));
+    const confirmed = await step("confirm the reservation", () => reservations.confirm({ userId, reservationId, paymentId, amount }, signal));
     if ("stuck" in confirmed) return confirmed;
     if (isRefusal(confirmed)) {
-      const refunded = await step("refund the points", () => points.refund(userId, paymentId));
+      const refunded = await step("refund the points", () => points.refund(userId, paymentId, signal));
       if (typeof refunded === "object" && "stuck" in refunded) return refunded;
       return { outcome: failed(confirmed) };
     }
@@ -275,9 +288,10 @@ export class Payments {
    * payment, and a crash in between leaves it PENDING, to be driven again.
    * Best effort: when it fails, recovery retries it (`session_to_end`).
    */
-  async #endSession(payment: PaymentRecord): Promise<boolean> {
+  async #endSession(payment: PaymentRecord, signal: AbortSignal): Promise<boolean> {
+    if (signal.aborted) return false;
     try {
-      await this.neighbours.sessions.complete(payment.userId, payment.concertId);
+      await this.neighbours.sessions.complete(payment.userId, payment.concertId, signal);
       return true;
     } catch (error) {
       if (error instanceof DependencyDown) return false;

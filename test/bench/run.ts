@@ -107,7 +107,7 @@ const report: Record<string, unknown> = {
 try {
   const transports: Transport[] = Array.from({ length: connections }, () => createGrpcTransport({ baseUrl: server.url }));
   const transport = spread(transports);
-  const take = await fanPool(2 + 2_000 + newFanCount + 300 + payers + watchStreams + flashFans);
+  const take = await fanPool(2 + 2_000 + newFanCount + 300 + 2 * payers + watchStreams + flashFans);
   const health = createClient(Health, transport);
   const concerts = createClient(ConcertService, transport);
   const queue = createClient(QueueService, transport);
@@ -131,9 +131,9 @@ try {
     await enterCrowded(token);
   };
   const holdFans = take(300);
-  const payFans = take(payers);
+  const payFans = take(2 * payers);
   const holds = selected("HoldSeats") ? await holdCases(transport, operatorKey, holdFans) : undefined;
-  const payments = selected("ChargePoints") || selected("Pay") ? await paymentCases(transport, operatorKey, payFans, payers) : undefined;
+  const payments = ["ChargePoints", "Pay", "BookSeats"].some(selected) ? await paymentCases(transport, operatorKey, payFans, payers) : undefined;
 
   const cases: (readonly [string, () => Promise<unknown>])[] = [
     ["ConcertService/ListSchedules", () => concerts.listSchedules({ concertId })],
@@ -150,6 +150,7 @@ try {
       ? ([
           ["PointService/ChargePoints", payments.charge],
           ["PaymentService/Pay", payments.pay],
+          ["CoordinatorService/BookSeats", payments.book],
         ] as const)
       : []),
   ];
