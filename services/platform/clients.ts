@@ -1,4 +1,4 @@
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -15,6 +15,7 @@ import { TransactionContext } from "@mikro-orm/postgresql";
 import { internalCredentialHeader } from "./access.js";
 import type { ServiceName } from "./config.js";
 import { DependencyDown, domainErrorOf } from "./errors.js";
+import { createInProcessTransport, type MountedService } from "./in-process.js";
 
 /** The service that serves a descriptor, by default the one its package names: boxoffice.queue.v1.X → queue. */
 export function ownerOf(service: DescService, owners?: ReadonlyMap<string, string>): string {
@@ -42,8 +43,10 @@ const noOpenTransaction: Interceptor = (next) => (req) => {
 
 export interface ClientOptions {
   internalCredential: string;
-  /** The routes served by this process; called once, on the first in-process call. */
+  /** The routes served by this process; called once, on the first in-process streaming call. */
   localRoutes: () => (router: ConnectRouter) => void;
+  /** A service this process serves, as mounted, for in-process unary calls; without it, every call goes through the routes. */
+  localService?: (method: DescMethod) => MountedService | undefined;
   localServices: ReadonlySet<string>;
   /** Where the other services listen. */
   urls: Partial<Record<ServiceName, string>>;
@@ -84,12 +87,11 @@ export class ServiceClients {
     const common = { interceptors: [noOpenTransaction, retryIdempotent, credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
     if (this.options.localServices.has(owner)) {
       // Built on the first call: clients are made while the services, and so the routes, are still being set up.
-      let local: Transport | undefined;
-      const transport = () => (local ??= createRouterTransport(this.options.localRoutes(), { transport: common }));
-      return {
-        unary: (...args) => transport().unary(...args),
-        stream: (...args) => transport().stream(...args),
-      };
+      let routed: Transport | undefined;
+      const router = () => (routed ??= createRouterTransport(this.options.localRoutes(), { transport: common }));
+      const { localService } = this.options;
+      if (!localService) return { unary: (...args) => router().unary(...args), stream: (...args) => router().stream(...args) };
+      return createInProcessTransport({ lookup: localService, interceptors: common.interceptors, defaultTimeoutMs: common.defaultTimeoutMs, fallback: router });
     }
     const url = this.options.urls[owner as ServiceName];
     return url ? createGrpcTransport({ baseUrl: url, ...common }) : unreachable(owner);

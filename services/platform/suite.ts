@@ -9,6 +9,7 @@ import { entityManagerInterceptor, openDatabase, type DatabaseSpec } from "./dat
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded-postgres.js";
 import { errorMapper } from "./errors.js";
 import { HealthStatus, healthRoutes } from "./health.js";
+import type { MountedService } from "./in-process.js";
 import { startHost, type Host } from "./host.js";
 import { UserTokens } from "./tokens.js";
 
@@ -86,7 +87,9 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     const poolSize = embedded ? 1 : config.databasePoolSize;
 
     const tokens = new UserTokens(config.tokenSecret, config.userTokenTtlSeconds);
-    const mounted = modules.filter((module) => config.services.includes(module.name));
+    const served = modules.filter((module) => config.services.includes(module.name));
+    /** Every service this process serves, as the router mounts it (and in-process calls reach it). */
+    const mounted = new Map<string, MountedService>();
     let routes: (router: ConnectRouter) => void = () => {
       throw new Error("routes used before the suite was built");
     };
@@ -95,12 +98,13 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       internalCredential: config.internalCredential,
       owners,
       localRoutes: () => routes,
-      localServices: new Set(mounted.map((module) => module.name)),
+      localService: (method) => mounted.get(method.parent.typeName),
+      localServices: new Set(served.map((module) => module.name)),
       urls: config.serviceUrls,
     });
 
     const running: { service: RunningService; orm: MikroORM | undefined }[] = [];
-    for (const module of mounted) {
+    for (const module of served) {
       const orm = module.database ? await openDatabase(module.database, { url: databaseUrl, poolSize }) : undefined;
       if (orm) closers.push(() => orm.close());
       const service = await module.create({ config, orm, tokens, clients });
@@ -110,18 +114,21 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
 
     const gate =
       running.find(({ service }) => service.gate)?.service.gate ??
-      modules.find((module) => module.remoteGate && !mounted.includes(module))?.remoteGate!(clients);
+      modules.find((module) => module.remoteGate && !served.includes(module))?.remoteGate!(clients);
     const access = accessInterceptor({ tokens, internalCredential: config.internalCredential, operatorKey: config.operatorKey, gate });
     const health = new HealthStatus();
+    for (const { service, orm } of running) {
+      const interceptors = [...(options.interceptors ?? []), errorMapper, access];
+      if (orm) interceptors.push(entityManagerInterceptor(orm));
+      for (const { service: desc, impl } of service.implementations) {
+        health.add(desc);
+        mounted.set(desc.typeName, { service: desc, impl: impl as Record<string, unknown>, interceptors });
+      }
+    }
     routes = (router) => {
       healthRoutes(router, health);
-      for (const { service, orm } of running) {
-        const interceptors = [...(options.interceptors ?? []), errorMapper, access];
-        if (orm) interceptors.push(entityManagerInterceptor(orm));
-        for (const { service: desc, impl } of service.implementations) {
-          health.add(desc);
-          router.service(desc, impl as Partial<ServiceImpl<typeof desc>>, { interceptors });
-        }
+      for (const { service, impl, interceptors } of mounted.values()) {
+        router.service(service, impl as Partial<ServiceImpl<typeof service>>, { interceptors });
       }
     };
 
