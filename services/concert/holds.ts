@@ -88,14 +88,11 @@ function record(row: HoldRow): HoldRecord {
   };
 }
 
-/** A statement's shape check went wrong: rolls back the short transaction it ran in. */
-class SeatsMoved extends Error {}
-
 /**
  * Seat holds, the story of the seed's temporary assignment: hold seats for a
  * few minutes, give them back, turn them into a sale, or let them run out. A
- * hold and its seats change together, each change one statement (confirming:
- * one short transaction), so the database decides every race and nothing
+ * hold and its seats change together, each change one statement, so the
+ * database decides every race and nothing
  * needs compensating. No other service is called while a statement runs.
  */
 export class Holds {
@@ -262,36 +259,34 @@ export class Holds {
   }
 
   /**
-   * Turns a live hold into a sale for a payment: the hold CONFIRMED and its
-   * seats SOLD by one statement, in a short transaction that is undone should
-   * a seat no longer be the hold's. Idempotent per payment.
+   * Turns a live hold into a sale for a payment, in one statement: the live
+   * hold and its seats are locked (hold first, as every statement here does),
+   * and only if every seat is still the hold's are the seats SOLD and the hold
+   * CONFIRMED; otherwise nothing changes. Idempotent per payment.
    */
   async confirm(em: EntityManager, confirmation: Confirmation): Promise<HoldRecord> {
     const { userId, reservationId, paymentId, amount } = confirmation;
-    let confirmed: HoldRecord | undefined;
-    try {
-      confirmed = await em.transactional(async (tx) => {
-        const [row] = await tx.getConnection().execute<(HoldRow & { sold: string })[]>(
-          `with confirmed as (
-             update "concert"."hold" hold set state = 'CONFIRMED', payment_id = ?
-              where id = ? and user_id = ? and ${holdLive} and (?::bigint is null or amount = ?::bigint)
-             returning ${columns}),
-           sold as (
-             update "concert"."seat" seat set state = 'SOLD', held_until = null
-               from confirmed where seat.schedule_id = confirmed.schedule_id and seat.reservation_id = confirmed.id and seat.state = 'HELD'
-             returning seat.number)
-           select confirmed.*, (select count(*) from sold) as sold from confirmed`,
-          [paymentId, reservationId, userId, amount ?? null, amount ?? null],
-          "all",
-          tx.getTransactionContext(),
-        );
-        if (!row) return undefined;
-        if (Number(row.sold) !== row.seat_numbers.length) throw new SeatsMoved();
-        return record(row);
-      });
-    } catch (error) {
-      if (!(error instanceof SeatsMoved)) throw error;
-    }
+    const [row] = await em.getConnection().execute<HoldRow[]>(
+      `with live as (
+         select hold.id, hold.schedule_id, jsonb_array_length(hold.seat_numbers) as seats from "concert"."hold" hold
+          where hold.id = ? and hold.user_id = ? and ${holdLive} and (?::bigint is null or hold.amount = ?::bigint)
+          for update),
+       held as (
+         select seat.schedule_id, seat.number from "concert"."seat" seat join live on seat.schedule_id = live.schedule_id
+          where seat.reservation_id = live.id and seat.state = 'HELD'
+          for update of seat),
+       whole as (select live.id from live where (select count(*) from held) = live.seats),
+       sold as (
+         update "concert"."seat" seat set state = 'SOLD', held_until = null
+           from held where seat.schedule_id = held.schedule_id and seat.number = held.number and exists (select 1 from whole)
+         returning seat.number),
+       confirmed as (
+         update "concert"."hold" hold set state = 'CONFIRMED', payment_id = ? from whole where hold.id = whole.id
+         returning ${columns.split(", ").map((column) => `hold.${column}`).join(", ")})
+       select * from confirmed`,
+      [reservationId, userId, amount ?? null, amount ?? null, paymentId],
+    );
+    const confirmed = row && record(row);
     if (confirmed) {
       this.maps.forget([confirmed.scheduleId]);
       return confirmed;
