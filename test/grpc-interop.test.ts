@@ -32,6 +32,7 @@ const RESERVATION_INTERNAL = "boxoffice.reservation.v1.ReservationInternalServic
 const POINT = "boxoffice.point.v1.PointService";
 const POINT_INTERNAL = "boxoffice.point.v1.PointInternalService";
 const PAYMENT = "boxoffice.payment.v1.PaymentService";
+const PAYMENT_INTERNAL = "boxoffice.payment.v1.PaymentInternalService";
 const COORDINATOR = "boxoffice.coordinator.v1.CoordinatorService";
 const HEALTH = "grpc.health.v1.Health";
 
@@ -202,6 +203,7 @@ describe("the contract in proto/ loads into a standard gRPC stack", () => {
         POINT,
         POINT_INTERNAL,
         PAYMENT,
+        PAYMENT_INTERNAL,
         COORDINATOR,
         HEALTH,
       ].sort(),
@@ -687,7 +689,8 @@ describe("internal services", () => {
     const user = await newUser();
     const calls: [string, string, Message][] = [
       [QUEUE_INTERNAL, "CheckAdmission", { queueToken: "q1.x" }],
-      [CONCERT_INTERNAL, "HoldSeats", { scheduleId: randomUUID(), concertId: randomUUID(), seatNumbers: [1], reservationId: randomUUID(), holdMs: "1000" }],
+      [RESERVATION_INTERNAL, "HoldSeatsForUser", { userId: user.userId, concertId: randomUUID(), scheduleId: randomUUID(), seatNumbers: [1] }],
+      [PAYMENT_INTERNAL, "PayForUser", { userId: user.userId, concertId: randomUUID(), reservationId: randomUUID(), idempotencyKey: "k" }],
       [RESERVATION_INTERNAL, "ConfirmReservation", { reservationId: randomUUID(), paymentId: randomUUID(), userId: user.userId }],
       [POINT_INTERNAL, "UsePoints", { userId: user.userId, amount: "1", paymentId: randomUUID() }],
     ];
