@@ -29,11 +29,20 @@ class Neighbours implements HoldsPort, PaymentsPort {
   /** Payments by idempotency key, with the reservation each paid for. */
   paid = new Map<string, { payment: Payment; reservation: Reservation }>();
   points = 0;
+  /** The fan's live hold, if any. */
+  live: Reservation | undefined;
 
-  async hold(request: Parameters<HoldsPort["hold"]>[0]): Promise<Reservation> {
+  async hold(request: Parameters<HoldsPort["hold"]>[0]) {
     this.asked.push(`hold ${request.seatNumbers.join(",")}${request.reuseOwnHold ? " (reuse own)" : ""}`);
     if (request.seatNumbers.some((n) => this.sold.has(n))) throw new Refused(Reason.SEAT_UNAVAILABLE, "taken", { seats: request.seatNumbers.join(",") });
-    return create(ReservationSchema, { id: randomUUID(), userId, concertId, scheduleId, seatNumbers: request.seatNumbers, amount: 100n, state: ReservationState.HELD });
+    if (this.live && request.reuseOwnHold && this.live.seatNumbers.join() === request.seatNumbers.join()) return Object.assign(this.live, { reused: true });
+    this.live = create(ReservationSchema, { id: randomUUID(), userId, concertId, scheduleId, seatNumbers: request.seatNumbers, amount: 100n, state: ReservationState.HELD });
+    return this.live;
+  }
+
+  async release(_userId: string, reservationId: string) {
+    this.asked.push(`release ${reservationId === this.live?.id ? "the new hold" : "another hold"}`);
+    if (this.live?.id === reservationId) this.live = undefined;
   }
 
   async pay(request: PaymentRequest) {
@@ -56,6 +65,7 @@ class Neighbours implements HoldsPort, PaymentsPort {
     });
     const after = ok ? create(ReservationSchema, { ...reservation, state: ReservationState.CONFIRMED, paymentId: payment.id }) : reservation;
     if (ok) reservation.seatNumbers.forEach((n) => this.sold.add(n));
+    if (ok) this.live = undefined;
     this.paid.set(request.idempotencyKey, { payment, reservation: after });
     return { payment, reservation: after };
   }
@@ -108,5 +118,20 @@ describe("Booking (the coordinator's story) with fake neighbours", () => {
     await expect(booking.checkout(userId, notAdmitted, failed.reservation!.id, "checkout")).rejects.toMatchObject({ reason: Reason.QUEUE_TOKEN_EXPIRED });
     expect(n.asked).toEqual(["pay (replay only)"]);
     expect((await booking.checkout(userId, notAdmitted, failed.reservation!.id, "book")).payment.id).toBe(failed.payment.id);
+  });
+
+  it("a retry after the first booking's hold ran out: the new hold goes back at once, and the first booking is the answer", async () => {
+    const n = new Neighbours();
+    n.points = 50;
+    const booking = new Booking(n, n);
+    const first = await booking.book(userId, admitted, scheduleId, [3], "key");
+    expect(first.payment.failureReason).toBe(Reason.INSUFFICIENT_POINTS);
+    // The hold runs out; the seat is free again, and the fan retries the very same booking.
+    n.live = undefined;
+    n.asked = [];
+    const again = await booking.book(userId, admitted, scheduleId, [3], "key");
+    expect(again.payment.id).toBe(first.payment.id);
+    expect(n.asked).toEqual(["hold 3 (reuse own)", "pay with the reservation", "release the new hold", "pay (replay only)"]);
+    expect(n.live).toBeUndefined();
   });
 });

@@ -41,10 +41,12 @@ describe("upgrading a database at the schema before holds moved beside their sea
     try {
       // The concert schema as it stood, and the reservation service's table as its last migration made it.
       const before = await openDatabase({ ...concertSpec, migrations: concertSpec.migrations.slice(0, 3) }, { url, poolSize: 2 });
-      const { concert, schedules } = await createConcert(before.em.fork(), { title: "Before", venue: "Hall", schedules: [{ startsAt: new Date(Date.now() + 864e5), seatCount: 4, price: 100 }] });
+      const { concert, schedules } = await createConcert(before.em.fork(), { title: "Before", venue: "Hall", schedules: [{ startsAt: new Date(Date.now() + 864e5), seatCount: 5, price: 100 }] });
       const [schedule] = schedules;
       const fan = randomUUID();
       const [live, sold, stale, payment] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+      // A crash of the old layout between selling the seats and recording the sale: seat 5 SOLD, its record still HELD.
+      const [soldFirst, soldFirstPayment, otherFan] = [randomUUID(), randomUUID(), randomUUID()];
       const db = before.em.getConnection();
       await db.execute(`create schema "reservation"`);
       await db.execute(legacyReservationTable);
@@ -52,8 +54,9 @@ describe("upgrading a database at the schema before holds moved beside their sea
         `insert into "reservation"."reservation" (id, user_id, concert_id, schedule_id, seat_numbers, amount, state, expires_at, created_at, payment_id) values
            (?, ?, ?, ?, '[1]', 100, 'HELD', now() + interval '5 minutes', now(), null),
            (?, ?, ?, ?, '[2]', 100, 'CONFIRMED', now() - interval '1 minute', now(), ?),
-           (?, ?, ?, ?, '[3]', 100, 'HELD', now() - interval '1 second', now(), null)`,
-        [live, fan, concert.id, schedule!.id, sold, fan, concert.id, schedule!.id, payment, stale, randomUUID(), concert.id, schedule!.id],
+           (?, ?, ?, ?, '[3]', 100, 'HELD', now() - interval '1 second', now(), null),
+           (?, ?, ?, ?, '[5]', 100, 'HELD', now() + interval '5 minutes', now(), null)`,
+        [live, fan, concert.id, schedule!.id, sold, fan, concert.id, schedule!.id, payment, stale, randomUUID(), concert.id, schedule!.id, soldFirst, otherFan, concert.id, schedule!.id],
       );
       await db.execute(
         `update "concert"."seat" set state = case number when 2 then 'SOLD' else 'HELD' end,
@@ -62,6 +65,7 @@ describe("upgrading a database at the schema before holds moved beside their sea
           where schedule_id = ? and number in (1, 2, 3)`,
         [live, sold, stale, schedule!.id],
       );
+      await db.execute(`update "concert"."seat" set state = 'SOLD', reservation_id = ? where schedule_id = ? and number = 5`, [soldFirst, schedule!.id]);
       await before.close();
 
       const after = await openDatabase(concertSpec, { url, poolSize: 2 });
@@ -76,7 +80,12 @@ describe("upgrading a database at the schema before holds moved beside their sea
         expect((await holds.release(em(), fan, live)).state).toBe("RELEASED");
         expect(await holds.sweep(em())).toBe(1);
         const seats = await conn.execute<{ number: number; state: string }[]>(`select number, state from "concert"."seat" where schedule_id = ? order by number`, [schedule!.id]);
-        expect(seats.map((seat) => seat.state)).toEqual(["AVAILABLE", "SOLD", "AVAILABLE", "AVAILABLE"]);
+        expect(seats.map((seat) => seat.state)).toEqual(["AVAILABLE", "SOLD", "AVAILABLE", "AVAILABLE", "SOLD"]);
+        // The sale the crash left half-recorded is confirmed when its payment is driven again.
+        expect(await holds.confirm(em(), { userId: otherFan, reservationId: soldFirst, paymentId: soldFirstPayment, amount: 100 })).toMatchObject({
+          state: "CONFIRMED",
+          paymentId: soldFirstPayment,
+        });
         // And new holds are sold as before.
         const fresh = await holds.hold(em(), { userId: fan, concertId: concert.id, scheduleId: schedule!.id, seatNumbers: [1, 4] });
         expect((await holds.confirm(em(), { userId: fan, reservationId: fresh.id, paymentId: randomUUID() })).state).toBe("CONFIRMED");

@@ -111,7 +111,7 @@ export class Holds {
    * what was taken. The one-hold-per-date index refuses a second live hold of the
    * fan, which undoes the whole statement.
    */
-  async hold(em: EntityManager, request: HoldRequest, retried = false): Promise<HoldRecord> {
+  async hold(em: EntityManager, request: HoldRequest, retried = false): Promise<HoldRecord & { reused?: true }> {
     const id = randomUUID();
     const numbers = `{${request.seatNumbers.join(",")}}`;
     let rows: HoldRow[];
@@ -150,6 +150,9 @@ export class Holds {
       );
     } catch (error) {
       const code = (error as { code?: unknown }).code;
+      // A deadlock with the sweeper tidying the fan's own run-out hold on the date (it locks that hold, then
+      // the seats this statement has locked): PostgreSQL undid this statement, and the sweep has committed since.
+      if (code === "40P01" && !retried) return this.hold(em, request, true);
       if (code === "55P03") {
         throw new Refused(Reason.SEAT_UNAVAILABLE, "those seats are being taken by someone else right now", { seats: request.seatNumbers.join(",") });
       }
@@ -169,12 +172,12 @@ export class Holds {
   }
 
   /** The answer when the fan's own live hold stands in the way: it, when reused; HOLD_LIMIT_REACHED naming it; or `otherwise`. */
-  async #ownLiveHold(em: EntityManager, request: HoldRequest, limitHit: boolean, otherwise?: Error): Promise<HoldRecord> {
+  async #ownLiveHold(em: EntityManager, request: HoldRequest, limitHit: boolean, otherwise?: Error): Promise<HoldRecord & { reused: true }> {
     const [live] = await em
       .getConnection()
       .execute<HoldRow[]>(`select ${columns} from "concert"."hold" hold where user_id = ? and schedule_id = ? and ${holdLive}`, [request.userId, request.scheduleId]);
     const wanted = [...request.seatNumbers].sort((a, b) => a - b).join();
-    if (live && request.reuseOwnHold && live.seat_numbers.join() === wanted) return record(live);
+    if (live && request.reuseOwnHold && live.seat_numbers.join() === wanted) return { ...record(live), reused: true };
     const overlaps = live && request.seatNumbers.some((n) => live.seat_numbers.includes(n));
     if (limitHit || overlaps || !otherwise) {
       throw new Refused(
@@ -260,9 +263,11 @@ export class Holds {
 
   /**
    * Turns a live hold into a sale for a payment, in one statement: the live
-   * hold and its seats are locked (hold first, as every statement here does),
-   * and only if every seat is still the hold's are the seats SOLD and the hold
-   * CONFIRMED; otherwise nothing changes. Idempotent per payment.
+   * hold and its seats are locked (hold first, then seats), and only if every
+   * seat is still the hold's are the seats SOLD and the hold CONFIRMED;
+   * otherwise nothing changes. Seats already SOLD to the hold count (a hold
+   * carried over from the old layout, whose seats were sold before its record
+   * was; now a hold's seats are SOLD only with it CONFIRMED). Idempotent per payment.
    */
   async confirm(em: EntityManager, confirmation: Confirmation): Promise<HoldRecord> {
     const { userId, reservationId, paymentId, amount } = confirmation;
@@ -273,7 +278,7 @@ export class Holds {
           for update),
        held as (
          select seat.schedule_id, seat.number from "concert"."seat" seat join live on seat.schedule_id = live.schedule_id
-          where seat.reservation_id = live.id and seat.state = 'HELD'
+          where seat.reservation_id = live.id and seat.state in ('HELD', 'SOLD')
           for update of seat),
        whole as (select live.id from live where (select count(*) from held) = live.seats),
        sold as (

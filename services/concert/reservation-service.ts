@@ -12,6 +12,7 @@ import {
   type ListReservationsRequest,
   type Reservation as ReservationMessage,
   type ReleaseHoldRequest,
+  type ReleaseUserHoldRequest,
   type ReservationInternalService,
   type ReservationService,
 } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
@@ -86,6 +87,11 @@ export class ReservationInternalHandlers implements ServiceImpl<typeof Reservati
       seatNumbers: check.seatNumbers(req.seatNumbers),
       reuseOwnHold: req.reuseOwnHold,
     });
+    return { reservation: reservationMessage(hold), reused: hold.reused === true };
+  }
+
+  async releaseUserHold(req: ReleaseUserHoldRequest, ctx: HandlerContext) {
+    const hold = await this.holds.release(entityManager(ctx), check.id(req.userId, "user_id"), check.id(req.reservationId, "reservation_id"));
     return { reservation: reservationMessage(hold) };
   }
 

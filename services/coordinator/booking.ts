@@ -5,7 +5,9 @@ import { NotFound, Reason, Refused } from "../platform/errors.js";
 
 /** The holds, beside the seats. Refusals are thrown as the domain errors the hold raised (SEAT_UNAVAILABLE, HOLD_LIMIT_REACHED, ...). */
 export interface HoldsPort {
-  hold(request: { userId: string; concertId: string; scheduleId: string; seatNumbers: number[]; reuseOwnHold: boolean }): Promise<Reservation>;
+  /** A new hold, or (reuseOwnHold) the fan's live hold on exactly these seats, then `reused`. */
+  hold(request: { userId: string; concertId: string; scheduleId: string; seatNumbers: number[]; reuseOwnHold: boolean }): Promise<Reservation & { reused?: boolean }>;
+  release(userId: string, reservationId: string): Promise<void>;
 }
 
 export interface PaymentRequest {
@@ -69,7 +71,7 @@ export class Booking {
   async book(userId: string, admitted: () => Promise<Admission>, scheduleId: string, seatNumbers: number[], idempotencyKey: string): Promise<Booked> {
     const admission = await attempt(admitted);
     if (admission instanceof Error) return this.#earlierBooking(userId, idempotencyKey, scheduleId, seatNumbers, admission);
-    let reservation: Reservation;
+    let reservation: Reservation & { reused?: boolean };
     try {
       reservation = await this.holds.hold({ userId, concertId: admission.concertId, scheduleId, seatNumbers, reuseOwnHold: true });
     } catch (error) {
@@ -81,8 +83,10 @@ export class Booking {
       const paid = await this.payments.pay({ userId, concertId: admission.concertId, reservationId: reservation.id, idempotencyKey, reservation });
       return { payment: paid.payment, reservation: paid.reservation ?? reservation };
     } catch (error) {
-      // The key paid for an earlier hold of these seats (since ended): that booking is the answer.
+      // The key paid for an earlier hold (of these seats, since ended: that booking is the answer; or of others:
+      // refused). Either way the hold just made is nobody's booking: it goes back at once rather than block the seats.
       if (!(error instanceof Refused && error.reason === Reason.IDEMPOTENCY_KEY_REUSED)) throw error;
+      if (!reservation.reused) await this.holds.release(userId, reservation.id);
       return this.#earlierBooking(userId, idempotencyKey, scheduleId, seatNumbers, error);
     }
   }

@@ -6,7 +6,13 @@ import type { HoldsPort, PaymentsPort } from "./booking.js";
 
 export function holdsPort(reservations: Client<typeof ReservationInternalService>): HoldsPort {
   return {
-    hold: async (request) => (await callDependency("concert", () => reservations.holdSeatsForUser(request))).reservation!,
+    hold: async (request) => {
+      const { reservation, reused } = await callDependency("concert", () => reservations.holdSeatsForUser(request));
+      return Object.assign(reservation!, { reused });
+    },
+    release: async (userId, reservationId) => {
+      await callDependency("concert", () => reservations.releaseUserHold({ userId, reservationId }));
+    },
   };
 }
 

@@ -14,7 +14,7 @@ import {
 } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { admitted, caller } from "../platform/access.js";
 import { entityManager } from "../platform/database.js";
-import { NotFound, Reason } from "../platform/errors.js";
+import { InvalidInput, NotFound, Reason } from "../platform/errors.js";
 import { newestFirst } from "../platform/pagination.js";
 import { check } from "../platform/validate.js";
 import { Payment } from "./payment.entity.js";
@@ -73,6 +73,8 @@ export class PaymentInternalHandlers implements ServiceImpl<typeof PaymentIntern
 
   async payForUser(req: PayForUserRequest, ctx: HandlerContext) {
     const concertId = req.replayOnly ? undefined : check.id(req.concertId, "concert_id");
+    // The caller's copy of the reservation saves a read; its amount is checked again when the hold is sold.
+    if (req.reservation && req.reservation.amount <= 0n) throw new InvalidInput("reservation.amount", "must be positive");
     const paid = await this.payments.pay(entityManager(ctx), {
       userId: check.id(req.userId, "user_id"),
       admitted: async () => {

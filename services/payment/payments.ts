@@ -106,6 +106,8 @@ const endedAs: Partial<Record<Reason, ReservationState>> = {
 export class Payments {
   /** Drives in progress in this process, by payment id. */
   readonly #inFlight = new Map<string, Promise<Paid>>();
+  /** Payments whose unexpected failure this process has logged (bounded: cleared when large). */
+  readonly #unexpected = new Set<string>();
 
   readonly #leaseMs: number;
 
@@ -164,7 +166,8 @@ export class Payments {
     // A few at a time: a crash leaves many payments behind at once, and each waits on other services.
     const queue = stale.map(({ id }) => id);
     const worker = async () => {
-      for (let id = queue.shift(); id !== undefined; id = queue.shift()) await this.drive(em, id, { skipIfBusy: true });
+      // One payment's failure (its database row, say) does not stop the others.
+      for (let id = queue.shift(); id !== undefined; id = queue.shift()) await this.drive(em, id, { skipIfBusy: true }).catch(() => undefined);
     };
     await Promise.all(Array.from({ length: 8 }, worker));
     return stale.length;
@@ -176,6 +179,7 @@ export class Payments {
    * A hold already ended fails without moving a point, and without a lease.
    */
   async #create(em: EntityManager, request: PayRequest): Promise<{ payment: PaymentRecord; lease: Lease | null; reservation: Reservation } | undefined> {
+    if (this.#unexpected.size > 10_000) this.#unexpected.clear();
     const { concertId } = await request.admitted();
     if (request.reservationId === undefined) throw new Error("a new payment needs the reservation it pays for");
     const reservation = request.reservation ?? (await this.neighbours.reservations.get(request.userId, request.reservationId));
@@ -266,7 +270,13 @@ export class Payments {
         return await work();
       } catch (error) {
         if (error instanceof DependencyDown) return { stuck: `could not ${name}: ${error.message}` };
-        throw error;
+        // Anything else a neighbour answered (an internal error, say) is no verdict on the payment either: it stays
+        // PENDING for recovery, and the fan is told so, rather than Internal. Logged once per payment and process.
+        if (!this.#unexpected.has(paymentId)) {
+          this.#unexpected.add(paymentId);
+          console.error(`payment ${paymentId}: could not ${name}, unexpectedly:`, error instanceof Error ? error.message : error);
+        }
+        return { stuck: `could not ${name}: ${error instanceof Error ? error.message : String(error)}` };
       }
     };
     const debited = await step("debit the points", () => points.debit(userId, amount, paymentId, signal));
@@ -366,7 +376,7 @@ export class Payments {
     }
     const paid = payment.state === "PENDING" || payment.sessionToEnd ? await this.drive(em, payment.id) : { payment, reservation: undefined };
     if (paid.reservation) return paid;
-    if (request.reservation?.id === payment.reservationId && payment.state !== "SUCCEEDED") return { payment: paid.payment, reservation: this.#asLeft(request.reservation, paid.payment) };
+    if (request.reservation?.id === payment.reservationId && paid.payment.state !== "SUCCEEDED") return { payment: paid.payment, reservation: this.#asLeft(request.reservation, paid.payment) };
     const reservation = await this.neighbours.reservations.get(payment.userId, payment.reservationId).catch((error: unknown) => {
       if (error instanceof DependencyDown) return undefined;
       throw error;

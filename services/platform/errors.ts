@@ -81,7 +81,8 @@ export function reasonOf(error: unknown): Reason | undefined {
   return error instanceof ConnectError ? error.findDetails(ErrorDetailSchema)[0]?.reason : undefined;
 }
 
-const unavailableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "53300"]);
+/** Failures worth retrying: lost connections, a server shutting down or full, a deadlock or lock wait PostgreSQL gave up on. */
+const unavailableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "53300", "40P01", "55P03"]);
 
 function mapError(error: unknown, procedure: string): ConnectError {
   if (error instanceof DomainError) return toConnectError(error);
