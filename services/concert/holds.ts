@@ -59,6 +59,11 @@ export interface Confirmation {
 }
 
 const columns = `id, user_id, concert_id, schedule_id, seat_numbers, amount, state, expires_at, created_at, payment_id`;
+/** The same, qualified by the table's alias, for statements that join. */
+const holdColumns = columns
+  .split(", ")
+  .map((column) => `hold.${column}`)
+  .join(", ");
 
 interface HoldRow {
   id: string;
@@ -159,34 +164,37 @@ export class Holds {
       if (code !== "23505") throw error;
       // The fan holds seats on this date. A hold of theirs that has run out but is not tidied yet is marked EXPIRED, and the hold tried again.
       if (!retried && (await this.#expireStale(em, request.userId, request.scheduleId)) > 0) return this.hold(em, request, true);
-      return this.#ownLiveHold(em, request, true);
+      return this.#ownLiveHold(em, request);
     }
     if (rows.length === 0) {
       // Refused seats the fan holds already (a retry of a hold whose answer was lost, say): name that hold.
       const refusal = await this.#whyNot(em, request);
-      if (refusal.reason === Reason.SEAT_UNAVAILABLE) return this.#ownLiveHold(em, request, false, refusal);
+      if (refusal.reason === Reason.SEAT_UNAVAILABLE) return this.#ownLiveHold(em, request, refusal);
       throw refusal;
     }
     this.maps.forget([request.scheduleId]);
     return record(rows[0]!);
   }
 
-  /** The answer when the fan's own live hold stands in the way: it, when reused; HOLD_LIMIT_REACHED naming it; or `otherwise`. */
-  async #ownLiveHold(em: EntityManager, request: HoldRequest, limitHit: boolean, otherwise?: Error): Promise<HoldRecord & { reused: true }> {
+  /**
+   * When the fan's own live hold may stand in the way: it, when reused; else HOLD_LIMIT_REACHED naming it, when
+   * the one-hold index refused (no `seatsTaken`) or the taken seats are in it; else `seatsTaken`.
+   */
+  async #ownLiveHold(em: EntityManager, request: HoldRequest, seatsTaken?: Error): Promise<HoldRecord & { reused: true }> {
     const [live] = await em
       .getConnection()
       .execute<HoldRow[]>(`select ${columns} from "concert"."hold" hold where user_id = ? and schedule_id = ? and ${holdLive}`, [request.userId, request.scheduleId]);
     const wanted = [...request.seatNumbers].sort((a, b) => a - b).join();
     if (live && request.reuseOwnHold && live.seat_numbers.join() === wanted) return { ...record(live), reused: true };
     const overlaps = live && request.seatNumbers.some((n) => live.seat_numbers.includes(n));
-    if (limitHit || overlaps || !otherwise) {
+    if (!seatsTaken || overlaps) {
       throw new Refused(
         Reason.HOLD_LIMIT_REACHED,
         "you already hold seats on this date; pay for them or release them first",
         live ? { reservation_id: live.id } : undefined,
       );
     }
-    throw otherwise;
+    throw seatsTaken;
   }
 
   async #expireStale(em: EntityManager, userId: string, scheduleId: string): Promise<number> {
@@ -287,7 +295,7 @@ export class Holds {
          returning seat.number),
        confirmed as (
          update "concert"."hold" hold set state = 'CONFIRMED', payment_id = ? from whole where hold.id = whole.id
-         returning ${columns.split(", ").map((column) => `hold.${column}`).join(", ")})
+         returning ${holdColumns})
        select * from confirmed`,
       [reservationId, userId, amount ?? null, amount ?? null, paymentId],
     );

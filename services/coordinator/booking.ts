@@ -91,8 +91,8 @@ export class Booking {
     }
   }
 
-  /** The payment made earlier with the key for this reservation, or `otherwise`. */
-  async #replay(userId: string, reservationId: string, idempotencyKey: string, otherwise: Error): Promise<Booked> {
+  /** The payment made earlier with the key (for this reservation, when given), or `otherwise`. */
+  async #replay(userId: string, reservationId: string | undefined, idempotencyKey: string, otherwise: Error): Promise<Booked> {
     try {
       return await this.payments.pay({ userId, concertId: undefined, reservationId, idempotencyKey });
     } catch (error) {
@@ -103,13 +103,7 @@ export class Booking {
 
   /** The booking made earlier with the key, which must have been of these seats; or `otherwise`. */
   async #earlierBooking(userId: string, idempotencyKey: string, scheduleId: string, seatNumbers: number[], otherwise: Error): Promise<Booked> {
-    let earlier: Booked;
-    try {
-      earlier = await this.payments.pay({ userId, concertId: undefined, reservationId: undefined, idempotencyKey });
-    } catch (error) {
-      if (error instanceof NotFound && error.reason === Reason.PAYMENT_NOT_FOUND) throw otherwise;
-      throw error;
-    }
+    const earlier = await this.#replay(userId, undefined, idempotencyKey, otherwise);
     const booked = earlier.reservation;
     if (booked && (booked.scheduleId !== scheduleId || booked.seatNumbers.join() !== seatNumbers.join())) {
       throw new Refused(Reason.IDEMPOTENCY_KEY_REUSED, "this idempotency key was used to book other seats");

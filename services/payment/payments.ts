@@ -83,11 +83,16 @@ interface Outcome {
 
 const table = `"payment"."payment"`;
 
-/** The reservation's state a refusal to sell it implies, for the answer (the hold's owner has the last word on a read). */
-const endedAs: Partial<Record<Reason, ReservationState>> = {
-  [Reason.HOLD_EXPIRED]: ReservationState.EXPIRED,
-  [Reason.HOLD_RELEASED]: ReservationState.RELEASED,
-};
+/** How a hold can end unsold, and the reason a payment for it fails with: read both ways. */
+const endings: [ReservationState, Reason][] = [
+  [ReservationState.EXPIRED, Reason.HOLD_EXPIRED],
+  [ReservationState.RELEASED, Reason.HOLD_RELEASED],
+];
+
+/** A step of the saga that could not be done now: the payment stays PENDING for recovery. */
+class Stuck {
+  constructor(readonly why: string) {}
+}
 
 /**
  * Payments, as a saga keyed by the payment id: record PENDING → debit the
@@ -179,7 +184,6 @@ export class Payments {
    * A hold already ended fails without moving a point, and without a lease.
    */
   async #create(em: EntityManager, request: PayRequest): Promise<{ payment: PaymentRecord; lease: Lease | null; reservation: Reservation } | undefined> {
-    if (this.#unexpected.size > 10_000) this.#unexpected.clear();
     const { concertId } = await request.admitted();
     if (request.reservationId === undefined) throw new Error("a new payment needs the reservation it pays for");
     const reservation = request.reservation ?? (await this.neighbours.reservations.get(request.userId, request.reservationId));
@@ -189,8 +193,7 @@ export class Payments {
     if (reservation.concertId !== concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert than this reservation's");
     }
-    const ended = { [ReservationState.EXPIRED]: Reason.HOLD_EXPIRED, [ReservationState.RELEASED]: Reason.HOLD_RELEASED } as Record<number, Reason>;
-    const endedReason = ended[reservation.state];
+    const endedReason = endings.find(([state]) => state === reservation.state)?.[1];
     const [row] = await em.getConnection().execute(
       `insert into ${table} (id, user_id, reservation_id, concert_id, idempotency_key, amount, "state", failure_reason, failure_message,
                              driven_until, created_at, updated_at)
@@ -260,36 +263,42 @@ export class Payments {
     }
   }
 
-  /** The debit and the confirmation; no outcome after an outage (the payment stays PENDING, `stuck` says where). */
+  /** The debit and the confirmation; no outcome when a step could not be done now (the payment stays PENDING, `stuck` says why). */
   async #settle(payment: PaymentRecord, signal: AbortSignal): Promise<{ outcome?: Outcome; confirmed?: Reservation; stuck?: string }> {
     const { points, reservations } = this.neighbours;
     const { id: paymentId, userId, reservationId, amount } = payment;
-    const step = async <T>(name: string, work: () => Promise<T>): Promise<T | { stuck: string }> => {
-      if (signal.aborted) return { stuck: `could not ${name} before the drive's lease ran out` };
+    const step = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+      if (signal.aborted) throw new Stuck(`could not ${name} before the drive's lease ran out`);
       try {
         return await work();
       } catch (error) {
-        if (error instanceof DependencyDown) return { stuck: `could not ${name}: ${error.message}` };
-        // Anything else a neighbour answered (an internal error, say) is no verdict on the payment either: it stays
-        // PENDING for recovery, and the fan is told so, rather than Internal. Logged once per payment and process.
-        if (!this.#unexpected.has(paymentId)) {
-          this.#unexpected.add(paymentId);
-          console.error(`payment ${paymentId}: could not ${name}, unexpectedly:`, error instanceof Error ? error.message : error);
-        }
-        return { stuck: `could not ${name}: ${error instanceof Error ? error.message : String(error)}` };
+        if (!(error instanceof DependencyDown)) this.#unexpectedly(paymentId, name, error);
+        throw new Stuck(`could not ${name}: ${error instanceof Error ? error.message : String(error)}`);
       }
     };
-    const debited = await step("debit the points", () => points.debit(userId, amount, paymentId, signal));
-    if (typeof debited === "object" && "stuck" in debited) return debited;
-    if (isRefusal(debited)) return { outcome: failed(debited) };
-    const confirmed = await step("confirm the reservation", () => reservations.confirm({ userId, reservationId, paymentId, amount }, signal));
-    if ("stuck" in confirmed) return confirmed;
-    if (isRefusal(confirmed)) {
-      const refunded = await step("refund the points", () => points.refund(userId, paymentId, signal));
-      if (typeof refunded === "object" && "stuck" in refunded) return refunded;
+    try {
+      const debited = await step("debit the points", () => points.debit(userId, amount, paymentId, signal));
+      if (isRefusal(debited)) return { outcome: failed(debited) };
+      const confirmed = await step("confirm the reservation", () => reservations.confirm({ userId, reservationId, paymentId, amount }, signal));
+      if (!isRefusal(confirmed)) return { outcome: { state: "SUCCEEDED", failureReason: 0, failureMessage: "", sessionToEnd: true }, confirmed };
+      await step("refund the points", () => points.refund(userId, paymentId, signal));
       return { outcome: failed(confirmed) };
+    } catch (error) {
+      if (error instanceof Stuck) return { stuck: error.why };
+      throw error;
     }
-    return { outcome: { state: "SUCCEEDED", failureReason: 0, failureMessage: "", sessionToEnd: true }, confirmed };
+  }
+
+  /**
+   * Anything but an outage that a neighbour answered (an internal error, say) is
+   * no verdict on the payment either: it stays PENDING for recovery, and the fan
+   * is told so rather than Internal. Logged once per payment and process.
+   */
+  #unexpectedly(paymentId: string, step: string, error: unknown) {
+    if (this.#unexpected.has(paymentId)) return;
+    if (this.#unexpected.size >= 10_000) this.#unexpected.clear();
+    this.#unexpected.add(paymentId);
+    console.error(`payment ${paymentId}: could not ${step}, unexpectedly:`, error instanceof Error ? error.message : error);
   }
 
   /**
@@ -365,7 +374,7 @@ export class Payments {
 
   /** The reservation as a payment that did not sell it left it: a refusal to sell says how it ended. */
   #asLeft(reservation: Reservation, payment: PaymentRecord): Reservation {
-    const state = payment.state === "FAILED" ? endedAs[payment.failureReason as Reason] : undefined;
+    const state = payment.state === "FAILED" ? endings.find(([, reason]) => reason === payment.failureReason)?.[0] : undefined;
     return state === undefined ? reservation : create(ReservationSchema, { ...reservation, state });
   }
 

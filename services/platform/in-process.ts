@@ -46,23 +46,24 @@ export function createInProcessTransport(options: {
   defaultTimeoutMs: number;
   fallback: () => Transport;
 }): Transport {
-  const specs = new WeakMap<DescMethod, ReturnType<typeof createMethodImplSpec> | null>();
-  const specOf = (method: DescMethod) => {
-    let spec = specs.get(method);
-    if (spec === undefined) {
+  /** Per method, its handler and the callee's interceptors; looked up again until the service is mounted. */
+  const targets = new WeakMap<DescMethod, { spec: ReturnType<typeof createMethodImplSpec>; interceptors: Interceptor[] }>();
+  const targetOf = (method: DescMethod) => {
+    let target = targets.get(method);
+    if (target === undefined) {
       const mounted = options.lookup(method);
       const fn = mounted?.impl[method.localName];
-      spec = typeof fn === "function" ? createMethodImplSpec(method as never, (fn as (...args: unknown[]) => unknown).bind(mounted!.impl) as never) : null;
-      specs.set(method, spec);
+      if (!mounted || typeof fn !== "function") return undefined;
+      const spec = createMethodImplSpec(method as never, (fn as (...args: unknown[]) => unknown).bind(mounted.impl) as never);
+      targets.set(method, (target = { spec, interceptors: mounted.interceptors }));
     }
-    return spec;
+    return target;
   };
 
   return {
     async unary(method, signal, timeoutMs, header, input, contextValues) {
-      const spec = specOf(method);
-      const mounted = options.lookup(method);
-      if (!spec || !mounted) throw new ConnectError(`${method.parent.typeName}/${method.name} is not served in this process`, Code.Unimplemented);
+      const target = targetOf(method);
+      if (!target) throw new ConnectError(`${method.parent.typeName}/${method.name} is not served in this process`, Code.Unimplemented);
       const timeout = timeoutMs === undefined ? options.defaultTimeoutMs : timeoutMs <= 0 ? undefined : timeoutMs;
       const deadline = createDeadlineSignal(timeout);
       const linked = createLinkedAbortController(signal, deadline.signal);
@@ -79,7 +80,7 @@ export function createInProcessTransport(options: {
           contextValues: createContextValues(),
         });
         try {
-          const message = await invokeUnaryImplementation(spec as never, context, req.message as never, mounted.interceptors);
+          const message = await invokeUnaryImplementation(target.spec as never, context, req.message as never, target.interceptors);
           return { stream: false, service: method.parent, method, header: context.responseHeader, trailer: context.responseTrailer, message } as UnaryResponse;
         } finally {
           context.abort(finished);
