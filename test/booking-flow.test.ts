@@ -7,7 +7,7 @@ import { CoordinatorService, type BookSeatsResponse } from "../gen/boxoffice/coo
 import { PaymentService, PaymentState, type Payment } from "../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/point_pb.js";
 import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
-import { ReservationState } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { ReservationService, ReservationState } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { Reason } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
@@ -252,6 +252,20 @@ describe("BookSeats: hold and pay in one call", () => {
     const states = await seatStates(fan, scheduleId);
     expect(Object.values(states).filter((state) => state !== "AVAILABLE")).toEqual(["HELD", "HELD"]);
     expect(retried).toEqual({ payment: booked.payment!.id, state: "FAILED/INSUFFICIENT_POINTS", reservation: booked.reservation!.id });
+  });
+
+  it("BookSeats retried with the same key after its hold ended: the first booking is the answer, and the hold the retry made goes back at once", async () => {
+    const { fan, scheduleId, request, booked } = await failedBooking(2_500n, 1_000n);
+    const reservations = client(suite, ReservationService);
+    await reservations.releaseHold({ reservationId: booked.reservation!.id }, fan.auth);
+
+    const retried = await coordinator.bookSeats(request, fan.headers);
+    expect({ payment: retried.payment!.id, reservation: retried.reservation!.id }).toEqual({ payment: booked.payment!.id, reservation: booked.reservation!.id });
+    // The retry held the seats anew before the payment service said the key had paid for the first hold: given back.
+    const { reservations: mine } = await reservations.listReservations({}, fan.auth);
+    expect(mine.map((r) => ReservationState[r.state])).toEqual(["RELEASED", "RELEASED"]);
+    expect(Object.values(await seatStates(fan, scheduleId)).every((state) => state === "AVAILABLE")).toBe(true);
+    expect((await payments.listPayments({}, fan.auth)).payments.map((p) => p.id)).toEqual([booked.payment!.id]);
   });
 
   it("BookSeats retried with the same key and seats after it succeeded returns the same payment, and debits once", async () => {

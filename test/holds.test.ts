@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { concertModule } from "../services/concert/index.js";
 import { createConcert } from "../services/concert/concert-service.js";
@@ -28,9 +29,11 @@ class FakeQueue implements SupplyAnnouncer {
 }
 
 const databases = [
-  { name: "PostgreSQL", open: async () => ({ url: inject("databaseUrl"), stop: async () => {} }) },
+  { name: "PostgreSQL", poolSize: 5, open: async () => ({ url: inject("databaseUrl"), stop: async () => {} }) },
   {
     name: "embedded PGlite",
+    // As the suite runs it: one connection.
+    poolSize: 1,
     open: async (): Promise<{ url: string; stop: () => Promise<void> }> => {
       const dir = mkdtempSync(join(tmpdir(), "boxoffice-holds-"));
       const embedded: EmbeddedPostgres = await startEmbeddedPostgres(dir);
@@ -48,15 +51,17 @@ async function refusalOf(work: Promise<unknown>): Promise<DomainError> {
   throw new Error("expected a refusal");
 }
 
-describe.each(databases)("holds on $name", ({ open }) => {
+describe.each(databases)("holds on $name", ({ name, open, poolSize }) => {
   let orm: MikroORM;
   let stop: () => Promise<void>;
   let queue: FakeQueue;
+  let url: string;
 
   beforeAll(async () => {
     const database = await open();
     stop = database.stop;
-    orm = await openDatabase(concertModule.database!, { url: database.url, poolSize: database.url.includes("5432") ? 5 : 1 });
+    url = database.url;
+    orm = await openDatabase(concertModule.database!, { url: database.url, poolSize });
   }, 60_000);
   afterAll(async () => {
     await orm?.close();
@@ -187,4 +192,40 @@ describe.each(databases)("holds on $name", ({ open }) => {
     expect(await seats(scheduleId)).toEqual({ 1: `HELD:${again.id.slice(0, 8)}`, 2: "AVAILABLE" });
     expect(told.told).toContain(concertId);
   });
+
+  // Only PostgreSQL runs two transactions at once; PGlite serialises them, so there they cannot deadlock.
+  it.skipIf(name !== "PostgreSQL")(
+    "a hold that deadlocks with the sweeper tidying the fan's run-out hold on the same seat is tried again and holds it",
+    async () => {
+      const holds = holdsFor(200);
+      const { concertId, scheduleId } = await date(2);
+      const fan = randomUUID();
+      const stale = await holds.hold(em(), { userId: fan, concertId, scheduleId, seatNumbers: [1] });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // A sweep as its statement runs it, held open between its two steps: the run-out hold first, then its seats.
+      const sweep = new pg.Client({ connectionString: url });
+      await sweep.connect();
+      try {
+        await sweep.query("begin");
+        await sweep.query(`update "concert"."hold" set state = 'EXPIRED' where id = $1`, [stale.id]);
+        // The fan holds seat 1 again: it locks the seat, then waits on the sweep's row in the one-hold-per-date index...
+        const again = holdsFor(60_000).hold(em(), { userId: fan, concertId, scheduleId, seatNumbers: [1] });
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        // ...while the sweep waits on the seat: a deadlock, which PostgreSQL breaks by undoing one side.
+        const freed = sweep
+          .query(`update "concert"."seat" set state = 'AVAILABLE', reservation_id = null, held_until = null where reservation_id = $1 and state = 'HELD'`, [stale.id])
+          .then(
+            () => sweep.query("commit").then(() => "swept"),
+            (error: { code?: string }) => sweep.query("rollback").then(() => error.code),
+          );
+        const [held, swept] = await Promise.all([again, freed]);
+        expect(["swept", "40P01"]).toContain(swept);
+        expect(held).toMatchObject({ state: "HELD", seatNumbers: [1], userId: fan });
+        expect((await seats(scheduleId))[1]).toBe(`HELD:${held.id.slice(0, 8)}`);
+        expect((await holdRows(scheduleId)).filter((row) => row.state === "HELD").map((row) => row.id)).toEqual([held.id]);
+      } finally {
+        await sweep.end();
+      }
+    },
+  );
 });

@@ -1,4 +1,8 @@
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startEmbeddedPostgres } from "../services/platform/embedded-postgres.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { createConcert } from "../services/concert/concert-service.js";
 import { Holds, holdStateNow } from "../services/concert/holds.js";
@@ -33,14 +37,34 @@ describe("committed migrations", () => {
   );
 });
 
-describe("upgrading a database at the schema before holds moved beside their seats", () => {
+/** A database to upgrade, on the test PostgreSQL server or an embedded PGlite (the data folder of `npm start` before the change). */
+const upgradeDatabases = [
+  {
+    name: "PostgreSQL",
+    poolSize: 2,
+    open: async () => {
+      const upgradeName = `${name}_upgrade`;
+      return { url: await createDatabase(upgradeName), close: () => dropDatabase(upgradeName) };
+    },
+  },
+  {
+    name: "embedded PGlite",
+    poolSize: 1,
+    open: async () => {
+      const dir = mkdtempSync(join(tmpdir(), "boxoffice-upgrade-"));
+      const embedded = await startEmbeddedPostgres(dir);
+      return { url: embedded.url, close: async () => (await embedded.stop(), rmSync(dir, { recursive: true, force: true })) };
+    },
+  },
+];
+
+describe.each(upgradeDatabases)("upgrading a $name database at the schema before holds moved beside their seats", ({ open, poolSize }) => {
   it("keeps its live holds and sales: the records move to concert.hold, the old schema goes, and holds release, sell and expire as before", async () => {
-    const upgradeName = `${name}_upgrade`;
-    const url = await createDatabase(upgradeName);
+    const { url, close } = await open();
     const concertSpec = concertModule.database!;
     try {
       // The concert schema as it stood, and the reservation service's table as its last migration made it.
-      const before = await openDatabase({ ...concertSpec, migrations: concertSpec.migrations.slice(0, 3) }, { url, poolSize: 2 });
+      const before = await openDatabase({ ...concertSpec, migrations: concertSpec.migrations.slice(0, 3) }, { url, poolSize });
       const { concert, schedules } = await createConcert(before.em.fork(), { title: "Before", venue: "Hall", schedules: [{ startsAt: new Date(Date.now() + 864e5), seatCount: 5, price: 100 }] });
       const [schedule] = schedules;
       const fan = randomUUID();
@@ -68,7 +92,7 @@ describe("upgrading a database at the schema before holds moved beside their sea
       await db.execute(`update "concert"."seat" set state = 'SOLD', reservation_id = ? where schedule_id = ? and number = 5`, [soldFirst, schedule!.id]);
       await before.close();
 
-      const after = await openDatabase(concertSpec, { url, poolSize: 2 });
+      const after = await openDatabase(concertSpec, { url, poolSize });
       try {
         const em = () => after.em.fork();
         const conn = em().getConnection();
@@ -93,7 +117,7 @@ describe("upgrading a database at the schema before holds moved beside their sea
         await after.close();
       }
     } finally {
-      await dropDatabase(upgradeName);
+      await close();
     }
   });
 });

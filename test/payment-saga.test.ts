@@ -52,6 +52,8 @@ class FakePoints implements PointsPort {
 class FakeHolds implements ReservationsPort {
   holds = new Map<string, Reservation>();
   down = false;
+  /** Instead of answering: fail with this (a bug's error, say), or hang until the call's signal aborts. */
+  misbehave: "error" | "hang" | undefined;
   hold(userId: string, amount: number, expiresInMs = 60_000): Reservation {
     const reservation = create(ReservationSchema, {
       id: randomUUID(),
@@ -73,9 +75,14 @@ class FakeHolds implements ReservationsPort {
     if (!found || found.userId !== userId) throw new NotFound(Reason.RESERVATION_NOT_FOUND, `no reservation ${reservationId}`);
     return found;
   }
-  async confirm({ userId, reservationId, paymentId, amount }: { userId: string; reservationId: string; paymentId: string; amount: number }) {
+  async confirm({ userId, reservationId, paymentId, amount }: { userId: string; reservationId: string; paymentId: string; amount: number }, signal?: AbortSignal) {
     called("confirm");
     if (this.down) throw new DependencyDown("the concert service is unavailable; retry later");
+    if (this.misbehave === "error") throw new Error("relation does not exist");
+    if (this.misbehave === "hang") {
+      await new Promise((resolve) => signal!.addEventListener("abort", resolve));
+      throw new DependencyDown("the concert service is unavailable; retry later");
+    }
     const found = this.holds.get(reservationId);
     if (!found || found.userId !== userId) return { refused: Reason.RESERVATION_NOT_FOUND, message: "no such reservation" };
     if (found.state === ReservationState.CONFIRMED) {
@@ -229,5 +236,43 @@ describe("the payment saga with fake neighbours", () => {
     ).rejects.toMatchObject({ reason: Reason.NOT_ADMITTED });
     expect(calls).toEqual([]);
     expect(await em().count(Payment, { userId })).toBe(0);
+  });
+
+  it("a neighbour's unexpected error is no verdict: the payment stays PENDING, logged once, and recovery settles it once the neighbour answers", async () => {
+    fresh();
+    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
+    const userId = fanWith(1_000);
+    const reservation = holds.hold(userId, 400);
+    holds.misbehave = "error";
+    const { payment } = await payments.pay(em(), { userId, admitted, reservationId: reservation.id, idempotencyKey: "k", reservation });
+    expect(payment.state).toBe("PENDING");
+    for (let pass = 0; pass < 2; pass++) await payments.recover(em(), 0);
+    expect(errors.mock.calls.filter((args) => String(args[0]).includes(`${payment.id}: could not confirm the reservation, unexpectedly`))).toHaveLength(1);
+    holds.misbehave = undefined;
+    await payments.recover(em(), 0);
+    expect((await em().findOneOrFail(Payment, { id: payment.id })).state).toBe("SUCCEEDED");
+    expect(points.balances.get(userId)).toBe(600);
+  });
+
+  it("a drive's calls are cut off before its lease ends: a neighbour that never answers leaves the payment PENDING and its lease free", async () => {
+    fresh();
+    vi.spyOn(console, "error").mockImplementation(() => {});
+    // A recovery interval of 3 s: leases of 1 s, calls cut off after 750 ms.
+    const quick = new Payments({ points, reservations: holds, sessions }, 3_000);
+    const userId = fanWith(1_000);
+    const reservation = holds.hold(userId, 400);
+    holds.misbehave = "hang";
+    const started = Date.now();
+    const { payment } = await quick.pay(em(), { userId, admitted, reservationId: reservation.id, idempotencyKey: "k", reservation });
+    const took = Date.now() - started;
+    expect(payment.state).toBe("PENDING");
+    expect(took).toBeGreaterThanOrEqual(700);
+    expect(took).toBeLessThan(1_000);
+    expect((await em().findOneOrFail(Payment, { id: payment.id })).drivenUntil).toBeNull();
+    // The debit stands; the next drive sells and succeeds without debiting again.
+    holds.misbehave = undefined;
+    await quick.recover(em(), 0);
+    expect((await em().findOneOrFail(Payment, { id: payment.id })).state).toBe("SUCCEEDED");
+    expect([points.debits.size, points.balances.get(userId)]).toEqual([1, 600]);
   });
 });
