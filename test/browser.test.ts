@@ -63,7 +63,8 @@ async function pickFirstDate(page: Page) {
   await byTestId(page, "seat-1").waitFor({ timeout: 10_000 });
 }
 
-beforeAll(async () => {
+/** The suite with the page, on the given database, a browser, and the test concert. */
+async function setUp(env: Record<string, string>) {
   if (!existsSync(chromiumPath)) {
     throw new Error(
       `the browser test needs Debian's Chromium at ${chromiumPath}, which is missing: install it with ` +
@@ -71,7 +72,7 @@ beforeAll(async () => {
     );
   }
   mkdirSync(artifacts, { recursive: true });
-  suite = await startSuite(testConfig(), modules, { fallback: await webPage() });
+  suite = await startSuite(testConfig(env), modules, { fallback: await webPage() });
   // Each launch gets a fresh temporary user data dir from Playwright, removed on close.
   browser = await chromium.launch({
     executablePath: chromiumPath,
@@ -95,14 +96,19 @@ beforeAll(async () => {
   firstDate = schedules[0]!;
   // One admitted fan at a time, so the first browser fan has to wait in line.
   await client(suite, QueueAdminService).setAdmissionPolicy({ concertId, policy: { maxActive: 1 } }, operator);
-}, 60_000);
+}
 
-afterAll(async () => {
-  await browser?.close();
-  await suite?.close();
-});
+// On PostgreSQL, and on the embedded database a plain `npm start` uses (DATABASE_URL unset).
+describe.each([
+  { database: "PostgreSQL", env: {} as Record<string, string> },
+  { database: "embedded PGlite", env: { DATABASE_URL: "" } },
+])("booking page in Chromium, on $database", ({ env }) => {
+  beforeAll(() => setUp(env), 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await suite?.close();
+  });
 
-describe("booking page in Chromium", () => {
   it("serves the page and its script from the suite's port, and 404 for other paths", async () => {
     const page = await fetch(suite.host.url + "/");
     expect(page.status).toBe(200);
