@@ -1,5 +1,5 @@
-import { Code, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
@@ -7,7 +7,7 @@ import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import type { Suite } from "../services/platform/suite.js";
 import { HealthStatus } from "../services/platform/health.js";
-import { startHost } from "../services/platform/host.js";
+import { shutdownError, startHost } from "../services/platform/host.js";
 import { client, failure, startTestSuite, type Protocol } from "./support.js";
 
 let suite: Suite;
@@ -119,5 +119,56 @@ describe("graceful shutdown", () => {
     expect(seen).toEqual([Serving.SERVING, Serving.NOT_SERVING]);
     const refused = await failure(client(doomed, Health).check({}));
     expect(refused.code).toBe(Code.Unavailable);
+  });
+
+  const transports: Record<Protocol, (baseUrl: string) => Transport> = {
+    grpc: (baseUrl) => createGrpcTransport({ baseUrl }),
+    connect: (baseUrl) => createConnectTransport({ baseUrl, httpVersion: "1.1" }),
+    "grpc-web": (baseUrl) => createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
+  };
+
+  it.each<Protocol>(["grpc", "connect", "grpc-web"])("ends a stream open at shutdown with Unavailable over %s, so that its client reconnects", async (protocol) => {
+    let cancels = 0;
+    const host = await startHost({
+      host: "127.0.0.1",
+      port: 0,
+      health: new HealthStatus(),
+      shutdownGraceMs: 10_000,
+      routes: (router) =>
+        router.service(Health, {
+          check: () => ({ status: Serving.SERVING }),
+          async *watch(_req, ctx) {
+            yield { status: Serving.SERVING };
+            await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+            const shutdown = shutdownError(ctx.signal);
+            if (shutdown) throw shutdown;
+            cancels++;
+          },
+        }),
+    });
+    const health = createClient(Health, transports[protocol](host.url));
+
+    // A caller's own cancel is no shutdown: the handler sees no shutdown error.
+    const cancelled = new AbortController();
+    let seen = 0;
+    const cancelledEnd = (async () => {
+      for await (const _ of health.watch({}, { signal: cancelled.signal })) if (++seen === 1) cancelled.abort();
+    })().catch((error: unknown) => ConnectError.from(error).code);
+    expect(await cancelledEnd).toBe(Code.Canceled);
+    await expect.poll(() => cancels).toBe(1);
+
+    let received = 0;
+    const ended = (async () => {
+      for await (const _ of health.watch({})) received++;
+      return "ended cleanly";
+    })().catch((error: unknown) => ConnectError.from(error));
+    await expect.poll(() => received).toBe(1);
+    const started = Date.now();
+    await host.close();
+    const end = await ended;
+    expect(end).toBeInstanceOf(ConnectError);
+    expect((end as ConnectError).code).toBe(Code.Unavailable);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(cancels).toBe(1);
   });
 });

@@ -1,4 +1,4 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import http from "node:http";
 import http2 from "node:http2";
@@ -57,14 +57,33 @@ function specifiedGrpcMessage(res: http2.Http2ServerResponse) {
   };
 }
 
+/** The errors shutdowns aborted calls with, to tell them from a caller's own cancel. */
+const shutdownErrors = new WeakSet<object>();
+
+/**
+ * The error a call should end with when the server's shutdown, not its caller,
+ * aborted `signal`: Unavailable, so that clients take the end of a stream as a
+ * reason to reconnect (here after a restart, or to another instance), not as
+ * the stream's last word. Undefined while the signal has not aborted, and for
+ * a caller's cancel or deadline.
+ */
+export function shutdownError(signal: AbortSignal): ConnectError | undefined {
+  const reason: unknown = signal.reason;
+  return signal.aborted && reason instanceof ConnectError && shutdownErrors.has(reason) ? reason : undefined;
+}
+
 /**
  * The signal that ends every call when the server shuts down. Connect links
  * each call's context to it, adding a listener when the call starts and
- * removing it when the call ends. Node's AbortSignal takes time linear in its
- * listeners for each add and remove, so with 20,000 watch streams open every
- * new call paid for all of them (most of the server's CPU in the flash-sale
- * benchmark). This look-alike keeps its listeners in a Set. Connect uses only
- * `aborted`, `reason`, `addEventListener` and `removeEventListener`.
+ * removing it when the call ends; the context's signal then aborts with this
+ * signal's reason (a ConnectError, Unavailable). Connect itself ends no call
+ * on it: a stream's handler sees its signal abort and ends the stream, with
+ * the reason (see shutdownError) or quietly. Node's AbortSignal takes time
+ * linear in its listeners for each add and remove, so with 20,000 watch
+ * streams open every new call paid for all of them (most of the server's CPU
+ * in the flash-sale benchmark). This look-alike keeps its listeners in a Set.
+ * Connect uses only `aborted`, `reason`, `addEventListener` and
+ * `removeEventListener`.
  */
 class ShutdownSignal {
   aborted = false;
@@ -81,8 +100,10 @@ class ShutdownSignal {
 
   abort() {
     if (this.aborted) return;
+    const reason = new ConnectError("the server is shutting down; try again", Code.Unavailable);
+    shutdownErrors.add(reason);
     this.aborted = true;
-    this.reason = new DOMException("the server is shutting down", "AbortError");
+    this.reason = reason;
     for (const listener of [...this.#listeners]) listener.call(this);
     this.#listeners.clear();
   }
