@@ -29,6 +29,8 @@ export interface Config extends Secrets {
   databaseUrl: string | undefined;
   /** Redis URL; unset means the in-process queue store. */
   redisUrl: string | undefined;
+  /** Redis Cluster seed nodes (host:port), instead of redisUrl. */
+  redisCluster: string[] | undefined;
   dataDir: string;
   seedDemo: boolean;
   userTokenTtlSeconds: number;
@@ -115,6 +117,20 @@ function serviceUrls(env: Env): Partial<Record<ServiceName, string>> {
   return urls;
 }
 
+function redisCluster(env: Env): string[] | undefined {
+  const raw = env.REDIS_CLUSTER_NODES;
+  if (raw === undefined || raw === "") return undefined;
+  if (env.REDIS_URL) throw new ConfigError("REDIS_CLUSTER_NODES and REDIS_URL are both set; set one");
+  const nodes = raw.split(",").map((node) => node.trim());
+  for (const node of nodes) {
+    const port = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(node)?.[1];
+    if (port === undefined || Number(port) < 1 || Number(port) > 65535) {
+      throw new ConfigError(`REDIS_CLUSTER_NODES must be comma-separated host:port seeds, got "${node}"`);
+    }
+  }
+  return nodes;
+}
+
 /**
  * Secrets come from the environment. Where one is unset, a random value is kept in
  * dataDir/secrets.json, so that a restart (and other processes sharing the folder)
@@ -167,6 +183,7 @@ export function loadConfig(env: Env = process.env): Config {
     port: integer(env, "PORT", 8080, 0, 65535),
     databaseUrl: env.DATABASE_URL || undefined,
     redisUrl: env.REDIS_URL || undefined,
+    redisCluster: redisCluster(env),
     dataDir,
     seedDemo: boolean(env, "SEED_DEMO", true),
     userTokenTtlSeconds: integer(env, "USER_TOKEN_TTL_SECONDS", 24 * 3600, 60, 30 * 24 * 3600),
