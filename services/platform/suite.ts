@@ -8,7 +8,7 @@ import type { Config, ServiceName } from "./config.js";
 import { entityManagerInterceptor, openDatabase, type DatabaseSpec } from "./database.js";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded-postgres.js";
 import { errorMapper } from "./errors.js";
-import { HealthStatus, healthRoutes } from "./health.js";
+import { healthEndpoints, HealthStatus, healthRoutes, type StoreProbe } from "./health.js";
 import type { MountedService } from "./in-process.js";
 import { startHost, type Host } from "./host.js";
 import { UserTokens } from "./tokens.js";
@@ -42,6 +42,8 @@ export interface RunningService {
   stop?(): Promise<void>;
   /** Set when this service checks queue tokens for gated RPCs. */
   gate?: AdmissionGate;
+  /** Checks of the stores it needs besides its database (the suite probes that one itself). */
+  probes?: StoreProbe[];
 }
 
 /** A service of the suite: its folder's entry point. */
@@ -120,8 +122,9 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     for (const { service, orm } of running) {
       const interceptors = [...(options.interceptors ?? []), errorMapper, access];
       if (orm) interceptors.push(entityManagerInterceptor(orm));
+      const probes = [...(orm ? [databaseProbe(orm)] : []), ...(service.probes ?? [])];
       for (const { service: desc, impl } of service.implementations) {
-        health.add(desc);
+        health.add(desc, probes);
         mounted.set(desc.typeName, { service: desc, impl: impl as Record<string, unknown>, interceptors });
       }
     }
@@ -132,11 +135,13 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       }
     };
 
+    closers.push(async () => health.shutDown());
+    await health.startProbing(config.healthProbeMs);
     const host = await startHost({
       host: config.host,
       port: config.port,
       routes,
-      fallback: options.fallback,
+      fallback: healthEndpoints(health, options.fallback),
       health,
       shutdownGraceMs: config.shutdownGraceMs,
     });
@@ -147,4 +152,9 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     await close();
     throw error;
   }
+}
+
+/** The service's database answers a trivial query through its own pool. */
+function databaseProbe(orm: MikroORM): StoreProbe {
+  return { store: "PostgreSQL", check: (signal) => orm.em.fork().execute("select 1", [], { signal }).then(() => undefined) };
 }
