@@ -12,7 +12,11 @@ export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorServic
     private readonly booking: Booking,
   ) {}
 
-  /** Streams the waiting info of the caller's queue token until it reaches a final state. */
+  /**
+   * Streams the waiting info of the caller's queue token until it reaches a
+   * final state; a shutdown of this server ends it with Unavailable, and the
+   * client watches again (here or on another instance) with the same token.
+   */
   async *watchQueueStatus(_req: unknown, ctx: HandlerContext) {
     // The access interceptor has made sure the header is there; the queue service checks the token.
     yield* this.queueWatch.watch(ctx.requestHeader.get(queueTokenHeader)!, ctx.signal);

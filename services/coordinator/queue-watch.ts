@@ -7,6 +7,7 @@ import {
 } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { queueTokenHeader } from "../platform/access.js";
 import { callDependency } from "../platform/clients.js";
+import { shutdownError } from "../platform/host.js";
 
 export interface WatchUpdate {
   status: QueueStatus;
@@ -89,11 +90,19 @@ export class QueueWatch {
     return size;
   }
 
-  /** The status now, then every change, until a final state or until `signal` aborts. */
+  /**
+   * The status now, then every change, until a final state or until `signal`
+   * aborts. The server's shutdown ends the watch with its Unavailable error
+   * (the fan's place outlives this process, and the client should come back
+   * for it); a caller's own cancel ends it quietly.
+   */
   async *watch(queueToken: string, signal: AbortSignal): AsyncGenerator<WatchUpdate> {
-    const { status } = await callDependency("queue", () =>
-      this.queue.getQueueStatus({}, { headers: { [queueTokenHeader]: queueToken }, signal }),
-    );
+    let status: QueueStatus | undefined;
+    try {
+      ({ status } = await callDependency("queue", () => this.queue.getQueueStatus({}, { headers: { [queueTokenHeader]: queueToken }, signal })));
+    } catch (error) {
+      throw shutdownError(signal) ?? error;
+    }
     yield { status: status!, heartbeat: false };
     if (finalStates.has(status!.state)) return;
 
@@ -102,7 +111,11 @@ export class QueueWatch {
     try {
       for (;;) {
         const update = await watcher.next();
-        if (!update) return;
+        if (!update) {
+          const shutdown = shutdownError(signal);
+          if (shutdown) throw shutdown;
+          return;
+        }
         yield update;
         if (finalStates.has(update.status.state)) return;
       }
