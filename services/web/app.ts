@@ -13,7 +13,7 @@ import { PointService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { QueueState, type QueueStatus } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import type { Reservation } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
-import { explain, explainReason, reasonOf } from "./messages.js";
+import { explain, explainReason, reasonOf, reconnectingMessage } from "./messages.js";
 
 const transport = createConnectTransport({ baseUrl: location.origin });
 const api = {
@@ -178,6 +178,7 @@ async function loadConcerts() {
 async function joinQueue(concert: Concert) {
   say("");
   state.watch?.abort();
+  reconnecting(false);
   const { queueToken, status } = await api.tokens.issueQueueToken({ concertId: concert.id }, user());
   Object.assign(state, { concert, queueToken, schedule: undefined, seats: [], reservation: undefined });
   state.selected.clear();
@@ -188,32 +189,65 @@ async function joinQueue(concert: Concert) {
   void watchQueue();
 }
 
-/** Follows WatchQueueStatus until a final state; a dropped stream is opened again (the place belongs to the token). */
+/** The states after which the waiting room has nothing more to tell this token. */
+const finalStates = new Set([QueueState.ADMITTED, QueueState.EXPIRED, QueueState.LEFT, QueueState.COMPLETED, QueueState.SOLD_OUT]);
+
+/**
+ * How long to wait before watching again after the `attempt`-th end in a row:
+ * exponential backoff (250 ms doubling, at most 10 s) with full jitter, so the
+ * pages a restart dropped all at once do not all come back at once.
+ */
+const reconnectDelay = (attempt: number) => Math.random() * Math.min(10_000, 250 * 2 ** attempt);
+
+function sleep(ms: number, signal: AbortSignal) {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
+}
+
+/**
+ * Follows WatchQueueStatus until a final state. Any other end (a server
+ * restarting or deploying ends streams with Unavailable, a network drop, a
+ * clean end while still WAITING) is followed by watching again: the place
+ * belongs to the queue token, not to the stream. Only a refusal with a reason
+ * (an expired or invalid token) stops the loop early.
+ */
 async function watchQueue() {
   const watch = (state.watch = new AbortController());
-  for (let failures = 0; !watch.signal.aborted; ) {
+  for (let attempt = 0; !watch.signal.aborted; attempt++) {
     try {
       for await (const { status } of api.coordinator.watchQueueStatus({}, { ...gated(), signal: watch.signal })) {
-        failures = 0;
+        attempt = 0;
+        reconnecting(false);
         renderQueue(status!);
       }
-      break; // the stream ends after a final state
     } catch (error) {
       if (watch.signal.aborted) return;
       const reason = reasonOf(error);
       if (reason !== undefined && reason !== Reason.DEPENDENCY_UNAVAILABLE) {
+        reconnecting(false);
         say(explain(error));
         return;
       }
-      if (++failures >= 3) say("Lost touch with the waiting room — reconnecting. Your place is kept.");
-      await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 500 * 2 ** failures)));
     }
+    if (watch.signal.aborted) return;
+    if (state.queueStatus && finalStates.has(state.queueStatus.state)) break;
+    reconnecting(true);
+    await sleep(reconnectDelay(attempt), watch.signal);
   }
   if (watch.signal.aborted || state.watch !== watch) return;
   const final = state.queueStatus?.state;
   if (final === QueueState.ADMITTED) await act(undefined, loadSchedules);
   else if (final === QueueState.SOLD_OUT) say(explainReason(Reason.SOLD_OUT)!);
   else if (final === QueueState.EXPIRED) say("Your place in the waiting room expired. Join the queue again.");
+}
+
+/** Shows, in the waiting room, that the page lost its stream and is getting it back. */
+function reconnecting(on: boolean) {
+  const line = $("queue-connection");
+  line.hidden = !on;
+  line.textContent = on ? reconnectingMessage : "";
 }
 
 function renderQueue(status: QueueStatus) {

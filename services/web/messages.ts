@@ -30,6 +30,9 @@ const byReason: Partial<Record<Reason, string>> = {
   [Reason.DEPENDENCY_UNAVAILABLE]: "The box office is busy or briefly unreachable. Try again in a moment.",
 };
 
+/** Shown in the waiting room while the page watches again after its stream ended (a restart, a deploy, a dropped network). */
+export const reconnectingMessage = "Reconnecting to the waiting room… Your place in line is kept.";
+
 /** The reason a service attached to an error, when it attached one. */
 export function reasonOf(error: unknown): Reason | undefined {
   return error instanceof ConnectError ? error.findDetails(ErrorDetailSchema)[0]?.reason : undefined;
