@@ -3,7 +3,7 @@ import { dropKeys } from "./redis-keys.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryQueueStore } from "../services/queue/memory-store.js";
 import { RedisQueueStore } from "../services/queue/redis-store.js";
-import type { EntryView, Policy, QueueStore, Ticket, TickInput } from "../services/queue/store.js";
+import type { EntryView, Policy, QueueStore, RoomSettings, Ticket, TickInput } from "../services/queue/store.js";
 
 /**
  * The QueueStore contract (services/queue/store.ts), run against both
@@ -24,14 +24,16 @@ interface Backend {
 
 const backends: Backend[] = [
   { name: "memory", open: () => new MemoryQueueStore(), another: (first) => first },
-  { name: "redis", open: () => new RedisQueueStore(redisUrl, keyPrefix), another: () => new RedisQueueStore(redisUrl, keyPrefix) },
+  { name: "redis", open: () => new RedisQueueStore({ url: redisUrl }, keyPrefix), another: () => new RedisQueueStore({ url: redisUrl }, keyPrefix) },
 ];
 
 afterAll(() => dropKeys(redisUrl, keyPrefix));
 
 const defaults: Policy = { maxActive: 3, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
-const open = (now: number): TickInput => ({ now, supplyOpen: true, batch: 1000 });
-const closed = (now: number): TickInput => ({ now, supplyOpen: false, batch: 1000 });
+/** The settings PostgreSQL gives a room nobody configured: the store's copy is made from them at the first tick. */
+const plain: RoomSettings = { paused: false, soldOut: false, overrides: {}, version: 1 };
+const open = (now: number, settings = plain): TickInput => ({ now, supplyOpen: true, batch: 1000, settings });
+const closed = (now: number, settings = plain): TickInput => ({ now, supplyOpen: false, batch: 1000, settings });
 
 /** A view in a short readable form: "WAITING 2", "ADMITTED", "EXPIRED"… */
 const brief = (view: EntryView) => (view.state === "WAITING" ? `WAITING ${view.position}` : view.state);
@@ -90,7 +92,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
         seq: b!.seq,
         view: { state: "WAITING", position: 2, admittedUntil: 0 },
       });
-      const stats = await store.stats(concertId, defaults, t0 + 2_000);
+      const stats = await store.counts(concertId, t0 + 2_000);
       expect([stats.waiting, stats.admitted]).toEqual([2, 0]);
     });
 
@@ -103,7 +105,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
         seq: a!.seq,
         view: { state: "ADMITTED", position: 0, admittedUntil: t0 + defaults.sessionTtlMs },
       });
-      const stats = await store.stats(concertId, defaults, t0 + 1_000);
+      const stats = await store.counts(concertId, t0 + 1_000);
       expect([stats.waiting, stats.admitted]).toEqual([0, 1]);
     });
 
@@ -121,7 +123,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const again = await Promise.all(users.map((userId) => store.enter(concertId, userId, t0 + 1_000)));
       expect(again.map((e) => e.seq)).toEqual(first.map((e) => e.seq));
       expect(again.map((e) => e.view.position)).toEqual(first.map((e) => e.view.position));
-      expect((await store.stats(concertId, defaults, t0 + 1_000)).waiting).toBe(1_000);
+      expect((await store.counts(concertId, t0 + 1_000)).waiting).toBe(1_000);
     });
   });
 
@@ -197,15 +199,16 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["ADMITTED", "WAITING 1", "WAITING 2"]);
     });
 
-    it("reads EXPIRED for a ticket whose seq is not the user's entry, and for an unknown user or room", async () => {
+    it("reads EXPIRED for a ticket whose seq is not the user's entry, and LOST for an unknown user or room", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
       const [a, b] = await line(concertId, 2, t0);
       const expired: EntryView = { state: "EXPIRED", position: 0, admittedUntil: 0 };
       expect(await store.view(concertId, { userId: a!.userId, seq: b!.seq }, t0, false)).toEqual(expired);
       expect(await store.view(concertId, { userId: a!.userId, seq: 999 }, t0, false)).toEqual(expired);
-      expect(await store.view(concertId, { userId: randomUUID(), seq: a!.seq }, t0, false)).toEqual(expired);
-      expect(await store.view(randomUUID(), a!, t0, false)).toEqual(expired);
+      const lost: EntryView = { state: "LOST", position: 0, admittedUntil: 0 };
+      expect(await store.view(concertId, { userId: randomUUID(), seq: a!.seq }, t0, false)).toEqual(lost);
+      expect(await store.view(randomUUID(), a!, t0, false)).toEqual(lost);
       // The real ticket still reads as waiting.
       expect(await store.view(concertId, a!, t0, false)).toEqual({ state: "WAITING", position: 1, admittedUntil: 0 });
     });
@@ -216,7 +219,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const concertId = randomUUID();
       const t0 = Date.now();
       const tickets = await line(concertId, 5, t0);
-      expect(await store.tick(concertId, defaults, open(t0 + 1_000))).toEqual({ admitted: 3, expired: 0, abandoned: 0 });
+      expect(await store.tick(concertId, defaults, open(t0 + 1_000))).toMatchObject({ admitted: 3, expired: 0, abandoned: 0 });
       expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["ADMITTED", "ADMITTED", "ADMITTED", "WAITING 1", "WAITING 2"]);
       expect(await store.view(concertId, tickets[0]!, t0 + 1_000, false)).toEqual({
         state: "ADMITTED",
@@ -227,7 +230,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect((await store.tick(concertId, defaults, open(t0 + 2_000))).admitted).toBe(0);
       const late = await store.enter(concertId, randomUUID(), t0 + 3_000);
       expect(late.view).toEqual({ state: "WAITING", position: 3, admittedUntil: 0 });
-      const stats = await store.stats(concertId, defaults, t0 + 3_000);
+      const stats = await store.counts(concertId, t0 + 3_000);
       expect([stats.waiting, stats.admitted]).toEqual([3, 3]);
     });
 
@@ -244,14 +247,13 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const concertId = randomUUID();
       const t0 = Date.now();
       const tickets = await line(concertId, 2, t0);
-      await store.setPaused(concertId, true);
+      await store.apply(concertId, { ...plain, paused: true, version: 2 });
       expect((await store.tick(concertId, defaults, open(t0 + 1_000))).admitted).toBe(0);
       expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["WAITING 1", "WAITING 2"]);
-      expect((await store.stats(concertId, defaults, t0 + 1_000)).paused).toBe(true);
+      expect((await paceOf(concertId, t0 + 1_000)).paused).toBe(true);
 
-      await store.setPaused(concertId, false);
-      expect((await store.tick(concertId, defaults, open(t0 + 2_000))).admitted).toBe(2);
-      expect((await store.stats(concertId, defaults, t0 + 2_000)).paused).toBe(false);
+      expect((await store.tick(concertId, defaults, open(t0 + 2_000, { ...plain, paused: false, version: 3 }))).admitted).toBe(2);
+      expect((await paceOf(concertId, t0 + 2_000)).paused).toBe(false);
     });
 
     it("admits no more than ratePerMinute in any 60 s window", async () => {
@@ -281,9 +283,9 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const t0 = Date.now();
       const roomy: Policy = { ...defaults, maxActive: 10 };
       const tickets = await line(concertId, 7, t0);
-      const step = (now: number, supplyOpen: boolean) => store.tick(concertId, roomy, { now, supplyOpen, batch: 2 });
-      expect(await step(t0, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0 });
-      expect(await step(t0 + 1, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0 });
+      const step = (now: number, supplyOpen: boolean) => store.tick(concertId, roomy, { now, supplyOpen, batch: 2, settings: plain });
+      expect(await step(t0, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: true });
+      expect(await step(t0 + 1, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: false });
       expect(await where(concertId, tickets, t0 + 1)).toEqual([
         ...Array<string>(4).fill("ADMITTED"),
         "WAITING 1",
@@ -291,9 +293,9 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
         "WAITING 3",
       ]);
       // Later, four sessions have run out and three waiting fans are silent past abandonAfterMs.
-      expect(await step(t0 + 130_000, false)).toEqual({ admitted: 0, expired: 2, abandoned: 2 });
-      expect(await step(t0 + 130_001, false)).toEqual({ admitted: 0, expired: 2, abandoned: 1 });
-      expect(await step(t0 + 130_002, false)).toEqual({ admitted: 0, expired: 0, abandoned: 0 });
+      expect(await step(t0 + 130_000, false)).toEqual({ admitted: 0, expired: 2, abandoned: 2, restored: false });
+      expect(await step(t0 + 130_001, false)).toEqual({ admitted: 0, expired: 2, abandoned: 1, restored: false });
+      expect(await step(t0 + 130_002, false)).toEqual({ admitted: 0, expired: 0, abandoned: 0, restored: false });
     });
 
     it("admits exactly the first maxActive by seq from a line of 5,000", async () => {
@@ -308,12 +310,12 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       tickets.sort((x, y) => x.seq - y.seq);
       const policy: Policy = { ...defaults, maxActive: 10 };
 
-      expect(await store.tick(concertId, policy, open(t0 + 1_000))).toEqual({ admitted: 10, expired: 0, abandoned: 0 });
+      expect(await store.tick(concertId, policy, open(t0 + 1_000))).toMatchObject({ admitted: 10, expired: 0, abandoned: 0 });
       const { views } = await store.views(concertId, tickets, t0 + 1_000, false);
       expect(views.slice(0, 10).map(brief)).toEqual(Array(10).fill("ADMITTED"));
       expect(views.slice(10).map(brief)).toEqual(Array.from({ length: 4_990 }, (_, i) => `WAITING ${i + 1}`));
       expect(await store.view(concertId, tickets[10]!, t0 + 1_000, false)).toEqual({ state: "WAITING", position: 1, admittedUntil: 0 });
-      const stats = await store.stats(concertId, policy, t0 + 1_000);
+      const stats = await store.counts(concertId, t0 + 1_000);
       expect([stats.waiting, stats.admitted]).toEqual([4_990, 10]);
     });
 
@@ -361,7 +363,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
           ...Array<string>(admittedCount).fill("ADMITTED"),
           ...Array.from({ length: live.length - admittedCount }, (_, i) => `WAITING ${i + 1}`),
         ]);
-        const stats = await b.stats(concertId, policy, now);
+        const stats = await b.counts(concertId, now);
         expect([stats.admitted, stats.waiting], `round ${round}`).toEqual([admittedCount, live.length - admittedCount]);
 
         admittedNow = live.slice(0, admittedCount);
@@ -392,14 +394,14 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       await store.tick(concertId, oneSlot, open(t0));
       const until = t0 + oneSlot.sessionTtlMs;
 
-      expect(await store.tick(concertId, oneSlot, open(until - 1))).toEqual({ admitted: 0, expired: 0, abandoned: 0 });
+      expect(await store.tick(concertId, oneSlot, open(until - 1))).toMatchObject({ admitted: 0, expired: 0, abandoned: 0 });
       const first = await store.tick(concertId, oneSlot, open(until));
       expect(first.expired).toBe(1);
       const second = await store.tick(concertId, oneSlot, open(until + 1));
       expect(second.expired).toBe(0);
       expect(first.admitted + second.admitted).toBe(1);
       expect(await where(concertId, [a!, b!], until + 1)).toEqual(["EXPIRED", "ADMITTED"]);
-      const stats = await store.stats(concertId, oneSlot, until + 1);
+      const stats = await store.counts(concertId, until + 1);
       expect([stats.waiting, stats.admitted]).toEqual([0, 1]);
     });
   });
@@ -411,7 +413,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const tickets = await line(concertId, 3, t0);
       expect(await store.leave(concertId, tickets[0]!, t0 + 1_000)).toEqual({ state: "LEFT", position: 0, admittedUntil: 0 });
       expect(await where(concertId, tickets, t0 + 1_000)).toEqual(["LEFT", "WAITING 1", "WAITING 2"]);
-      expect((await store.stats(concertId, defaults, t0 + 1_000)).waiting).toBe(2);
+      expect((await store.counts(concertId, t0 + 1_000)).waiting).toBe(2);
     });
 
     it("frees an admitted fan's slot at once", async () => {
@@ -421,7 +423,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const [a, b] = await line(concertId, 2, t0);
       await store.tick(concertId, oneSlot, open(t0));
       expect(await store.leave(concertId, a!, t0 + 1_000)).toEqual({ state: "LEFT", position: 0, admittedUntil: 0 });
-      expect((await store.stats(concertId, oneSlot, t0 + 1_000)).admitted).toBe(0);
+      expect((await store.counts(concertId, t0 + 1_000)).admitted).toBe(0);
       expect((await store.tick(concertId, oneSlot, open(t0 + 2_000))).admitted).toBe(1);
       expect(await where(concertId, [a!, b!], t0 + 2_000)).toEqual(["LEFT", "ADMITTED"]);
     });
@@ -433,7 +435,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       await store.leave(concertId, a!, t0 + 1_000);
       expect((await store.leave(concertId, a!, t0 + 2_000)).state).toBe("LEFT");
       expect(await where(concertId, [a!, b!], t0 + 2_000)).toEqual(["LEFT", "WAITING 1"]);
-      expect((await store.stats(concertId, defaults, t0 + 2_000)).waiting).toBe(1);
+      expect((await store.counts(concertId, t0 + 2_000)).waiting).toBe(1);
 
       const again = await store.enter(concertId, a!.userId, t0 + 3_000);
       await store.leave(concertId, a!, t0 + 4_000);
@@ -450,7 +452,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       await store.tick(concertId, oneSlot, open(t0));
       expect(await store.complete(concertId, a!.userId, t0 + 1_000)).toBe(true);
       expect(await store.view(concertId, a!, t0 + 1_000, false)).toEqual({ state: "COMPLETED", position: 0, admittedUntil: 0 });
-      expect((await store.stats(concertId, oneSlot, t0 + 1_000)).admitted).toBe(0);
+      expect((await store.counts(concertId, t0 + 1_000)).admitted).toBe(0);
       expect((await store.tick(concertId, oneSlot, open(t0 + 2_000))).admitted).toBe(1);
       expect(await where(concertId, [b!], t0 + 2_000)).toEqual(["ADMITTED"]);
     });
@@ -492,7 +494,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       await store.view(concertId, peeked!, t0 + 110_000, false); // not presence
       await store.views(concertId, [peeked!], t0 + 110_000, false); // not presence
 
-      expect(await store.tick(concertId, held, open(t0 + 130_000))).toEqual({ admitted: 0, expired: 0, abandoned: 2 });
+      expect(await store.tick(concertId, held, open(t0 + 130_000))).toMatchObject({ admitted: 0, expired: 0, abandoned: 2 });
       expect(await where(concertId, [holder!, silent!, viewed!, peeked!, batched!, reentered!], t0 + 130_000)).toEqual([
         "ADMITTED",
         "EXPIRED",
@@ -501,12 +503,12 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
         "WAITING 2",
         "WAITING 3",
       ]);
-      const stats = await store.stats(concertId, held, t0 + 130_000);
+      const stats = await store.counts(concertId, t0 + 130_000);
       expect([stats.waiting, stats.admitted, stats.abandoned]).toEqual([3, 1, 2]);
 
       // The kept fans were present at t0 + 100 s: they go 120 s later.
       expect((await store.tick(concertId, held, open(t0 + 230_000))).abandoned).toBe(3);
-      expect((await store.stats(concertId, held, t0 + 230_000)).abandoned).toBe(5);
+      expect((await store.counts(concertId, t0 + 230_000)).abandoned).toBe(5);
     });
 
     it("lets an abandoned fan enter again with a new seq at the back", async () => {
@@ -544,102 +546,86 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const { views } = await store.views(concertId, asked, t0 + 3_000, false);
       const one = await Promise.all(asked.map((t) => store.view(concertId, t, t0 + 3_000, false)));
       expect(views).toEqual(one);
-      expect(views.map(brief)).toEqual(["WAITING 2", "EXPIRED", "ADMITTED", "LEFT", "EXPIRED", "WAITING 1", "ADMITTED"]);
+      expect(views.map(brief)).toEqual(["WAITING 2", "LOST", "ADMITTED", "LEFT", "EXPIRED", "WAITING 1", "ADMITTED"]);
     });
 
-    it("reports admissions of the last minute, the first admission time and pause", async () => {
+    it("reports admissions of the last minute (how many, oldest, newest), the first admission, sessions admitted, supply, pause and overrides", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
       const roomy: Policy = { ...defaults, maxActive: 10, sessionTtlMs: 600_000, abandonAfterMs: 600_000 };
       const [a] = await line(concertId, 5, t0);
-      expect(await paceOf(concertId, t0)).toEqual({ admittedLastMinute: 0, firstAdmissionAt: 0, paused: false });
+      const none = { admittedLastMinute: 0, oldestRecentAt: 0, newestRecentAt: 0, firstAdmissionAt: 0, admitted: 0, paused: false, supplyOpen: true, overrides: {} };
+      expect(await paceOf(concertId, t0)).toEqual(none);
 
       await store.tick(concertId, { ...roomy, maxActive: 2 }, open(t0 + 5_000));
       await store.tick(concertId, { ...roomy, maxActive: 3 }, open(t0 + 35_000));
-      expect(await paceOf(concertId, t0 + 40_000)).toEqual({ admittedLastMinute: 3, firstAdmissionAt: t0 + 5_000, paused: false });
-      expect((await store.views(concertId, [a!], t0 + 40_000, false)).pace).toEqual(await paceOf(concertId, t0 + 40_000));
+      const at40 = { ...none, admittedLastMinute: 3, oldestRecentAt: t0 + 5_000, newestRecentAt: t0 + 35_000, firstAdmissionAt: t0 + 5_000, admitted: 3 };
+      expect(await paceOf(concertId, t0 + 40_000)).toEqual(at40);
+      expect((await store.views(concertId, [a!], t0 + 40_000, false)).pace).toEqual(at40);
       // Entering reports the same pace in the same step (EnterQueue's estimated wait needs no second call).
-      expect((await store.enter(concertId, randomUUID(), t0 + 40_000)).pace).toEqual({ admittedLastMinute: 3, firstAdmissionAt: t0 + 5_000, paused: false });
-      expect((await store.stats(concertId, roomy, t0 + 40_000)).admittedLastMinute).toBe(3);
+      expect((await store.enter(concertId, randomUUID(), t0 + 40_000)).pace).toEqual(at40);
+      expect((await store.counts(concertId, t0 + 40_000)).admittedLastMinute).toBe(3);
       // A minute later the first two have left the window, the first admission time stays.
-      expect(await paceOf(concertId, t0 + 70_000)).toEqual({ admittedLastMinute: 1, firstAdmissionAt: t0 + 5_000, paused: false });
-      expect((await store.stats(concertId, roomy, t0 + 70_000)).admittedLastMinute).toBe(1);
+      expect(await paceOf(concertId, t0 + 70_000)).toEqual({ ...at40, admittedLastMinute: 1, oldestRecentAt: t0 + 35_000 });
+      expect((await store.counts(concertId, t0 + 70_000)).admittedLastMinute).toBe(1);
 
-      await store.setPaused(concertId, true);
-      expect((await store.views(concertId, [a!], t0 + 71_000, false)).pace.paused).toBe(true);
-      expect((await paceOf(concertId, t0 + 71_000)).paused).toBe(true);
+      await store.tick(concertId, roomy, closed(t0 + 70_500));
+      expect((await paceOf(concertId, t0 + 71_000)).supplyOpen).toBe(false);
+      await store.apply(concertId, { ...plain, paused: true, overrides: { maxActive: 4 }, version: 2 });
+      expect((await store.views(concertId, [a!], t0 + 71_000, false)).pace).toMatchObject({ paused: true, overrides: { maxActive: 4 } });
     });
   });
 
-  describe("stats and policy", () => {
-    it("counts the room and reports the default policy when nothing is overridden", async () => {
+  describe("counts and settings", () => {
+    it("counts the room", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
       await line(concertId, 5, t0);
       await store.tick(concertId, defaults, open(t0 + 1_000));
-      expect(await store.stats(concertId, defaults, t0 + 1_000)).toEqual({
-        waiting: 2,
-        admitted: 3,
-        admittedLastMinute: 3,
-        abandoned: 0,
-        paused: false,
-        soldOut: false,
-        policy: defaults,
-      });
+      expect(await store.counts(concertId, t0 + 1_000)).toEqual({ waiting: 2, admitted: 3, admittedLastMinute: 3, abandoned: 0 });
     });
 
-    it("stores policy overrides on top of the defaults; a partial change keeps the other fields", async () => {
-      const concertId = randomUUID();
-      const t0 = Date.now();
-      expect(await store.setPolicy(concertId, defaults, { maxActive: 7 })).toEqual({ ...defaults, maxActive: 7 });
-      expect(await store.setPolicy(concertId, defaults, { ratePerMinute: 30 })).toEqual({ ...defaults, maxActive: 7, ratePerMinute: 30 });
-      // A field present but undefined is a field not given: it keeps its override.
-      expect(await store.setPolicy(concertId, defaults, { maxActive: undefined, sessionTtlMs: undefined })).toEqual({
-        ...defaults,
-        maxActive: 7,
-        ratePerMinute: 30,
-      });
-      expect((await store.stats(concertId, defaults, t0)).policy).toEqual({ ...defaults, maxActive: 7, ratePerMinute: 30 });
-      // Fields not overridden follow the defaults of the call.
-      const otherDefaults: Policy = { maxActive: 1, ratePerMinute: 1, sessionTtlMs: 5_000, abandonAfterMs: 9_000 };
-      expect((await store.stats(concertId, otherDefaults, t0)).policy).toEqual({ ...otherDefaults, maxActive: 7, ratePerMinute: 30 });
-      // Another room keeps the defaults.
-      expect((await store.stats(randomUUID(), defaults, t0)).policy).toEqual(defaults);
-    });
-
-    it("applies a raised maxActive on the next tick and a lowered one admits nobody over it", async () => {
+    it("ticks with the overrides on top of the defaults, and a raised or lowered maxActive applies at the next tick", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
       const tickets = await line(concertId, 8, t0);
       expect((await store.tick(concertId, defaults, open(t0 + 1_000))).admitted).toBe(3);
-      await store.setPolicy(concertId, defaults, { maxActive: 5 });
-      expect((await store.tick(concertId, defaults, open(t0 + 2_000))).admitted).toBe(2);
-      expect((await store.stats(concertId, defaults, t0 + 2_000)).admitted).toBe(5);
+      expect((await store.tick(concertId, defaults, open(t0 + 2_000, { ...plain, overrides: { maxActive: 5 }, version: 2 }))).admitted).toBe(2);
+      expect((await store.counts(concertId, t0 + 2_000)).admitted).toBe(5);
+      expect((await paceOf(concertId, t0 + 2_000)).overrides).toEqual({ maxActive: 5 });
 
-      await store.setPolicy(concertId, defaults, { maxActive: 3 });
+      await store.apply(concertId, { ...plain, overrides: { maxActive: 3, ratePerMinute: 30 }, version: 3 });
       await store.leave(concertId, tickets[0]!, t0 + 3_000);
-      expect((await store.tick(concertId, defaults, open(t0 + 4_000))).admitted).toBe(0);
-      expect(await where(concertId, tickets, t0 + 4_000)).toEqual([
-        "LEFT",
-        "ADMITTED",
-        "ADMITTED",
-        "ADMITTED",
-        "ADMITTED",
-        "WAITING 1",
-        "WAITING 2",
-        "WAITING 3",
-      ]);
+      expect((await store.tick(concertId, defaults, open(t0 + 4_000, { ...plain, overrides: { maxActive: 3, ratePerMinute: 30 }, version: 3 }))).admitted).toBe(0);
+      expect(await where(concertId, tickets, t0 + 4_000)).toEqual(["LEFT", "ADMITTED", "ADMITTED", "ADMITTED", "ADMITTED", "WAITING 1", "WAITING 2", "WAITING 3"]);
+      expect((await paceOf(concertId, t0 + 4_000)).overrides).toEqual({ maxActive: 3, ratePerMinute: 30 });
+    });
+
+    it("keeps the newest settings: an older version (a tick that read PostgreSQL before the change) does not undo a newer one", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      await line(concertId, 2, t0);
+      await store.apply(concertId, { ...plain, paused: true, version: 5 });
+      const stale = await store.tick(concertId, defaults, open(t0 + 1_000, { ...plain, paused: false, version: 4 }));
+      expect(stale).toMatchObject({ admitted: 0, restored: false });
+      expect((await paceOf(concertId, t0 + 1_000)).paused).toBe(true);
+      // Overrides that a newer version no longer has go back to the defaults.
+      await store.apply(concertId, { ...plain, overrides: { maxActive: 1 }, version: 6 });
+      await store.apply(concertId, { ...plain, version: 7 });
+      expect((await paceOf(concertId, t0 + 1_000)).overrides).toEqual({});
+      expect((await store.tick(concertId, defaults, open(t0 + 2_000, { ...plain, version: 7 }))).admitted).toBe(2);
     });
   });
 
-  describe("markSoldOut", () => {
-    it("turns every waiting fan SOLD_OUT, keeps newcomers out and stops admissions", async () => {
+  describe("sold out", () => {
+    it("settings that say sold out turn every waiting fan SOLD_OUT, keep newcomers out and stop admissions", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
       const oneSlot: Policy = { ...defaults, maxActive: 1 };
+      const soldOut = { ...plain, soldOut: true, version: 2 };
       const tickets = await line(concertId, 4, t0);
       await store.tick(concertId, oneSlot, open(t0));
-      await store.markSoldOut(concertId);
+      await store.apply(concertId, soldOut);
 
       expect(await where(concertId, tickets.slice(1), t0 + 1_000)).toEqual(["SOLD_OUT", "SOLD_OUT", "SOLD_OUT"]);
       expect(await store.view(concertId, tickets[1]!, t0 + 1_000, false)).toEqual({ state: "SOLD_OUT", position: 0, admittedUntil: 0 });
@@ -650,28 +636,48 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect((await store.enter(concertId, tickets[2]!.userId, t0 + 1_000)).seq).toBe(0);
 
       await store.leave(concertId, tickets[0]!, t0 + 2_000);
-      expect((await store.tick(concertId, oneSlot, open(t0 + 3_000))).admitted).toBe(0);
-      const stats = await store.stats(concertId, oneSlot, t0 + 3_000);
-      expect([stats.soldOut, stats.waiting, stats.admitted]).toEqual([true, 0, 0]);
+      expect((await store.tick(concertId, oneSlot, open(t0 + 3_000, soldOut))).admitted).toBe(0);
+      const counts = await store.counts(concertId, t0 + 3_000);
+      expect([counts.waiting, counts.admitted]).toEqual([0, 0]);
+    });
+
+    it("a sold-out room whose store copy was lost is sold out again after the first tick", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [early] = await line(concertId, 1, t0);
+      expect(await store.tick(concertId, defaults, closed(t0 + 1_000, { ...plain, soldOut: true, version: 3 }))).toMatchObject({ restored: true });
+      expect(await store.view(concertId, early!, t0 + 1_000, false)).toMatchObject({ state: "SOLD_OUT" });
     });
   });
 
-  describe("rooms", () => {
-    it("lists a room once someone entered it", async () => {
-      const concertId = randomUUID();
-      expect(await store.rooms()).not.toContain(concertId);
-      await store.enter(concertId, randomUUID(), Date.now());
-      expect(await store.rooms()).toContain(concertId);
-    });
-
-    it("does not list a room that was only looked at", async () => {
+  describe("lost data", () => {
+    it("a ticket the store has no entry for is LOST, and entering again puts the fan at the back", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
-      await store.view(concertId, { userId: randomUUID(), seq: 1 }, t0, true);
-      await store.views(concertId, [{ userId: randomUUID(), seq: 1 }], t0, true);
-      await store.stats(concertId, defaults, t0);
-      await store.complete(concertId, randomUUID(), t0);
-      expect(await store.rooms()).not.toContain(concertId);
+      const userId = randomUUID();
+      expect(await store.view(concertId, { userId, seq: 7 }, t0, true)).toEqual({ state: "LOST", position: 0, admittedUntil: 0 });
+      expect((await store.views(concertId, [{ userId, seq: 7 }], t0, true)).views).toEqual([{ state: "LOST", position: 0, admittedUntil: 0 }]);
+      expect(await store.leave(concertId, { userId, seq: 7 }, t0)).toMatchObject({ state: "LOST" });
+      await line(concertId, 2, t0);
+      expect((await store.enter(concertId, userId, t0 + 1)).view).toEqual({ state: "WAITING", position: 3, admittedUntil: 0 });
+    });
+
+    it("a ticket of an earlier entry of the same fan is EXPIRED, not LOST", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const [first] = await line(concertId, 1, t0);
+      await store.leave(concertId, first!, t0 + 1);
+      const again = await store.enter(concertId, first!.userId, t0 + 2);
+      expect(again.seq).not.toBe(first!.seq);
+      expect(await store.view(concertId, first!, t0 + 3, false)).toMatchObject({ state: "EXPIRED" });
+      expect(await store.view(concertId, { ...first!, seq: again.seq + 5 }, t0 + 3, false)).toMatchObject({ state: "EXPIRED" });
+    });
+
+    it("the first tick of a room restores its settings; later ticks do not", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      expect((await store.tick(concertId, defaults, open(t0))).restored).toBe(true);
+      expect((await store.tick(concertId, defaults, open(t0 + 1))).restored).toBe(false);
     });
   });
 });

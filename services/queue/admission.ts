@@ -1,5 +1,6 @@
 import { Repeating } from "../platform/background.js";
-import type { Policy, QueueStore } from "./store.js";
+import type { Rooms } from "./rooms.js";
+import type { Policy, QueueStore, RoomSettings } from "./store.js";
 import type { SupplySource } from "./supply.js";
 
 /** How old a supply reading may be and still let the line move while the concert service does not answer. */
@@ -17,13 +18,20 @@ export interface AdmissionWorkerOptions {
  * abandoned places and admits from the head, following supply. Every instance
  * of the queue service runs one; the store's tick is atomic, so together they
  * never admit more than max_active.
+ *
+ * The rooms and their settings come from PostgreSQL at every tick and go into
+ * the store's tick, so a store that lost its data (Redis restarted empty) has
+ * every room moving again, paused ones still paused, after one tick.
  */
 export class AdmissionWorker {
   readonly #loop: Repeating;
   readonly #clock: () => number;
+  /** The rooms as last read, for ticks while PostgreSQL does not answer (settings only change through it). */
+  #lastRooms: Map<string, RoomSettings> | undefined;
 
   constructor(
     private readonly store: QueueStore,
+    private readonly rooms: Rooms,
     private readonly supply: SupplySource,
     private readonly defaults: Policy,
     private readonly options: AdmissionWorkerOptions,
@@ -42,9 +50,16 @@ export class AdmissionWorker {
 
   /** One pass over every room. */
   async tick(): Promise<void> {
-    for (const concertId of await this.store.rooms()) {
+    const rooms = await this.#rooms();
+    if ((await this.store.markLife()) && rooms.size > 0) {
+      console.warn(
+        `queue: the waiting-room store is empty (it lost its data, or is new): ${rooms.size} rooms are restored from PostgreSQL; ` +
+          "places that were in it are lost, and their fans are told to enter again",
+      );
+    }
+    for (const [concertId, settings] of rooms) {
       try {
-        await this.#tickRoom(concertId);
+        await this.#tickRoom(concertId, settings);
       } catch (error) {
         this.#loop.report(error);
       }
@@ -54,18 +69,29 @@ export class AdmissionWorker {
   /** Seats came back: read the concert's supply afresh and move its line now. */
   async supplyChanged(concertId: string) {
     this.supply.forget(concertId);
-    await this.#tickRoom(concertId);
+    await this.#tickRoom(concertId, await this.rooms.get(concertId));
   }
 
-  async #tickRoom(concertId: string) {
+  async #rooms(): Promise<Map<string, RoomSettings>> {
+    try {
+      return (this.#lastRooms = await this.rooms.all());
+    } catch (error) {
+      if (!this.#lastRooms) throw error;
+      this.#loop.report(error);
+      return this.#lastRooms;
+    }
+  }
+
+  async #tickRoom(concertId: string, settings: RoomSettings) {
     // A tick waits at most one tick's length for the supply, then goes on with the last one known,
     // if that is recent: while the concert service is down for longer, the line waits.
     const supply = await this.supply.current(concertId, this.options.tickMs, lastKnownSupplyMaxAgeMs);
-    if (supply.total > 0 && supply.sold === supply.total) await this.store.markSoldOut(concertId);
+    if (supply.total > 0 && supply.sold === supply.total && !settings.soldOut) settings = await this.rooms.change(concertId, { soldOut: true });
     await this.store.tick(concertId, this.defaults, {
       now: this.#clock(),
       supplyOpen: supply.available > 0,
       batch: this.options.batch ?? 1_000,
+      settings,
     });
   }
 }

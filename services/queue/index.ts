@@ -6,7 +6,10 @@ import { localGate, remoteGate } from "./gate.js";
 import { MemoryQueueStore } from "./memory-store.js";
 import { QueueAdminHandlers, QueueHandlers, QueueInternalHandlers } from "./queue-service.js";
 import { QueueTokens } from "./queue-tokens.js";
+import { Migration20261201100000_rooms } from "./migrations/Migration20261201100000_rooms.js";
 import { RedisQueueStore } from "./redis-store.js";
+import { Room } from "./room.entity.js";
+import { Rooms } from "./rooms.js";
 import type { QueueStore } from "./store.js";
 import { ConcertSupply } from "./supply.js";
 import { WaitingRoom } from "./waiting-room.js";
@@ -15,9 +18,13 @@ import { WaitingRoom } from "./waiting-room.js";
 export const queueModule: ServiceModule = {
   name: "queue",
   serves: [QueueService, QueueInternalService, QueueAdminService],
-  create: ({ config, clients }) => {
+  // The rooms and what operators set for them (the line itself is in the store).
+  database: { schema: "queue", entities: [Room], migrations: [Migration20261201100000_rooms] },
+  create: ({ config, clients, orm }) => {
     const { queue } = config;
-    const store: QueueStore = config.redisUrl ? new RedisQueueStore(config.redisUrl, queue.redisKeyPrefix) : new MemoryQueueStore();
+    const redis = config.redisCluster ? { clusterNodes: config.redisCluster } : config.redisUrl ? { url: config.redisUrl } : undefined;
+    const store: QueueStore = redis ? new RedisQueueStore(redis, queue.redisKeyPrefix) : new MemoryQueueStore();
+    const rooms = new Rooms(orm!);
     const supply = new ConcertSupply(clients.for(ConcertInternalService));
     const defaults = {
       maxActive: queue.maxActive,
@@ -25,8 +32,8 @@ export const queueModule: ServiceModule = {
       sessionTtlMs: queue.sessionTtlMs,
       abandonAfterMs: queue.abandonAfterMs,
     };
-    const room = new WaitingRoom(store, new QueueTokens(config.tokenSecret), supply, defaults);
-    const worker = new AdmissionWorker(store, supply, defaults, { tickMs: queue.tickMs });
+    const room = new WaitingRoom(store, rooms, new QueueTokens(config.tokenSecret), supply, defaults);
+    const worker = new AdmissionWorker(store, rooms, supply, defaults, { tickMs: queue.tickMs });
     return {
       implementations: [
         implementation(QueueService, new QueueHandlers(room)),
@@ -34,6 +41,7 @@ export const queueModule: ServiceModule = {
         implementation(QueueAdminService, new QueueAdminHandlers(room)),
       ],
       gate: localGate(room),
+      probes: [{ store: "Redis (waiting room)", check: () => store.ping() }],
       start: async () => worker.start(),
       stop: async () => {
         await worker.stop();

@@ -1,4 +1,4 @@
-import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomStats, Ticket, TickInput, TickResult } from "./store.js";
+import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 import { minuteMs, overlay } from "./policy.js";
 
 /**
@@ -48,15 +48,33 @@ class Room {
   /** Admission times within the last minute, oldest first. */
   recent: number[] = [];
   entries = new Map<string, Entry>();
-  overrides: Partial<Policy> = {};
-  paused = false;
-  soldOut = false;
+  /** The copy of the room's settings; undefined until the first tick or operator change. */
+  settings: RoomSettings | undefined;
+  supplyOpen = true;
   abandoned = 0;
   firstAdmissionAt = 0;
 
+  get soldOut() {
+    return this.settings?.soldOut ?? false;
+  }
+
+  /** Takes settings newer than the copy; true when there was no copy. */
+  apply(settings: RoomSettings): boolean {
+    const had = this.settings;
+    if (had && had.version >= settings.version) return false;
+    this.settings = settings;
+    if (settings.soldOut) {
+      this.line.clear();
+      this.seen.clear();
+      this.ranks = new Ranks();
+    }
+    return had === undefined;
+  }
+
   view(ticket: Ticket, now: number): EntryView {
     const entry = this.entries.get(ticket.userId);
-    if (!entry || entry.seq !== ticket.seq) return ended("EXPIRED");
+    if (!entry) return ended("LOST");
+    if (entry.seq !== ticket.seq) return ended("EXPIRED");
     switch (entry.state) {
       case "WAITING":
         if (this.soldOut) return ended("SOLD_OUT");
@@ -95,7 +113,16 @@ class Room {
       if (this.recent[mid]! <= now - minuteMs) low = mid + 1;
       else high = mid;
     }
-    return { admittedLastMinute: this.recent.length - low, firstAdmissionAt: this.firstAdmissionAt, paused: this.paused };
+    return {
+      admittedLastMinute: this.recent.length - low,
+      oldestRecentAt: this.recent[low] ?? 0,
+      newestRecentAt: this.recent.at(-1) ?? 0,
+      firstAdmissionAt: this.firstAdmissionAt,
+      admitted: this.admitted.size,
+      paused: this.settings?.paused ?? false,
+      supplyOpen: this.supplyOpen,
+      overrides: this.settings?.overrides ?? {},
+    };
   }
 }
 
@@ -106,6 +133,7 @@ function ended(state: EntryState): EntryView {
 /** The embedded default: one process's memory, for `npm start` without REDIS_URL. */
 export class MemoryQueueStore implements QueueStore {
   readonly #rooms = new Map<string, Room>();
+  #marked = false;
 
   /** The room, kept from now on. */
   #room(concertId: string): Room {
@@ -174,10 +202,12 @@ export class MemoryQueueStore implements QueueStore {
     return true;
   }
 
-  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch }: TickInput): Promise<TickResult> {
-    const room = this.#read(concertId);
-    const policy = overlay(defaults, room.overrides);
-    const result: TickResult = { admitted: 0, expired: 0, abandoned: 0 };
+  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch, settings }: TickInput): Promise<TickResult> {
+    const room = this.#room(concertId);
+    const restored = room.apply(settings);
+    const policy = overlay(defaults, room.settings!.overrides);
+    room.supplyOpen = supplyOpen;
+    const result: TickResult = { admitted: 0, expired: 0, abandoned: 0, restored };
 
     for (const [userId, until] of room.admitted) {
       if (result.expired >= batch) break;
@@ -198,7 +228,7 @@ export class MemoryQueueStore implements QueueStore {
     room.abandoned += result.abandoned;
 
     room.trimRecent(now);
-    if (supplyOpen && !room.paused && !room.soldOut) {
+    if (supplyOpen && !room.settings!.paused && !room.soldOut) {
       let free = Math.min(policy.maxActive - room.admitted.size, batch);
       if (policy.ratePerMinute > 0) free = Math.min(free, policy.ratePerMinute - room.recent.length);
       while (free > 0 && room.line.size > 0) {
@@ -218,44 +248,24 @@ export class MemoryQueueStore implements QueueStore {
     return result;
   }
 
-  async stats(concertId: string, defaults: Policy, now: number): Promise<RoomStats> {
+  async apply(concertId: string, settings: RoomSettings) {
+    this.#room(concertId).apply(settings);
+  }
+
+  async counts(concertId: string, now: number): Promise<RoomCounts> {
     const room = this.#read(concertId);
     let admitted = 0;
     for (const until of room.admitted.values()) if (until > now) admitted++;
-    return {
-      waiting: room.soldOut ? 0 : room.line.size,
-      admitted,
-      admittedLastMinute: room.pace(now).admittedLastMinute,
-      abandoned: room.abandoned,
-      paused: room.paused,
-      soldOut: room.soldOut,
-      policy: overlay(defaults, room.overrides),
-    };
+    return { waiting: room.line.size, admitted, admittedLastMinute: room.pace(now).admittedLastMinute, abandoned: room.abandoned };
   }
 
-  async setPolicy(concertId: string, defaults: Policy, change: Partial<Policy>): Promise<Policy> {
-    const room = this.#room(concertId);
-    for (const [field, value] of Object.entries(change) as [keyof Policy, number | undefined][]) {
-      if (value !== undefined) room.overrides[field] = value;
-    }
-    return overlay(defaults, room.overrides);
+  async markLife() {
+    const first = !this.#marked;
+    this.#marked = true;
+    return first;
   }
 
-  async setPaused(concertId: string, paused: boolean) {
-    this.#room(concertId).paused = paused;
-  }
-
-  async markSoldOut(concertId: string) {
-    const room = this.#room(concertId);
-    room.soldOut = true;
-    room.line.clear();
-    room.seen.clear();
-    room.ranks = new Ranks();
-  }
-
-  async rooms() {
-    return [...this.#rooms.keys()];
-  }
+  async ping() {}
 
   async close() {}
 }

@@ -44,6 +44,8 @@ export function statusMessage(status: RoomStatus): QueueStatus {
     peopleAhead: BigInt(Math.max(0, status.position - 1)),
     estimatedWait: status.estimatedWaitMs === undefined ? undefined : durationFromMs(status.estimatedWaitMs),
     admittedUntil: status.admittedUntil === undefined ? undefined : timestampFromMs(status.admittedUntil),
+    reason: status.reason,
+    detail: status.detail,
   });
 }
 

@@ -1,20 +1,27 @@
-import { Redis, ReplyError } from "ioredis";
+import { randomUUID } from "node:crypto";
+import { ReplyError } from "ioredis";
 import { DependencyDown } from "../platform/errors.js";
-import { minuteMs, overlay } from "./policy.js";
-import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomStats, Ticket, TickInput, TickResult } from "./store.js";
+import { minuteMs } from "./policy.js";
+import { connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
+import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 
 /*
  * One concert's room is six keys sharing the hash tag {<concert id>}, so every
- * script below touches a single hash slot and runs on Redis Cluster unchanged:
+ * script below touches a single hash slot and runs on Redis Cluster:
  *   line      ZSET user -> seq            the waiting line, FIFO by seq
  *   seen      ZSET user -> last presence  waiting fans, for abandonment
  *   admitted  ZSET user -> admitted until admitted sessions
  *   recent    ZSET seq  -> admitted at    admissions of the last minute (rate, pace)
- *   room      HASH seq counter, policy overrides, paused, soldOut, abandoned, firstAdmissionAt
+ *   room      HASH seq counter, abandoned, firstAdmissionAt, open (the last tick's supply),
+ *             and the copy of the settings PostgreSQL keeps: version, paused, soldOut, policy overrides
  *   entries   HASH user -> "seq:state:until"  each fan's latest entry (W A E L C)
  * Each script is atomic, so any number of queue service instances can run the
- * admission tick at once without admitting more than max_active.
+ * admission tick at once without admitting more than max_active. A fan with no
+ * entry at all is X (lost): the store lost its data since the token was made.
  */
+const policyFields = ["maxActive", "ratePerMinute", "sessionTtlMs", "abandonAfterMs"] as const;
+const overrideFields = policyFields.map((field) => `'${field}'`).join(", ");
+
 const prelude = `
 local line, seen, admitted, recent, room, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local function getEntry(user)
@@ -28,7 +35,8 @@ local function putEntry(user, seq, state, untilMs)
 end
 local function view(user, seq, now, soldOut)
   local e = getEntry(user)
-  if not e or e.seq ~= seq then return { 'E', 0, 0 } end
+  if not e then return { 'X', 0, 0 } end
+  if e.seq ~= seq then return { 'E', 0, 0 } end
   if e.state == 'W' then
     if soldOut then return { 'S', 0, 0 } end
     local rank = redis.call('ZRANK', line, user)
@@ -42,8 +50,25 @@ local function view(user, seq, now, soldOut)
 end
 local function isSoldOut() return redis.call('HGET', room, 'soldOut') == '1' end
 local function pace(now)
-  local cfg = redis.call('HMGET', room, 'paused', 'firstAdmissionAt')
-  return { redis.call('ZCOUNT', recent, '(' .. string.format('%d', now - ${minuteMs}), '+inf'), tonumber(cfg[2]) or 0, cfg[1] == '1' and 1 or 0 }
+  local cfg = redis.call('HMGET', room, 'paused', 'firstAdmissionAt', 'open', ${overrideFields})
+  local from = '(' .. string.format('%d', now - ${minuteMs})
+  local oldest = redis.call('ZRANGEBYSCORE', recent, from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local newest = redis.call('ZREVRANGEBYSCORE', recent, '+inf', from, 'WITHSCORES', 'LIMIT', 0, 1)
+  return { redis.call('ZCOUNT', recent, from, '+inf'), oldest[2] or 0, newest[2] or 0, tonumber(cfg[2]) or 0, redis.call('ZCARD', admitted),
+    cfg[1] == '1' and 1 or 0, cfg[3] == '0' and 0 or 1, cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7] or '' }
+end
+-- Takes the settings at ARGV[i..i+6] (version, paused, soldOut, the overrides) when newer than the room's copy.
+-- True when the room had no copy: it is new, or the store lost it.
+local function apply(i)
+  local had = tonumber(redis.call('HGET', room, 'version'))
+  if had and had >= tonumber(ARGV[i]) then return false end
+  redis.call('HSET', room, 'version', ARGV[i], 'paused', ARGV[i + 1], 'soldOut', ARGV[i + 2])
+  for k, field in ipairs({ ${overrideFields} }) do
+    local value = ARGV[i + 2 + k]
+    if value == '' then redis.call('HDEL', room, field) else redis.call('HSET', room, field, value) end
+  end
+  if ARGV[i + 2] == '1' then redis.call('UNLINK', line, seen) end
+  return had == nil
 end
 `;
 
@@ -106,6 +131,8 @@ return 1`,
 
   tick: `
 local now, open, batch = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
+local restored = apply(8)
+redis.call('HSET', room, 'open', open and '1' or '0')
 local cfg = redis.call('HMGET', room, 'maxActive', 'ratePerMinute', 'sessionTtlMs', 'abandonAfterMs', 'paused', 'soldOut')
 local maxActive = tonumber(cfg[1]) or tonumber(ARGV[4])
 local rate = tonumber(cfg[2]) or tonumber(ARGV[5])
@@ -146,36 +173,44 @@ if open and cfg[5] ~= '1' and cfg[6] ~= '1' then
     if admittedNow > 0 then redis.call('HSETNX', room, 'firstAdmissionAt', now) end
   end
 end
-return { admittedNow, #expired, #stale }`,
+return { admittedNow, #expired, #stale, restored and 1 or 0 }`,
 
-  stats: `
+  counts: `
 local now = tonumber(ARGV[1])
-local cfg = redis.call('HMGET', room, 'abandoned', 'paused', 'soldOut', 'maxActive', 'ratePerMinute', 'sessionTtlMs', 'abandonAfterMs')
 return {
   redis.call('ZCARD', line),
   redis.call('ZCOUNT', admitted, '(' .. string.format('%d', now), '+inf'),
   redis.call('ZCOUNT', recent, '(' .. string.format('%d', now - ${minuteMs}), '+inf'),
-  cfg[1] or '0', cfg[2] or '0', cfg[3] or '0', cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7] or '' }`,
+  redis.call('HGET', room, 'abandoned') or '0' }`,
 
-  soldOut: `
-redis.call('HSET', room, 'soldOut', '1')
-redis.call('UNLINK', line, seen)
+  apply: `
+apply(1)
 return 1`,
 } as const;
 
 type ScriptName = keyof typeof scripts;
 
-const states: Record<string, EntryState> = { W: "WAITING", A: "ADMITTED", E: "EXPIRED", L: "LEFT", C: "COMPLETED", S: "SOLD_OUT" };
+const states: Record<string, EntryState> = { W: "WAITING", A: "ADMITTED", E: "EXPIRED", L: "LEFT", C: "COMPLETED", S: "SOLD_OUT", X: "LOST" };
 
-function toPace(admittedLastMinute: unknown, firstAdmissionAt: unknown, paused: unknown): Pace {
-  return { admittedLastMinute: Number(admittedLastMinute), firstAdmissionAt: Number(firstAdmissionAt), paused: Number(paused) === 1 };
+/** How many values the scripts' pace() returns, ahead of what follows it. */
+const paceLength = 11;
+
+function toPace(out: unknown[]): Pace {
+  return {
+    admittedLastMinute: Number(out[0]),
+    oldestRecentAt: Number(out[1]),
+    newestRecentAt: Number(out[2]),
+    firstAdmissionAt: Number(out[3]),
+    admitted: Number(out[4]),
+    paused: Number(out[5]) === 1,
+    supplyOpen: Number(out[6]) === 1,
+    overrides: policyOverrides(out.slice(7, paceLength)),
+  };
 }
 
 function toView(state: unknown, position: unknown, until: unknown): EntryView {
   return { state: states[String(state)] ?? "EXPIRED", position: Number(position), admittedUntil: Number(until) };
 }
-
-const policyFields = ["maxActive", "ratePerMinute", "sessionTtlMs", "abandonAfterMs"] as const;
 
 function policyOverrides(values: unknown[]): Partial<Policy> {
   const overrides: Partial<Policy> = {};
@@ -185,20 +220,25 @@ function policyOverrides(values: unknown[]): Partial<Policy> {
   return overrides;
 }
 
-/** The waiting room on Redis, shared by every instance of the queue service. */
+/** Replies that mean the store cannot serve now (starting up, failing over), not a bug. */
+const unavailableReply = /^(LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|BUSY)\b/;
+
+function settingsArgs(settings: RoomSettings): (string | number)[] {
+  return [settings.version, settings.paused ? 1 : 0, settings.soldOut ? 1 : 0, ...policyFields.map((field) => settings.overrides[field] ?? "")];
+}
+
+/** The waiting room on Redis (one server or a Cluster), shared by every instance of the queue service. */
 export class RedisQueueStore implements QueueStore {
-  readonly #redis: Redis;
-  /** Rooms this instance has listed already: one SADD per room, not one per fan. */
-  readonly #listed = new Set<string>();
+  readonly #redis: RedisClient;
+  /** Set once the first connection is made: from then on, a store that is not ready is known to be down. */
+  #wasReady = false;
 
   constructor(
-    url: string,
+    target: RedisTarget,
     private readonly keyPrefix: string,
   ) {
-    // Fail calls fast while Redis is away instead of queueing them forever.
-    // Calls made in the same tick go out in one write (auto-pipelining): one syscall and one Redis wake-up for many fans.
-    this.#redis = new Redis(url, { maxRetriesPerRequest: 2, connectTimeout: 5_000, enableAutoPipelining: true });
-    this.#redis.on("error", () => {}); // reconnects on its own; failed calls report it
+    this.#redis = connectRedis(target);
+    this.#redis.once("ready", () => (this.#wasReady = true));
     for (const [name, body] of Object.entries(scripts)) {
       this.#redis.defineCommand(`boxoffice_${name}`, { numberOfKeys: 6, lua: prelude + body });
     }
@@ -209,32 +249,30 @@ export class RedisQueueStore implements QueueStore {
     return ["line", "seen", "admitted", "recent", "room", "entries"].map((key) => base + key);
   }
 
-  get #roomsKey() {
-    return `${this.keyPrefix}queue:rooms`;
-  }
-
-  async #run(name: ScriptName, concertId: string, args: (string | number)[]): Promise<unknown[]> {
+  async #run(name: keyof typeof scripts, concertId: string, args: (string | number)[]): Promise<unknown[]> {
     const command = (this.#redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[`boxoffice_${name}`]!;
     return (await this.#guard(() => command.call(this.#redis, ...this.#keys(concertId), ...args))) as unknown[];
   }
 
+  /**
+   * Every call goes through here. While Redis is known to be down, calls fail
+   * at once instead of each waiting out a timeout; only before the first
+   * connection (a service starting beside its Redis) do they wait for it, 1 s
+   * at most.
+   */
   async #guard<T>(call: () => Promise<T>): Promise<T> {
+    if (!isReady(this.#redis) && (this.#wasReady || !(await waitReady(this.#redis, 1_000)))) throw down();
     try {
       return await call();
     } catch (error) {
-      if (error instanceof ReplyError) throw error;
-      throw new DependencyDown("the queue store (Redis) is unreachable; retry later");
+      if (error instanceof ReplyError && !unavailableReply.test((error as Error).message)) throw error;
+      throw down();
     }
   }
 
   async enter(concertId: string, userId: string, now: number): Promise<Entered> {
-    // The room is listed first (idempotent, and another hash slot), so an entry is never in a room the worker does not tick.
-    if (!this.#listed.has(concertId)) {
-      await this.#guard(() => this.#redis.sadd(this.#roomsKey, concertId));
-      this.#listed.add(concertId);
-    }
     const [seq, state, position, until, ...pace] = await this.#run("enter", concertId, [userId, now]);
-    return { seq: Number(seq), view: toView(state, position, until), pace: toPace(pace[0], pace[1], pace[2]) };
+    return { seq: Number(seq), view: toView(state, position, until), pace: toPace(pace) };
   }
 
   async view(concertId: string, ticket: Ticket, now: number, touch: boolean): Promise<EntryView> {
@@ -246,8 +284,8 @@ export class RedisQueueStore implements QueueStore {
     for (const { userId, seq } of tickets) args.push(userId, seq);
     const out = await this.#run("views", concertId, args);
     const views: EntryView[] = [];
-    for (let i = 3; i < out.length; i += 3) views.push(toView(out[i], out[i + 1], out[i + 2]));
-    return { views, pace: toPace(out[0], out[1], out[2]) };
+    for (let i = paceLength; i < out.length; i += 3) views.push(toView(out[i], out[i + 1], out[i + 2]));
+    return { views, pace: toPace(out) };
   }
 
   async leave(concertId: string, ticket: Ticket, now: number): Promise<EntryView> {
@@ -259,53 +297,40 @@ export class RedisQueueStore implements QueueStore {
     return Number(await this.#run("complete", concertId, [userId, now])) === 1;
   }
 
-  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch }: TickInput): Promise<TickResult> {
-    const [admitted, expired, abandoned] = await this.#run("tick", concertId, [
+  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch, settings }: TickInput): Promise<TickResult> {
+    const [admitted, expired, abandoned, restored] = await this.#run("tick", concertId, [
       now,
       supplyOpen ? 1 : 0,
       batch,
-      defaults.maxActive,
-      defaults.ratePerMinute,
-      defaults.sessionTtlMs,
-      defaults.abandonAfterMs,
+      ...policyFields.map((field) => defaults[field]),
+      ...settingsArgs(settings),
     ]);
-    return { admitted: Number(admitted), expired: Number(expired), abandoned: Number(abandoned) };
+    return { admitted: Number(admitted), expired: Number(expired), abandoned: Number(abandoned), restored: Number(restored) === 1 };
   }
 
-  async stats(concertId: string, defaults: Policy, now: number): Promise<RoomStats> {
-    const out = await this.#run("stats", concertId, [now]);
-    return {
-      waiting: Number(out[0]),
-      admitted: Number(out[1]),
-      admittedLastMinute: Number(out[2]),
-      abandoned: Number(out[3]),
-      paused: out[4] === "1",
-      soldOut: out[5] === "1",
-      policy: overlay(defaults, policyOverrides(out.slice(6))),
-    };
+  async apply(concertId: string, settings: RoomSettings) {
+    await this.#run("apply", concertId, settingsArgs(settings));
   }
 
-  async setPolicy(concertId: string, defaults: Policy, change: Partial<Policy>): Promise<Policy> {
-    const room = this.#keys(concertId)[4]!;
-    const fields = policyFields.flatMap((field) => (change[field] === undefined ? [] : [field, String(change[field])]));
-    if (fields.length > 0) await this.#guard(() => this.#redis.hset(room, ...fields));
-    const values = await this.#guard(() => this.#redis.hmget(room, ...policyFields));
-    return overlay(defaults, policyOverrides(values));
+  async counts(concertId: string, now: number): Promise<RoomCounts> {
+    const out = await this.#run("counts", concertId, [now]);
+    return { waiting: Number(out[0]), admitted: Number(out[1]), admittedLastMinute: Number(out[2]), abandoned: Number(out[3]) };
   }
 
-  async setPaused(concertId: string, paused: boolean) {
-    await this.#guard(() => this.#redis.hset(this.#keys(concertId)[4]!, "paused", paused ? "1" : "0"));
+  async markLife() {
+    const set = await this.#guard(() => this.#redis.set(`${this.keyPrefix}queue:life`, randomUUID(), "NX"));
+    return set === "OK";
   }
 
-  async markSoldOut(concertId: string) {
-    await this.#run("soldOut", concertId, []);
-  }
-
-  async rooms() {
-    return this.#guard(() => this.#redis.smembers(this.#roomsKey));
+  async ping() {
+    await this.#guard(() => this.#redis.ping());
   }
 
   async close() {
     this.#redis.disconnect();
   }
+}
+
+function down() {
+  return new DependencyDown("the waiting-room store (Redis) is unreachable; retry later");
 }

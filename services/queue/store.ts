@@ -8,8 +8,13 @@
  * worker decide what "now" is.
  */
 
-/** Where an entry stands. */
-export type EntryState = "WAITING" | "ADMITTED" | "EXPIRED" | "LEFT" | "COMPLETED" | "SOLD_OUT";
+/**
+ * Where an entry stands. LOST is the store's own: it has no entry for the
+ * ticket at all, because it lost its data (a Redis restart without
+ * persistence, a failover to an empty replica, an eviction; a restart of the
+ * in-process store). Fans see it as EXPIRED, told to enter again.
+ */
+export type EntryState = "WAITING" | "ADMITTED" | "EXPIRED" | "LEFT" | "COMPLETED" | "SOLD_OUT" | "LOST";
 
 /** The admission rules of one concert's waiting room. */
 export interface Policy {
@@ -23,6 +28,20 @@ export interface Policy {
   abandonAfterMs: number;
 }
 
+/**
+ * What operators decide about a room, and whether it is sold out. PostgreSQL
+ * keeps it (services/queue/rooms.ts); the store holds a copy for its atomic
+ * steps, replaced only by a newer version, and taken afresh at every tick, so a
+ * store that lost its data is whole again after one tick.
+ */
+export interface RoomSettings {
+  paused: boolean;
+  soldOut: boolean;
+  overrides: Partial<Policy>;
+  /** Rises with every change. */
+  version: number;
+}
+
 /** One fan's place, as a queue token sees it. */
 export interface EntryView {
   state: EntryState;
@@ -32,13 +51,22 @@ export interface EntryView {
   admittedUntil: number;
 }
 
-/** What the waiting line's recent pace is, for estimating waits. */
+/** What the line's recent pace is, for estimating waits. */
 export interface Pace {
   /** Admissions in the last 60 s. */
   admittedLastMinute: number;
+  /** The oldest and the newest of them (ms), 0 when none. */
+  oldestRecentAt: number;
+  newestRecentAt: number;
   /** When the first admission of this room happened (ms), 0 if none yet. */
   firstAdmissionAt: number;
+  /** Sessions admitted now. */
+  admitted: number;
   paused: boolean;
+  /** False when the last tick found no seat to sell. */
+  supplyOpen: boolean;
+  /** The room's policy overrides, as the store's copy has them. */
+  overrides: Partial<Policy>;
 }
 
 /** An entry as a token names it: the user and the entry's sequence number. */
@@ -61,22 +89,23 @@ export interface TickInput {
   supplyOpen: boolean;
   /** Most entries moved per step (admitted, expired, abandoned) in one tick. */
   batch: number;
+  /** The room's settings as PostgreSQL has them; applied first when newer than the store's copy. */
+  settings: RoomSettings;
 }
 
 export interface TickResult {
   admitted: number;
   expired: number;
   abandoned: number;
+  /** The store had no copy of the room's settings (a new room, or lost data) and took this tick's. */
+  restored: boolean;
 }
 
-export interface RoomStats {
+export interface RoomCounts {
   waiting: number;
   admitted: number;
   admittedLastMinute: number;
   abandoned: number;
-  paused: boolean;
-  soldOut: boolean;
-  policy: Policy;
 }
 
 export interface QueueStore {
@@ -101,26 +130,29 @@ export interface QueueStore {
   complete(concertId: string, userId: string, now: number): Promise<boolean>;
 
   /**
-   * One admission step for a room: ends sessions past their time, drops waiting
-   * fans silent past abandon_after, then admits from the head while admitted <
-   * max_active, within the rate, unless paused, sold out or supply is closed.
-   * Its cost grows with the entries it moves, not with the length of the line.
+   * One admission step for a room: takes the settings when newer, ends
+   * sessions past their time, drops waiting fans silent past abandon_after,
+   * then admits from the head while admitted < max_active, within the rate,
+   * unless paused, sold out or supply is closed. Its cost grows with the
+   * entries it moves, not with the length of the line.
    */
   tick(concertId: string, policyDefaults: Policy, input: TickInput): Promise<TickResult>;
 
-  /** Counts and the policy in force (stored overrides on top of the defaults). */
-  stats(concertId: string, policyDefaults: Policy, now: number): Promise<RoomStats>;
+  /** Takes the settings when newer than the store's copy (an operator's change, at once); a sold-out room's line is emptied. */
+  apply(concertId: string, settings: RoomSettings): Promise<void>;
 
-  /** Stores policy overrides; returns the policy now in force. */
-  setPolicy(concertId: string, policyDefaults: Policy, change: Partial<Policy>): Promise<Policy>;
+  /** The room's counts. */
+  counts(concertId: string, now: number): Promise<RoomCounts>;
 
-  setPaused(concertId: string, paused: boolean): Promise<void>;
+  /**
+   * True when the store had no mark of its life (it is new, or it lost its
+   * data) and this call set one; false when the mark was there, or another
+   * caller set it first. So that one instance says so, once.
+   */
+  markLife(): Promise<boolean>;
 
-  /** Every seat is sold: waiting fans become SOLD_OUT at once and nobody enters any more. */
-  markSoldOut(concertId: string): Promise<void>;
-
-  /** Rooms anyone has entered, for the admission worker. */
-  rooms(): Promise<string[]>;
+  /** Throws DependencyDown while the store cannot be reached (health probes). */
+  ping(): Promise<void>;
 
   close(): Promise<void>;
 }

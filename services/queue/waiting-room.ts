@@ -1,20 +1,43 @@
 import type { Admission } from "../platform/access.js";
-import { Forbidden, NotAuthenticated, Reason, Refused } from "../platform/errors.js";
-import { estimatedWaitMs } from "./policy.js";
+import { DependencyDown, Forbidden, NotAuthenticated, Reason, Refused } from "../platform/errors.js";
+import { estimatedWaitMs, overlay } from "./policy.js";
 import type { QueueTicket, QueueTokens } from "./queue-tokens.js";
-import type { EntryState, EntryView, Pace, Policy, QueueStore, RoomStats } from "./store.js";
+import type { Rooms } from "./rooms.js";
+import type { EntryState, EntryView, Pace, Policy, QueueStore, RoomCounts } from "./store.js";
 import type { SupplySource } from "./supply.js";
 
 /** A queue token's waiting info, as fans see it. */
 export interface RoomStatus {
   concertId: string;
-  state: EntryState;
+  /** LOST never reaches a fan: it is told EXPIRED, with the reason. */
+  state: Exclude<EntryState, "LOST">;
   position: number;
   estimatedWaitMs: number | undefined;
   admittedUntil: number | undefined;
+  /** Why, where there is something to say (paused; place lost). */
+  reason?: Reason;
+  detail?: string;
 }
 
-const noPace: Pace = { admittedLastMinute: 0, firstAdmissionAt: 0, paused: false };
+/** A room's counts and the settings in force (GetQueueStats). */
+export interface RoomStats extends RoomCounts {
+  paused: boolean;
+  soldOut: boolean;
+  policy: Policy;
+}
+
+const noPace: Pace = {
+  admittedLastMinute: 0,
+  oldestRecentAt: 0,
+  newestRecentAt: 0,
+  firstAdmissionAt: 0,
+  admitted: 0,
+  paused: false,
+  supplyOpen: true,
+  overrides: {},
+};
+
+const placeLost = "your place was lost when the waiting room was reset; enter the queue again";
 
 /**
  * The waiting room's rules as fans and operators meet them: entering, looking
@@ -24,6 +47,7 @@ const noPace: Pace = { admittedLastMinute: 0, firstAdmissionAt: 0, paused: false
 export class WaitingRoom {
   constructor(
     private readonly store: QueueStore,
+    private readonly rooms: Rooms,
     private readonly tokens: QueueTokens,
     private readonly supply: SupplySource,
     private readonly defaults: Policy,
@@ -33,6 +57,7 @@ export class WaitingRoom {
   /** Enters the user into the concert's waiting room (or finds their live place). */
   async enter(userId: string, concertId: string): Promise<{ queueToken: string; status: RoomStatus }> {
     await this.supply.exists(concertId); // NotFound for a concert that does not exist
+    await this.rooms.list(concertId);
     const now = this.clock();
     const { seq, view, pace } = await this.store.enter(concertId, userId, now);
     const queueToken = seq > 0 ? this.tokens.sign({ concertId, userId, seq }) : "";
@@ -87,6 +112,8 @@ export class WaitingRoom {
         });
       case "SOLD_OUT":
         throw new Refused(Reason.SOLD_OUT, "the concert is sold out");
+      case "LOST":
+        throw new Refused(Reason.QUEUE_TOKEN_EXPIRED, placeLost, { state: "EXPIRED" });
       default:
         throw new Refused(Reason.QUEUE_TOKEN_EXPIRED, `the queue session has ended (${view.state}); enter the queue again`, {
           state: view.state,
@@ -101,17 +128,30 @@ export class WaitingRoom {
 
   async stats(concertId: string): Promise<RoomStats> {
     await this.supply.exists(concertId);
-    return this.store.stats(concertId, this.defaults, this.clock());
+    const [settings, counts] = await Promise.all([this.rooms.get(concertId), this.store.counts(concertId, this.clock())]);
+    return { ...counts, paused: settings.paused, soldOut: settings.soldOut, policy: overlay(this.defaults, settings.overrides) };
   }
 
   async setPaused(concertId: string, paused: boolean): Promise<void> {
-    await this.supply.exists(concertId);
-    await this.store.setPaused(concertId, paused);
+    await this.#change(concertId, { paused });
   }
 
-  async setPolicy(concertId: string, change: Partial<Policy>): Promise<Policy> {
+  async setPolicy(concertId: string, overrides: Partial<Policy>): Promise<Policy> {
+    return overlay(this.defaults, (await this.#change(concertId, { overrides })).overrides);
+  }
+
+  /**
+   * An operator's change is kept in PostgreSQL, then copied into the store at
+   * once for every instance; if the store is down, the change still holds: the
+   * first tick after it is back copies it.
+   */
+  async #change(concertId: string, change: Parameters<Rooms["change"]>[1]) {
     await this.supply.exists(concertId);
-    return this.store.setPolicy(concertId, this.defaults, change);
+    const settings = await this.rooms.change(concertId, change);
+    await this.store.apply(concertId, settings).catch((error: unknown) => {
+      if (!(error instanceof DependencyDown)) throw error;
+    });
+    return settings;
   }
 
   #ticket(queueToken: string): QueueTicket {
@@ -121,12 +161,18 @@ export class WaitingRoom {
   }
 
   #status(concertId: string, view: EntryView, pace: Pace, now: number): RoomStatus {
-    return {
+    const status: RoomStatus = {
       concertId,
-      state: view.state,
+      state: view.state === "LOST" ? "EXPIRED" : view.state,
       position: view.position,
-      estimatedWaitMs: view.state === "WAITING" ? estimatedWaitMs(view.position, pace, now) : undefined,
+      estimatedWaitMs: undefined,
       admittedUntil: view.state === "ADMITTED" ? view.admittedUntil : undefined,
     };
+    if (view.state === "WAITING") {
+      status.estimatedWaitMs = estimatedWaitMs(view.position, pace, overlay(this.defaults, pace.overrides), now);
+      if (pace.paused) Object.assign(status, { reason: Reason.QUEUE_PAUSED, detail: "admission is paused by the organiser; your place is kept" });
+    }
+    if (view.state === "LOST") Object.assign(status, { reason: Reason.QUEUE_TOKEN_EXPIRED, detail: placeLost });
+    return status;
   }
 }

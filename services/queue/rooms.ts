@@ -1,0 +1,89 @@
+import type { MikroORM } from "@mikro-orm/postgresql";
+import type { Policy, RoomSettings } from "./store.js";
+
+/** A change an operator (or the sold-out check) makes to a room; unset fields stay. */
+export interface RoomChange {
+  paused?: boolean;
+  soldOut?: boolean;
+  overrides?: Partial<Policy>;
+}
+
+interface RoomRow {
+  concert_id: string;
+  paused: boolean;
+  sold_out: boolean;
+  max_active: number | null;
+  rate_per_minute: number | null;
+  session_ttl_ms: number | null;
+  abandon_after_ms: number | null;
+  version: string | number;
+}
+
+const columns = `concert_id, paused, sold_out, max_active, rate_per_minute, session_ttl_ms, abandon_after_ms, version`;
+const overrideColumns = { maxActive: "max_active", ratePerMinute: "rate_per_minute", sessionTtlMs: "session_ttl_ms", abandonAfterMs: "abandon_after_ms" } as const;
+
+/** A room nobody has set anything for: version 0, older than any stored row. */
+export const unsetRoom: RoomSettings = { paused: false, soldOut: false, overrides: {}, version: 0 };
+
+function settingsOf(row: RoomRow): RoomSettings {
+  const overrides: Partial<Policy> = {};
+  for (const [field, column] of Object.entries(overrideColumns) as [keyof Policy, (typeof overrideColumns)[keyof Policy]][]) {
+    if (row[column] !== null) overrides[field] = row[column];
+  }
+  return { paused: row.paused, soldOut: row.sold_out, overrides, version: Number(row.version) };
+}
+
+/**
+ * The rooms and their operator settings in PostgreSQL (queue.room), the
+ * source of truth: a store that loses its data is given them again by the
+ * next tick, so a paused room stays paused and every room keeps moving.
+ * Each method is one statement.
+ */
+export class Rooms {
+  /** Rooms this process has listed: rows are never removed, so one insert per room and process. */
+  readonly #listed = new Set<string>();
+
+  constructor(private readonly orm: MikroORM) {}
+
+  #execute<T>(sql: string, params: unknown[] = []): Promise<T> {
+    return this.orm.em.getConnection().execute(sql, params as never[]) as Promise<T>;
+  }
+
+  /** Lists the room, so the admission worker moves it, before anyone is put in its line. */
+  async list(concertId: string): Promise<void> {
+    if (this.#listed.has(concertId)) return;
+    await this.#execute(`insert into "queue"."room" (concert_id) values (?) on conflict do nothing`, [concertId]);
+    this.#listed.add(concertId);
+  }
+
+  async get(concertId: string): Promise<RoomSettings> {
+    const [row] = await this.#execute<RoomRow[]>(`select ${columns} from "queue"."room" where concert_id = ?`, [concertId]);
+    return row ? settingsOf(row) : unsetRoom;
+  }
+
+  /** Every listed room with its settings: the admission worker's round. */
+  async all(): Promise<Map<string, RoomSettings>> {
+    const rows = await this.#execute<RoomRow[]>(`select ${columns} from "queue"."room"`);
+    return new Map(rows.map((row) => [row.concert_id, settingsOf(row)]));
+  }
+
+  /** Applies the change and returns the settings after it, one version on. */
+  async change(concertId: string, change: RoomChange): Promise<RoomSettings> {
+    const values = new Map<string, unknown>();
+    if (change.paused !== undefined) values.set("paused", change.paused);
+    if (change.soldOut !== undefined) values.set("sold_out", change.soldOut);
+    for (const [field, column] of Object.entries(overrideColumns) as [keyof Policy, string][]) {
+      const value = change.overrides?.[field];
+      if (value !== undefined) values.set(column, value);
+    }
+    const changed = [...values.keys()];
+    const [row] = await this.#execute<RoomRow[]>(
+      `insert into "queue"."room" as room (${["concert_id", ...changed].join(", ")}) values (${["?", ...changed.map(() => "?")].join(", ")})
+       on conflict (concert_id) do update set ${[...changed.map((column) => `${column} = excluded.${column}`), "version = room.version + 1", "updated_at = now()"].join(", ")}
+       returning ${columns}`,
+      [concertId, ...values.values()],
+    );
+    this.#listed.add(concertId);
+    return settingsOf(row!);
+  }
+}
