@@ -2,12 +2,15 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { randomUUID } from "node:crypto";
 import { PointInternalService, PointService } from "../gen/boxoffice/point/v1/point_pb.js";
+import { QueueAdminService, QueueInternalService, QueueService } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { modules } from "../services/modules.js";
 import { healthEndpoints, HealthStatus, type StoreProbe } from "../services/platform/health.js";
 import { startSuite, type ServiceModule, type Suite } from "../services/platform/suite.js";
+import { startRedis, type RedisProcess } from "./redis-cluster.js";
 import { client, testConfig } from "./support.js";
 
 /** A TCP proxy in front of a real server, that the test can cut (as a network partition or a crash would) and restore. */
@@ -105,6 +108,47 @@ describe("PostgreSQL cut off", () => {
     expect((await health.check({})).status).toBe(Serving.SERVING);
     expect((await readyz(suite)).status).toBe(200);
     console.log(`PostgreSQL cut noticed by health after ${noticedMs} ms`);
+  });
+});
+
+describe("the waiting room's Redis down", () => {
+  const queueServices = [QueueService.typeName, QueueInternalService.typeName, QueueAdminService.typeName];
+  let redis: RedisProcess;
+  let suite: Suite;
+  beforeAll(async () => {
+    redis = await startRedis();
+    suite = await startSuite(testConfig({ SERVICES: "queue", REDIS_URL: redis.url, REDIS_KEY_PREFIX: `test:health:${randomUUID()}:`, HEALTH_PROBE_MS: "200" }), modules);
+  });
+  afterAll(async () => {
+    await suite?.close();
+    await redis?.kill();
+  });
+
+  const queueStatus = async () => (await client(suite, Health).check({ service: QueueService.typeName })).status;
+
+  it("killed: the queue's services are NOT_SERVING and /readyz names Redis; started again: SERVING", async () => {
+    expect(await queueStatus()).toBe(Serving.SERVING);
+    await redis.kill();
+    await expect.poll(queueStatus, { timeout: 2_500, interval: 50 }).toBe(Serving.NOT_SERVING);
+    const notReady = await readyz(suite);
+    expect(notReady.status).toBe(503);
+    expect(notReady.body.down).toEqual([{ store: "Redis (waiting room)", services: queueServices }]);
+    expect((await fetch(`${suite.host.url}/healthz`)).status).toBe(200);
+
+    await redis.start();
+    await expect.poll(queueStatus, { timeout: 3_000, interval: 50 }).toBe(Serving.SERVING);
+    expect((await readyz(suite)).status).toBe(200);
+  });
+
+  it("frozen (nothing answers on an open connection): NOT_SERVING after the cut-off; resumed: SERVING", async () => {
+    expect(await queueStatus()).toBe(Serving.SERVING);
+    redis.pause();
+    try {
+      await expect.poll(queueStatus, { timeout: 2_500, interval: 50 }).toBe(Serving.NOT_SERVING);
+    } finally {
+      redis.resume();
+    }
+    await expect.poll(queueStatus, { timeout: 3_000, interval: 50 }).toBe(Serving.SERVING);
   });
 });
 
