@@ -31,6 +31,8 @@ export function testConfig(env: Record<string, string> = {}): Config {
     SHUTDOWN_GRACE_MS: "2000",
     QUEUE_TICK_MS: "20",
     WATCH_REFRESH_MS: "100",
+    // Its own rooms (and Redis keys): suites of other test files share the database. Suites meant to share a waiting room pass one.
+    REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
     ...testSecrets,
     ...env,
   });

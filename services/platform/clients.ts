@@ -14,7 +14,7 @@ import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { TransactionContext } from "@mikro-orm/postgresql";
 import { internalCredentialHeader } from "./access.js";
 import type { ServiceName } from "./config.js";
-import { DependencyDown, domainErrorOf } from "./errors.js";
+import { DependencyDown, domainErrorOf, Reason, reasonOf } from "./errors.js";
 import { createInProcessTransport, type MountedService } from "./in-process.js";
 
 /** The service that serves a descriptor, by default the one its package names: boxoffice.queue.v1.X → queue. */
@@ -136,6 +136,8 @@ export async function callDependency<R>(name: string, call: () => Promise<R>): P
   } catch (error) {
     if (!(error instanceof ConnectError)) throw error;
     if ([Code.Unavailable, Code.Unimplemented, Code.DeadlineExceeded, Code.Canceled, Code.Aborted].includes(error.code)) {
+      // The service answered that what it depends on is down, naming it: that is what the caller should hear.
+      if (reasonOf(error) === Reason.DEPENDENCY_UNAVAILABLE) throw new DependencyDown(error.rawMessage);
       throw new DependencyDown(`the ${name} service is unavailable; retry later`);
     }
     throw domainErrorOf(error) ?? error;

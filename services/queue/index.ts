@@ -24,7 +24,7 @@ export const queueModule: ServiceModule = {
     const { queue } = config;
     const redis = config.redisCluster ? { clusterNodes: config.redisCluster } : config.redisUrl ? { url: config.redisUrl } : undefined;
     const store: QueueStore = redis ? new RedisQueueStore(redis, queue.redisKeyPrefix) : new MemoryQueueStore();
-    const rooms = new Rooms(orm!);
+    const rooms = new Rooms(orm!, queue.redisKeyPrefix);
     const supply = new ConcertSupply(clients.for(ConcertInternalService));
     const defaults = {
       maxActive: queue.maxActive,
@@ -41,7 +41,8 @@ export const queueModule: ServiceModule = {
         implementation(QueueAdminService, new QueueAdminHandlers(room)),
       ],
       gate: localGate(room),
-      probes: [{ store: "Redis (waiting room)", check: () => store.ping() }],
+      // The in-process store cannot be cut off from its service: only Redis is probed.
+      probes: redis ? [{ store: "Redis (waiting room)", check: () => store.ping() }] : [],
       start: async () => worker.start(),
       stop: async () => {
         await worker.stop();

@@ -232,6 +232,8 @@ export class RedisQueueStore implements QueueStore {
   readonly #redis: RedisClient;
   /** Set once the first connection is made: from then on, a store that is not ready is known to be down. */
   #wasReady = false;
+  /** Set while the store answers nothing on an open connection; see #watchHung. */
+  #hung = false;
 
   constructor(
     target: RedisTarget,
@@ -261,13 +263,31 @@ export class RedisQueueStore implements QueueStore {
    * at most.
    */
   async #guard<T>(call: () => Promise<T>): Promise<T> {
-    if (!isReady(this.#redis) && (this.#wasReady || !(await waitReady(this.#redis, 1_000)))) throw down();
+    if (this.#hung || (!isReady(this.#redis) && (this.#wasReady || !(await waitReady(this.#redis, 1_000))))) throw down();
     try {
       return await call();
     } catch (error) {
       if (error instanceof ReplyError && !unavailableReply.test((error as Error).message)) throw error;
+      if ((error as Error).message === "Command timed out") this.#watchHung();
       throw down();
     }
+  }
+
+  /**
+   * A call timed out on a connection that is still open (a hung host, a
+   * frozen server): calls fail at once until a PING answers again, instead of
+   * each waiting out its timeout.
+   */
+  #watchHung() {
+    if (this.#hung) return;
+    this.#hung = true;
+    const retry = () => {
+      this.#redis.ping().then(
+        () => (this.#hung = false),
+        () => setTimeout(retry, 200).unref(),
+      );
+    };
+    retry();
   }
 
   async enter(concertId: string, userId: string, now: number): Promise<Entered> {

@@ -10,6 +10,8 @@ export const Room = defineEntity({
   schema: "queue",
   tableName: "room",
   properties: {
+    /** The deployment's key prefix: deployments sharing a database keep their rooms apart. */
+    scope: p.string().length(200).primary(),
     concertId: p.uuid().primary(),
     paused: p.boolean().default(false),
     soldOut: p.boolean().default(false),

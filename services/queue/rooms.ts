@@ -43,7 +43,14 @@ export class Rooms {
   /** Rooms this process has listed: rows are never removed, so one insert per room and process. */
   readonly #listed = new Set<string>();
 
-  constructor(private readonly orm: MikroORM) {}
+  /**
+   * @param scope the deployment's key prefix (REDIS_KEY_PREFIX): deployments
+   * that share a PostgreSQL and a Redis, told apart by it, keep their rooms apart too.
+   */
+  constructor(
+    private readonly orm: MikroORM,
+    private readonly scope: string,
+  ) {}
 
   #execute<T>(sql: string, params: unknown[] = []): Promise<T> {
     return this.orm.em.getConnection().execute(sql, params as never[]) as Promise<T>;
@@ -52,18 +59,18 @@ export class Rooms {
   /** Lists the room, so the admission worker moves it, before anyone is put in its line. */
   async list(concertId: string): Promise<void> {
     if (this.#listed.has(concertId)) return;
-    await this.#execute(`insert into "queue"."room" (concert_id) values (?) on conflict do nothing`, [concertId]);
+    await this.#execute(`insert into "queue"."room" (scope, concert_id) values (?, ?) on conflict do nothing`, [this.scope, concertId]);
     this.#listed.add(concertId);
   }
 
   async get(concertId: string): Promise<RoomSettings> {
-    const [row] = await this.#execute<RoomRow[]>(`select ${columns} from "queue"."room" where concert_id = ?`, [concertId]);
+    const [row] = await this.#execute<RoomRow[]>(`select ${columns} from "queue"."room" where scope = ? and concert_id = ?`, [this.scope, concertId]);
     return row ? settingsOf(row) : unsetRoom;
   }
 
   /** Every listed room with its settings: the admission worker's round. */
   async all(): Promise<Map<string, RoomSettings>> {
-    const rows = await this.#execute<RoomRow[]>(`select ${columns} from "queue"."room"`);
+    const rows = await this.#execute<RoomRow[]>(`select ${columns} from "queue"."room" where scope = ?`, [this.scope]);
     return new Map(rows.map((row) => [row.concert_id, settingsOf(row)]));
   }
 
@@ -78,10 +85,10 @@ export class Rooms {
     }
     const changed = [...values.keys()];
     const [row] = await this.#execute<RoomRow[]>(
-      `insert into "queue"."room" as room (${["concert_id", ...changed].join(", ")}) values (${["?", ...changed.map(() => "?")].join(", ")})
-       on conflict (concert_id) do update set ${[...changed.map((column) => `${column} = excluded.${column}`), "version = room.version + 1", "updated_at = now()"].join(", ")}
+      `insert into "queue"."room" as room (${["scope", "concert_id", ...changed].join(", ")}) values (${["?", "?", ...changed.map(() => "?")].join(", ")})
+       on conflict (scope, concert_id) do update set ${[...changed.map((column) => `${column} = excluded.${column}`), "version = room.version + 1", "updated_at = now()"].join(", ")}
        returning ${columns}`,
-      [concertId, ...values.values()],
+      [this.scope, concertId, ...values.values()],
     );
     this.#listed.add(concertId);
     return settingsOf(row!);

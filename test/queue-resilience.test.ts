@@ -1,0 +1,226 @@
+import { Code } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { Reason } from "../gen/boxoffice/common/v1/error_pb.js";
+import { ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { QueueAdminService, QueueInternalService, QueueService, QueueState, type QueueStatus } from "../gen/boxoffice/queue/v1/queue_pb.js";
+import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
+import { reasonOf } from "../services/platform/errors.js";
+import type { Suite } from "../services/platform/suite.js";
+import { startRedis, type RedisProcess } from "./redis-cluster.js";
+import { bearer, client, concertOnSale, failure, gated, newUser, operator, startTestSuite, testSecrets, waitForState, withQueueToken } from "./support.js";
+
+/**
+ * The waiting room on a Redis of the test's own, which the tests kill, freeze
+ * and start again empty (no persistence: a restart loses every key), with two
+ * queue service instances on it, as in a real deployment.
+ */
+
+const internal = { headers: { "x-internal-credential": testSecrets.INTERNAL_CREDENTIAL } };
+/** What the message used to say: it blamed the queue service, which was up. */
+const blamedService = "the queue service";
+
+let redis: RedisProcess;
+/** Two instances of the whole suite on one Redis and one PostgreSQL. */
+let a: Suite;
+let b: Suite;
+/** Token and concert only, reaching the queue of `a` over gRPC: a gate in another process. */
+let edge: Suite;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `test:resilience:${randomUUID()}:`, QUEUE_MAX_ACTIVE: "100" };
+  a = await startTestSuite(shared);
+  b = await startTestSuite(shared);
+  edge = await startTestSuite({ SERVICES: "token,concert", QUEUE_URL: a.host.url });
+});
+
+afterAll(async () => {
+  await edge?.close();
+  await b?.close();
+  await a?.close();
+  await redis?.kill();
+});
+
+const queue = () => client(a, QueueService);
+const admin = () => client(a, QueueAdminService);
+
+async function enter(concertId: string) {
+  const user = await newUser(a);
+  const { queueToken, status } = await queue().enterQueue({ concertId }, bearer(user.token));
+  return { ...user, queueToken, entered: status! };
+}
+
+const statusOf = async (queueToken: string): Promise<QueueStatus> => (await queue().getQueueStatus({}, withQueueToken(queueToken))).status!;
+
+/** Starts the test's Redis again with nothing in it, and waits until the suite's store is connected again. */
+async function restartEmpty() {
+  await redis.kill();
+  await redis.start();
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    try {
+      await admin().getQueueStats({ concertId: (await concertOnSale(a, [{ seatCount: 1, price: 1n }])).concertId }, operator);
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+/** How long a call took to fail, and how. */
+async function timedFailure(call: () => Promise<unknown>) {
+  const started = performance.now();
+  const error = await failure(call());
+  return { ms: performance.now() - started, code: error.code, reason: reasonOf(error), message: error.rawMessage };
+}
+
+describe("after Redis restarts empty", () => {
+  it("every room moves again within a tick, a paused room stays paused, a policy stays in force, and fans whose places were lost are told to enter again", async () => {
+    const open = (await concertOnSale(a, [{ seatCount: 10, price: 1_000n }])).concertId;
+    const paused = (await concertOnSale(a, [{ seatCount: 10, price: 1_000n }])).concertId;
+    const narrow = (await concertOnSale(a, [{ seatCount: 10, price: 1_000n }])).concertId;
+
+    const before = await enter(open);
+    await waitForState(a, before.queueToken, QueueState.ADMITTED);
+    await admin().pauseAdmission({ concertId: paused }, operator);
+    await admin().setAdmissionPolicy({ concertId: narrow, policy: { maxActive: 1 } }, operator);
+    const pausedBefore = await enter(paused);
+
+    const warn = vi.spyOn(console, "warn");
+    try {
+      await restartEmpty();
+
+      // A fan new to a room that had been entered before is admitted (this used to wait for good).
+      const started = performance.now();
+      const newcomer = await enter(open);
+      await waitForState(a, newcomer.queueToken, QueueState.ADMITTED, 2_000);
+      expect(performance.now() - started).toBeLessThan(1_000);
+
+      // The fan admitted before the wipe lost the session: told so, with what to do.
+      const lost = await statusOf(before.queueToken);
+      expect(QueueState[lost.state]).toBe("EXPIRED");
+      expect(lost.reason).toBe(Reason.QUEUE_TOKEN_EXPIRED);
+      expect(lost.detail).toContain("enter the queue again");
+      const gate = await failure(client(a, QueueInternalService).checkAdmission({ queueToken: before.queueToken }, internal));
+      expect([gate.code, reasonOf(gate)]).toEqual([Code.FailedPrecondition, Reason.QUEUE_TOKEN_EXPIRED]);
+      expect(gate.rawMessage).toContain("enter the queue again");
+      // Entering again works, and admits.
+      const again = await queue().enterQueue({ concertId: open }, bearer(before.token));
+      expect(again.queueToken).not.toBe(before.queueToken);
+      await waitForState(a, again.queueToken, QueueState.ADMITTED, 2_000);
+
+      // The paused room stays paused, and says so.
+      const pausedAfter = await enter(paused);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // 15 ticks
+      const waiting = await statusOf(pausedAfter.queueToken);
+      expect([QueueState[waiting.state], waiting.reason]).toEqual(["WAITING", Reason.QUEUE_PAUSED]);
+      expect(waiting.detail).toContain("paused");
+      expect(waiting.estimatedWait).toBeUndefined();
+      expect((await statusOf(pausedBefore.queueToken)).reason).toBe(Reason.QUEUE_TOKEN_EXPIRED);
+      const pausedStats = await admin().getQueueStats({ concertId: paused }, operator);
+      expect([pausedStats.paused, pausedStats.waiting, pausedStats.admitted]).toEqual([true, 1n, 0n]);
+
+      // The policy set before the wipe is still in force on both instances.
+      const first = await enter(narrow);
+      const second = await enter(narrow);
+      await waitForState(a, first.queueToken, QueueState.ADMITTED, 2_000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(QueueState[(await statusOf(second.queueToken)).state]).toBe("WAITING");
+      const narrowStats = await client(b, QueueAdminService).getQueueStats({ concertId: narrow }, operator);
+      expect([narrowStats.policy!.maxActive, narrowStats.admitted]).toEqual([1, 1n]);
+
+      // Said once, by one of the two instances.
+      const said = warn.mock.calls.filter(([line]) => String(line).includes("waiting-room store is empty"));
+      expect(said).toHaveLength(1);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it("a pause made while Redis is down holds once Redis is back, though Redis never heard of it", async () => {
+    const { concertId } = await concertOnSale(a, [{ seatCount: 10, price: 1_000n }]);
+    await redis.kill();
+    await admin().pauseAdmission({ concertId }, operator);
+    await redis.start();
+    const fan = await enter(concertId).catch(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      return enter(concertId);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await statusOf(fan.queueToken)).reason).toBe(Reason.QUEUE_PAUSED);
+    await admin().resumeAdmission({ concertId }, operator);
+    await waitForState(a, fan.queueToken, QueueState.ADMITTED, 2_000);
+  });
+});
+
+describe("while Redis is down", () => {
+  it("every queue-backed and gated call answers Unavailable within 1 s, naming the waiting-room store, and all work again once it is back", async () => {
+    const { concertId, scheduleIds } = await concertOnSale(a, [{ seatCount: 10, price: 1_000n }]);
+    const fan = await enter(concertId);
+    await waitForState(a, fan.queueToken, QueueState.ADMITTED);
+    await redis.kill();
+    try {
+      const user = await newUser(a);
+      const calls: [string, () => Promise<unknown>][] = [
+        ["EnterQueue", () => queue().enterQueue({ concertId }, bearer(user.token))],
+        ["GetQueueStatus", () => queue().getQueueStatus({}, withQueueToken(fan.queueToken))],
+        ["CheckAdmission", () => client(a, QueueInternalService).checkAdmission({ queueToken: fan.queueToken }, internal)],
+        ["IssueQueueToken", () => client(a, TokenService).issueQueueToken({ concertId }, bearer(user.token))],
+        ["gated ListSeats", () => client(a, ConcertService).listSeats({ scheduleId: scheduleIds[0]! }, gated(fan.token, fan.queueToken))],
+        ["ListSeats gated from another process", () => client(edge, ConcertService).listSeats({ scheduleId: scheduleIds[0]! }, gated(fan.token, fan.queueToken))],
+        ["IssueQueueToken from another process", () => client(edge, TokenService).issueQueueToken({ concertId }, bearer(user.token))],
+        ["GetQueueStats", () => admin().getQueueStats({ concertId }, operator)],
+      ];
+      for (const [name, call] of calls) {
+        const failed = await timedFailure(call);
+        expect({ name, code: Code[failed.code], reason: failed.reason }).toEqual({ name, code: "Unavailable", reason: Reason.DEPENDENCY_UNAVAILABLE });
+        expect(failed.message, name).toContain("waiting-room store (Redis)");
+        expect(failed.message, name).not.toContain(blamedService);
+        expect(failed.ms, name).toBeLessThan(1_000);
+      }
+    } finally {
+      await redis.start();
+    }
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline) {
+      try {
+        await client(a, ConcertService).listSeats({ scheduleId: scheduleIds[0]! }, gated(fan.token, fan.queueToken));
+        break;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    // Back: entering works (the admitted fan's session was in the Redis that restarted empty).
+    const later = await enter(concertId);
+    await waitForState(a, later.queueToken, QueueState.ADMITTED, 2_000);
+  });
+
+  it("a Redis that hangs (frozen, the connection open) costs the first call its 0.5 s timeout, and the calls after it fail at once", async () => {
+    const { concertId } = await concertOnSale(a, [{ seatCount: 10, price: 1_000n }]);
+    const fan = await enter(concertId);
+    redis.pause();
+    try {
+      const first = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
+      expect([Code[first.code], first.ms < 1_000]).toEqual(["Unavailable", true]);
+      for (let i = 0; i < 5; i++) {
+        const next = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
+        expect(Code[next.code]).toBe("Unavailable");
+        expect(next.ms).toBeLessThan(200);
+      }
+    } finally {
+      redis.resume();
+    }
+    const deadline = Date.now() + 3_000;
+    for (;;) {
+      try {
+        expect(QueueState[(await statusOf(fan.queueToken)).state]).toMatch(/WAITING|ADMITTED/);
+        break;
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  });
+});
