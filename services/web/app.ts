@@ -199,10 +199,16 @@ const finalStates = new Set([QueueState.ADMITTED, QueueState.EXPIRED, QueueState
  */
 const reconnectDelay = (attempt: number) => Math.random() * Math.min(10_000, 250 * 2 ** attempt);
 
+/** Resolves after `ms`, or at once when `signal` aborts (the fan joined another queue). */
 function sleep(ms: number, signal: AbortSignal) {
   return new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
   });
 }
 
