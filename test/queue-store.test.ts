@@ -1,14 +1,16 @@
 import { randomUUID } from "node:crypto";
 import { dropKeys } from "./redis-keys.js";
+import { startRedisCluster, type RedisCluster } from "./redis-cluster.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryQueueStore } from "../services/queue/memory-store.js";
 import { RedisQueueStore } from "../services/queue/redis-store.js";
-import type { EntryView, Policy, QueueStore, RoomSettings, Ticket, TickInput } from "../services/queue/store.js";
+import type { EntryView, Pace, Policy, QueueStore, RoomSettings, Ticket, TickInput } from "../services/queue/store.js";
 
 /**
  * The QueueStore contract (services/queue/store.ts), run against both
- * implementations: in-process memory and real Redis. Times are explicit epoch
- * milliseconds, so nothing here sleeps.
+ * implementations: in-process memory and real Redis, one server and a 3-master
+ * Redis Cluster this file starts. Times are explicit epoch milliseconds, so
+ * nothing here sleeps.
  */
 
 const redisUrl = "redis://127.0.0.1:6379";
@@ -25,9 +27,21 @@ interface Backend {
 const backends: Backend[] = [
   { name: "memory", open: () => new MemoryQueueStore(), another: (first) => first },
   { name: "redis", open: () => new RedisQueueStore({ url: redisUrl }, keyPrefix), another: () => new RedisQueueStore({ url: redisUrl }, keyPrefix) },
+  {
+    name: "redis cluster",
+    open: () => new RedisQueueStore({ clusterNodes: cluster.nodes }, keyPrefix),
+    another: () => new RedisQueueStore({ clusterNodes: cluster.nodes }, keyPrefix),
+  },
 ];
 
-afterAll(() => dropKeys(redisUrl, keyPrefix));
+let cluster: RedisCluster;
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+});
+afterAll(async () => {
+  await dropKeys(redisUrl, keyPrefix);
+  await cluster?.stop(); // and its keys with it
+});
 
 const defaults: Policy = { maxActive: 3, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
 /** The settings PostgreSQL gives a room nobody configured: the store's copy is made from them at the first tick. */
@@ -41,7 +55,9 @@ const brief = (view: EntryView) => (view.state === "WAITING" ? `WAITING ${view.p
 describe.each(backends)("QueueStore contract: $name", (backend) => {
   let store: QueueStore;
   const extraStores: QueueStore[] = [];
-  const paceOf = async (concertId: string, now: number) => (await store.views(concertId, [], now, false)).pace;
+  /** The room's pace; of the session ends, only what every store gives: the first and the last. */
+  const paceOf = async (concertId: string, now: number) => withEnds((await store.views(concertId, [], now, false)).pace);
+  const withEnds = (pace: Pace) => ({ ...pace, sessionEndsSample: pace.sessionEndsSample.length > 1 ? [pace.sessionEndsSample[0], pace.sessionEndsSample.at(-1)] : pace.sessionEndsSample });
   beforeAll(() => {
     store = backend.open();
   });
@@ -554,19 +570,20 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const t0 = Date.now();
       const roomy: Policy = { ...defaults, maxActive: 10, sessionTtlMs: 600_000, abandonAfterMs: 600_000 };
       const [a] = await line(concertId, 5, t0);
-      const none = { admittedLastMinute: 0, oldestRecentAt: 0, newestRecentAt: 0, firstAdmissionAt: 0, admitted: 0, paused: false, supplyOpen: true, overrides: {} };
+      const none = { admittedLastMinute: 0, recentSample: [], firstAdmissionAt: 0, admitted: 0, sessionEndsSample: [], paused: false, supplyOpen: true, overrides: {} };
       expect(await paceOf(concertId, t0)).toEqual(none);
 
       await store.tick(concertId, { ...roomy, maxActive: 2 }, open(t0 + 5_000));
       await store.tick(concertId, { ...roomy, maxActive: 3 }, open(t0 + 35_000));
-      const at40 = { ...none, admittedLastMinute: 3, oldestRecentAt: t0 + 5_000, newestRecentAt: t0 + 35_000, firstAdmissionAt: t0 + 5_000, admitted: 3 };
+      const ends = [t0 + 605_000, t0 + 635_000];
+      const at40 = { ...none, admittedLastMinute: 3, recentSample: [t0 + 5_000, t0 + 5_000, t0 + 35_000], firstAdmissionAt: t0 + 5_000, admitted: 3, sessionEndsSample: ends };
       expect(await paceOf(concertId, t0 + 40_000)).toEqual(at40);
-      expect((await store.views(concertId, [a!], t0 + 40_000, false)).pace).toEqual(at40);
+      expect(withEnds((await store.views(concertId, [a!], t0 + 40_000, false)).pace)).toEqual(at40);
       // Entering reports the same pace in the same step (EnterQueue's estimated wait needs no second call).
-      expect((await store.enter(concertId, randomUUID(), t0 + 40_000)).pace).toEqual(at40);
+      expect(withEnds((await store.enter(concertId, randomUUID(), t0 + 40_000)).pace)).toEqual(at40);
       expect((await store.counts(concertId, t0 + 40_000)).admittedLastMinute).toBe(3);
       // A minute later the first two have left the window, the first admission time stays.
-      expect(await paceOf(concertId, t0 + 70_000)).toEqual({ ...at40, admittedLastMinute: 1, oldestRecentAt: t0 + 35_000 });
+      expect(await paceOf(concertId, t0 + 70_000)).toEqual({ ...at40, admittedLastMinute: 1, recentSample: [t0 + 35_000] });
       expect((await store.counts(concertId, t0 + 70_000)).admittedLastMinute).toBe(1);
 
       await store.tick(concertId, roomy, closed(t0 + 70_500));

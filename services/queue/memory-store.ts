@@ -1,5 +1,5 @@
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
-import { minuteMs, overlay } from "./policy.js";
+import { minuteMs, overlay, sampleSize } from "./policy.js";
 
 /**
  * Counts present sequence numbers below a bound in O(log n): a Fenwick tree
@@ -53,6 +53,8 @@ class Room {
   supplyOpen = true;
   abandoned = 0;
   firstAdmissionAt = 0;
+  /** When the last admitted session ends. */
+  lastSessionEnd = 0;
 
   get soldOut() {
     return this.settings?.soldOut ?? false;
@@ -86,6 +88,19 @@ class Room {
     }
   }
 
+  /** The first and the last live session's end (sessions are kept in the order they were admitted). */
+  #sessionEnds(now: number): number[] {
+    let first: number | undefined;
+    for (const until of this.admitted.values()) {
+      if (until > now) {
+        first = until;
+        break;
+      }
+    }
+    if (first === undefined) return [];
+    return this.lastSessionEnd > first ? [first, this.lastSessionEnd] : [first];
+  }
+
   touch(userId: string, now: number) {
     if (!this.seen.has(userId)) return;
     this.seen.delete(userId);
@@ -115,15 +130,22 @@ class Room {
     }
     return {
       admittedLastMinute: this.recent.length - low,
-      oldestRecentAt: this.recent[low] ?? 0,
-      newestRecentAt: this.recent.at(-1) ?? 0,
+      recentSample: sampled(this.recent, low),
       firstAdmissionAt: this.firstAdmissionAt,
       admitted: this.admitted.size,
+      sessionEndsSample: this.#sessionEnds(now),
       paused: this.settings?.paused ?? false,
       supplyOpen: this.supplyOpen,
       overrides: this.settings?.overrides ?? {},
     };
   }
+}
+
+/** values[from..], all of them when few, else 16 spread evenly by rank (the first and the last included). */
+function sampled(values: number[], from: number): number[] {
+  const count = values.length - from;
+  if (count <= sampleSize) return values.slice(from);
+  return Array.from({ length: sampleSize }, (_, k) => values[from + Math.floor((k * (count - 1)) / (sampleSize - 1))]!);
 }
 
 function ended(state: EntryState): EntryView {
@@ -239,6 +261,7 @@ export class MemoryQueueStore implements QueueStore {
         entry.state = "ADMITTED";
         entry.admittedUntil = now + policy.sessionTtlMs;
         room.admitted.set(userId, entry.admittedUntil);
+        room.lastSessionEnd = entry.admittedUntil;
         room.recent.push(now);
         if (room.firstAdmissionAt === 0) room.firstAdmissionAt = now;
         result.admitted++;

@@ -12,47 +12,79 @@ export function overlay(defaults: Policy, overrides: Partial<Policy>): Policy {
   return policy;
 }
 
+/** How many admission or session-end times a pace carries at most (see Pace). */
+export const sampleSize = 16;
+
 /**
  * Expected wait for the fan at `position`: the later of when the rate limit
- * frees a place for them and, for the part of the line the room has no space
- * for, the measured pace at which the room takes fans in (as fast as sessions
- * end). Unknown (undefined) while paused, while there is no seat to sell, and
- * while the room is full with nothing measured yet. 0 means at the next tick.
+ * frees a place for them and when the room has space for them. Unknown
+ * (undefined) while paused, while there is no seat to sell, and while the room
+ * is full and nothing yet tells how fast its sessions end. 0 means at the next
+ * tick.
  */
 export function estimatedWaitMs(position: number, pace: Pace, policy: Policy, now: number): number | undefined {
   if (pace.paused || !pace.supplyOpen) return undefined;
-  const byRate = policy.ratePerMinute > 0 ? rateLimitedWaitMs(position, pace, policy.ratePerMinute, now) : 0;
-  const beyondRoom = position - Math.max(0, policy.maxActive - pace.admitted);
-  if (beyondRoom <= 0) return byRate;
-  const byPace = measuredWaitMs(beyondRoom, pace, now);
-  return byPace === undefined ? undefined : Math.max(byRate, byPace);
+  const byRate =
+    policy.ratePerMinute > 0
+      ? slotWaitMs(position, { capacity: policy.ratePerMinute, taken: Math.min(pace.admittedLastMinute, policy.ratePerMinute), takenAt: pace.recentSample, lastsMs: minuteMs }, now)
+      : 0;
+  const room = { capacity: policy.maxActive, taken: pace.admitted, takenAt: pace.sessionEndsSample.map((end) => end - policy.sessionTtlMs) };
+  if (position <= room.capacity - room.taken) return byRate;
+  const lastsMs = measuredSessionMs(pace, policy, now);
+  return lastsMs === undefined ? undefined : Math.max(byRate, slotWaitMs(position, { ...room, lastsMs }, now));
+}
+
+/** Places that are taken and freed again: a rate limit's (each admission holds one for 60 s) or the room's (each session holds one). */
+interface Places {
+  capacity: number;
+  /** How many are taken now, and when they were taken (a sample, ascending). */
+  taken: number;
+  takenAt: number[];
+  /** How long a place stays taken. */
+  lastsMs: number;
 }
 
 /**
- * When the rate limit (at most `rate` admissions in any 60 s) lets the fan at
- * `position` in: the places free now go at the next tick; after that each
- * place frees 60 s after the admission that took it, in the order they were
- * taken (the window's admissions, spread between its oldest and newest).
+ * When the fan at `position` gets a place: those free now at the next tick;
+ * after that each place frees `lastsMs` after it was taken, in the order they
+ * were taken, and again `lastsMs` after that for those further back.
  */
-function rateLimitedWaitMs(position: number, pace: Pace, rate: number, now: number): number {
-  const taken = Math.min(pace.admittedLastMinute, rate);
-  const freeNow = rate - taken;
+function slotWaitMs(position: number, places: Places, now: number): number {
+  const freeNow = places.capacity - places.taken;
   if (position <= freeNow) return 0;
-  const later = position - freeNow - 1;
-  const round = Math.floor(later / rate);
-  const slot = later % rate;
-  const spread = taken > 1 ? (pace.newestRecentAt - pace.oldestRecentAt) / (taken - 1) : 0;
-  const takenAt = slot < taken ? pace.oldestRecentAt + spread * slot : now;
-  return Math.max(0, Math.round(takenAt + (round + 1) * minuteMs - now));
+  const later = position - Math.max(0, freeNow) - 1;
+  const round = Math.floor(later / places.capacity);
+  const slot = later % places.capacity;
+  const takenAt = slot < places.taken ? interpolate(places.takenAt, slot, places.taken) : now;
+  return Math.max(0, Math.round(takenAt + (round + 1) * places.lastsMs - now));
+}
+
+/** The `index`-th of `count` ascending values, from a sample of them spread evenly by rank. */
+function interpolate(sample: number[], index: number, count: number): number {
+  if (sample.length <= 1 || count <= 1) return sample[0] ?? 0;
+  const at = (index * (sample.length - 1)) / (count - 1);
+  const low = Math.floor(at);
+  const high = Math.min(sample.length - 1, low + 1);
+  return sample[low]! + (sample[high]! - sample[low]!) * (at - low);
 }
 
 /**
- * From the admissions of the last minute (a moving window); right after the
- * first admission the window is taken as at least 10 s, so that one early
- * burst does not promise too much.
+ * How long a session holds its place, from the measured pace: while the room
+ * is full, one fan comes in as one leaves, so max_active over the admission
+ * rate. In the room's first minute the admissions that first filled it freed
+ * nobody: the rate is that of the later ones, from the fill to the latest. At
+ * most session_ttl; undefined when nothing is measured yet.
  */
-function measuredWaitMs(count: number, pace: Pace, now: number): number | undefined {
-  if (pace.admittedLastMinute === 0 || pace.firstAdmissionAt === 0) return undefined;
-  const windowMs = Math.min(minuteMs, Math.max(10_000, now - pace.firstAdmissionAt));
-  return Math.round((count * windowMs) / pace.admittedLastMinute);
+function measuredSessionMs(pace: Pace, policy: Policy, now: number): number | undefined {
+  if (pace.firstAdmissionAt === 0 || pace.admittedLastMinute === 0) return undefined;
+  let perAdmissionMs: number;
+  if (now - pace.firstAdmissionAt < minuteMs) {
+    const freed = pace.admittedLastMinute - Math.min(policy.maxActive, pace.admittedLastMinute);
+    const latest = pace.recentSample.at(-1) ?? 0;
+    if (freed <= 0 || latest <= pace.firstAdmissionAt) return undefined;
+    perAdmissionMs = (latest - pace.firstAdmissionAt) / freed;
+  } else {
+    perAdmissionMs = minuteMs / pace.admittedLastMinute;
+  }
+  return Math.min(policy.sessionTtlMs, policy.maxActive * perAdmissionMs);
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { ReplyError } from "ioredis";
 import { DependencyDown } from "../platform/errors.js";
-import { minuteMs } from "./policy.js";
+import { minuteMs, sampleSize } from "./policy.js";
 import { connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 
@@ -49,12 +49,28 @@ local function view(user, seq, now, soldOut)
   return { e.state, 0, 0 }
 end
 local function isSoldOut() return redis.call('HGET', room, 'soldOut') == '1' end
+-- Scores above \`above\`, ascending: all when few, else ${sampleSize} spread evenly by rank (the first and the last included).
+local function sample(key, above)
+  local count = redis.call('ZCOUNT', key, '(' .. above, '+inf')
+  if count <= ${sampleSize} then
+    local all = redis.call('ZRANGEBYSCORE', key, '(' .. above, '+inf', 'WITHSCORES')
+    local out = {}
+    for i = 2, #all, 2 do out[#out + 1] = all[i] end
+    return count, out
+  end
+  local first = redis.call('ZCOUNT', key, '-inf', above)
+  local out = {}
+  for k = 0, ${sampleSize - 1} do
+    local rank = first + math.floor(k * (count - 1) / ${sampleSize - 1})
+    out[#out + 1] = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')[2]
+  end
+  return count, out
+end
 local function pace(now)
   local cfg = redis.call('HMGET', room, 'paused', 'firstAdmissionAt', 'open', ${overrideFields})
-  local from = '(' .. string.format('%d', now - ${minuteMs})
-  local oldest = redis.call('ZRANGEBYSCORE', recent, from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  local newest = redis.call('ZREVRANGEBYSCORE', recent, '+inf', from, 'WITHSCORES', 'LIMIT', 0, 1)
-  return { redis.call('ZCOUNT', recent, from, '+inf'), oldest[2] or 0, newest[2] or 0, tonumber(cfg[2]) or 0, redis.call('ZCARD', admitted),
+  local recentCount, recentSample = sample(recent, string.format('%d', now - ${minuteMs}))
+  local admittedCount, endsSample = sample(admitted, string.format('%d', now))
+  return { recentCount, recentSample, tonumber(cfg[2]) or 0, admittedCount, endsSample,
     cfg[1] == '1' and 1 or 0, cfg[3] == '0' and 0 or 1, cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7] or '' }
 end
 -- Takes the settings at ARGV[i..i+6] (version, paused, soldOut, the overrides) when newer than the room's copy.
@@ -198,10 +214,10 @@ const paceLength = 11;
 function toPace(out: unknown[]): Pace {
   return {
     admittedLastMinute: Number(out[0]),
-    oldestRecentAt: Number(out[1]),
-    newestRecentAt: Number(out[2]),
-    firstAdmissionAt: Number(out[3]),
-    admitted: Number(out[4]),
+    recentSample: (out[1] as string[]).map(Number),
+    firstAdmissionAt: Number(out[2]),
+    admitted: Number(out[3]),
+    sessionEndsSample: (out[4] as string[]).map(Number),
     paused: Number(out[5]) === 1,
     supplyOpen: Number(out[6]) === 1,
     overrides: policyOverrides(out.slice(7, paceLength)),

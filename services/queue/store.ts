@@ -55,13 +55,18 @@ export interface EntryView {
 export interface Pace {
   /** Admissions in the last 60 s. */
   admittedLastMinute: number;
-  /** The oldest and the newest of them (ms), 0 when none. */
-  oldestRecentAt: number;
-  newestRecentAt: number;
+  /**
+   * When they happened (ms), ascending: all of them when few, else a sample
+   * spread evenly over them by rank (the first and the last included), to
+   * interpolate between.
+   */
+  recentSample: number[];
   /** When the first admission of this room happened (ms), 0 if none yet. */
   firstAdmissionAt: number;
   /** Sessions admitted now. */
   admitted: number;
+  /** When they end (ms), ascending, sampled the same way (at least the first and the last). */
+  sessionEndsSample: number[];
   paused: boolean;
   /** False when the last tick found no seat to sell. */
   supplyOpen: boolean;

@@ -28,10 +28,10 @@ export interface RoomStats extends RoomCounts {
 
 const noPace: Pace = {
   admittedLastMinute: 0,
-  oldestRecentAt: 0,
-  newestRecentAt: 0,
+  recentSample: [],
   firstAdmissionAt: 0,
   admitted: 0,
+  sessionEndsSample: [],
   paused: false,
   supplyOpen: true,
   overrides: {},
