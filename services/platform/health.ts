@@ -159,7 +159,8 @@ export class HealthService implements ServiceImpl<typeof Health> {
       const status = this.health.status(req.service);
       if (status !== last) yield { status };
       last = status;
-      if (this.health.shuttingDown) return;
+      // After NOT_SERVING, a shutdown ends the watch as gRPC servers do: Unavailable, so the client watches another instance.
+      if (this.health.shuttingDown) throw new ConnectError("the server is shutting down; try again", Code.Unavailable);
       await this.health.nextChange(ctx.signal);
     }
   }
