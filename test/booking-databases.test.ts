@@ -12,7 +12,7 @@ import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice
 import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { PaymentService, PaymentState, type Payment } from "../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/point_pb.js";
-import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
+import { QueueAdminService, QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationService, ReservationState, type Reservation } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { createDatabase, dropDatabase } from "./databases.js";
@@ -387,6 +387,31 @@ describe.each([embedded(), postgresql()])("booking on a real server process, $na
     expect((await ledgerOf(fan)).filter((row) => row.kind === "USE")).toEqual([{ kind: "USE", amount: -1_200n, paymentId: booked.payment!.id }]);
     expect((await paymentsOf(fan)).map((p) => p.id)).toEqual([booked.payment!.id]);
     expect(await seatStates(onlooker, scheduleId, [5, 6])).toEqual(["AVAILABLE", "SOLD"]);
+  });
+
+  it("a restart (SIGTERM, started again on the same data) keeps the waiting line: a fan waiting before it keeps the place, the pause stays, and is admitted after it", async () => {
+    const { concertId } = await concertOnSale([{ seatCount: 4, price: 1_000n }]);
+    const admin = createClient(QueueAdminService, createGrpcTransport({ baseUrl: server.url }));
+    await admin.setAdmissionPolicy({ concertId, policy: { maxActive: 1 } }, operator);
+    const first = await c.tokens.issueUserToken({});
+    const second = await c.tokens.issueUserToken({});
+    const ahead = await c.queue.enterQueue({ concertId }, bearer(first.token));
+    await waitAdmitted(ahead.queueToken);
+    const waiting = await c.queue.enterQueue({ concertId }, bearer(second.token));
+    expect([QueueState[waiting.status!.state], waiting.status!.position]).toEqual(["WAITING", 1n]);
+    await admin.pauseAdmission({ concertId }, operator);
+
+    expect(await server.stop()).toBe(0);
+    server = await start();
+    c = clientsOf(server.url);
+
+    const after = (await c.queue.getQueueStatus({}, withQueueToken(waiting.queueToken))).status!;
+    expect([QueueState[after.state], after.position, after.reason]).toEqual(["WAITING", 1n, Reason.QUEUE_PAUSED]);
+    const stillAdmitted = (await c.queue.getQueueStatus({}, withQueueToken(ahead.queueToken))).status!;
+    expect(QueueState[stillAdmitted.state]).toBe("ADMITTED");
+    await createClient(QueueAdminService, createGrpcTransport({ baseUrl: server.url })).resumeAdmission({ concertId }, operator);
+    await c.queue.leaveQueue({}, withQueueToken(ahead.queueToken));
+    await waitAdmitted(waiting.queueToken);
   });
 
   it("kill -9 while payments are in flight, restart on the same data: no payment stays PENDING, every balance is its ledger, debited iff paid, and paying again works", async () => {

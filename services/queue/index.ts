@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { ConcertInternalService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { QueueAdminService, QueueInternalService, QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
@@ -23,7 +24,7 @@ export const queueModule: ServiceModule = {
   create: ({ config, clients, orm }) => {
     const { queue } = config;
     const redis = config.redisCluster ? { clusterNodes: config.redisCluster } : config.redisUrl ? { url: config.redisUrl } : undefined;
-    const store: QueueStore = redis ? new RedisQueueStore(redis, queue.redisKeyPrefix) : new MemoryQueueStore();
+    const store: QueueStore = redis ? new RedisQueueStore(redis, queue.redisKeyPrefix) : new MemoryQueueStore(join(config.dataDir, "waiting-rooms.json"));
     const rooms = new Rooms(orm!, queue.redisKeyPrefix);
     const supply = new ConcertSupply(clients.for(ConcertInternalService));
     const defaults = {

@@ -1,3 +1,4 @@
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 import { minuteMs, overlay, sampleSize } from "./policy.js";
 
@@ -34,6 +35,21 @@ interface Entry {
   seq: number;
   state: EntryState;
   admittedUntil: number;
+}
+
+/** A room as written to disk at shutdown. */
+interface RoomSnapshot {
+  seq: number;
+  line: [number, string][];
+  seen: [string, number][];
+  admitted: [string, number][];
+  recent: number[];
+  entries: [string, Entry][];
+  settings: RoomSettings | undefined;
+  supplyOpen: boolean;
+  abandoned: number;
+  firstAdmissionAt: number;
+  lastSessionEnd: number;
 }
 
 class Room {
@@ -86,6 +102,40 @@ class Room {
       default:
         return ended(entry.state);
     }
+  }
+
+  /** Everything but the ranks, which the line gives back. */
+  snapshot(): RoomSnapshot {
+    return {
+      seq: this.seq,
+      line: [...this.line],
+      seen: [...this.seen],
+      admitted: [...this.admitted],
+      recent: this.recent,
+      entries: [...this.entries],
+      settings: this.settings,
+      supplyOpen: this.supplyOpen,
+      abandoned: this.abandoned,
+      firstAdmissionAt: this.firstAdmissionAt,
+      lastSessionEnd: this.lastSessionEnd,
+    };
+  }
+
+  static restore(saved: RoomSnapshot): Room {
+    const room = new Room();
+    Object.assign(room, {
+      ...saved,
+      line: new Map(saved.line),
+      seen: new Map(saved.seen),
+      admitted: new Map(saved.admitted),
+      entries: new Map(saved.entries),
+    });
+    room.head = room.seq + 1;
+    for (const seq of room.line.keys()) {
+      room.ranks.add(seq, 1);
+      room.head = Math.min(room.head, seq);
+    }
+    return room;
   }
 
   /** The first and the last live session's end (sessions are kept in the order they were admitted). */
@@ -152,10 +202,32 @@ function ended(state: EntryState): EntryView {
   return { state, position: 0, admittedUntil: 0 };
 }
 
-/** The embedded default: one process's memory, for `npm start` without REDIS_URL. */
+/**
+ * The embedded default: one process's memory, for `npm start` without
+ * REDIS_URL. Given a file, it is written there when the store closes (a
+ * shutdown, a deploy) and read back, once, by the next start, so fans keep
+ * their places across a restart; the file is removed when read, so a crash
+ * later never brings back an older line.
+ */
 export class MemoryQueueStore implements QueueStore {
   readonly #rooms = new Map<string, Room>();
   #marked = false;
+
+  constructor(private readonly file?: string) {
+    if (!file) return;
+    let saved: Record<string, RoomSnapshot>;
+    try {
+      saved = JSON.parse(readFileSync(file, "utf8")) as Record<string, RoomSnapshot>;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      console.warn(`queue: ${file} is unreadable (${(error as Error).message}); the waiting rooms start empty`);
+      rmSync(file, { force: true });
+      return;
+    }
+    rmSync(file, { force: true });
+    for (const [concertId, room] of Object.entries(saved)) this.#rooms.set(concertId, Room.restore(room));
+    this.#marked = true;
+  }
 
   /** The room, kept from now on. */
   #room(concertId: string): Room {
@@ -290,5 +362,11 @@ export class MemoryQueueStore implements QueueStore {
 
   async ping() {}
 
-  async close() {}
+  async close() {
+    if (!this.file) return;
+    const saved = Object.fromEntries([...this.#rooms].map(([concertId, room]) => [concertId, room.snapshot()]));
+    const partial = `${this.file}.${process.pid}.tmp`;
+    writeFileSync(partial, JSON.stringify(saved), { mode: 0o600 });
+    renameSync(partial, this.file);
+  }
 }
