@@ -197,13 +197,13 @@ describe("while Redis is down", () => {
     await waitForState(a, later.queueToken, QueueState.ADMITTED, 2_000);
   });
 
-  it("a Redis that hangs (frozen, the connection open) costs the first call its 0.5 s timeout, and the calls after it fail at once", async () => {
+  it("a Redis that hangs (frozen, the connection open) costs the first call its 2 s command timeout, and the calls after it fail at once", async () => {
     const { concertId } = await concertOnSale(a, [{ seatCount: 10, price: 1_000n }]);
     const fan = await enter(concertId);
     redis.pause();
     try {
       const first = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
-      expect([Code[first.code], first.ms < 1_000]).toEqual(["Unavailable", true]);
+      expect([Code[first.code], first.ms < 2_500]).toEqual(["Unavailable", true]);
       for (let i = 0; i < 5; i++) {
         const next = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
         expect(Code[next.code]).toBe("Unavailable");

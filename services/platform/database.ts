@@ -77,19 +77,30 @@ async function withAdvisoryLock(url: string, name: string, work: (client: pg.Cli
   }
 }
 
-const entityManagerKey = createContextKey<EntityManager | undefined>(undefined, { description: "request entity manager" });
+/** A call's EntityManager, forked on first use: a call that reads nothing through the ORM costs no fork. */
+class CallEntityManager {
+  #em: EntityManager | undefined;
 
-/** Gives every call its own EntityManager (identity map and unit of work), forked from the service's ORM. */
+  constructor(private readonly orm: MikroORM) {}
+
+  get em(): EntityManager {
+    return (this.#em ??= this.orm.em.fork());
+  }
+}
+
+const entityManagerKey = createContextKey<CallEntityManager | undefined>(undefined, { description: "request entity manager" });
+
+/** Gives every call its own EntityManager (identity map and unit of work), forked from the service's ORM when first asked for. */
 export function entityManagerInterceptor(orm: MikroORM): Interceptor {
   return (next) => (req) => {
-    req.contextValues.set(entityManagerKey, orm.em.fork());
+    req.contextValues.set(entityManagerKey, new CallEntityManager(orm));
     return next(req);
   };
 }
 
 /** The call's EntityManager. */
 export function entityManager(ctx: HandlerContext): EntityManager {
-  const em = ctx.values.get(entityManagerKey);
-  if (!em) throw new Error("no EntityManager in context: the service was mounted without its database");
-  return em;
+  const holder = ctx.values.get(entityManagerKey);
+  if (!holder) throw new Error("no EntityManager in context: the service was mounted without its database");
+  return holder.em;
 }

@@ -10,13 +10,14 @@ export type RedisClient = Redis | Cluster;
 const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 1000);
 
 /*
- * A call made while Redis is away fails at once (no offline queue) and one that is
- * already sent gives up after 0.5 s, so a fan's call answers Unavailable instead of
- * hanging, and nothing piles up in memory during an outage. Calls made in the same
- * tick go out in one write (auto-pipelining).
+ * A call made while Redis is away fails at once (no offline queue), and one
+ * already sent gives up after 2 s: long enough that a busy process, whose timers
+ * run late, does not take its own lag for a hung Redis. So a fan's call answers
+ * Unavailable instead of hanging, and nothing piles up in memory during an
+ * outage. Calls made in the same tick go out in one write (auto-pipelining).
  */
 const perConnection = {
-  commandTimeout: 500,
+  commandTimeout: 2000,
   maxRetriesPerRequest: 1,
   connectTimeout: 1000,
 } satisfies RedisOptions;
