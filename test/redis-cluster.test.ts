@@ -184,7 +184,7 @@ describe("fail-fast on a single Redis", () => {
     expect(await client.set(`${keyPrefix}k`, "v")).toBe("OK");
   });
 
-  it("gives up on a call the server never answers after the 0.5 s command timeout", async () => {
+  it("gives up on a call the server never answers after the 2 s command timeout", async () => {
     expect(await waitReady(client, 3_000)).toBe(true);
     server.pause();
     try {
@@ -192,8 +192,8 @@ describe("fail-fast on a single Redis", () => {
       console.log(`frozen server: call failed after ${hung.ms.toFixed(0)} ms (${hung.error})`);
       expect(hung.failed).toBe(true);
       expect(hung.error).toMatch(/timed out/);
-      expect(hung.ms).toBeGreaterThanOrEqual(490);
-      expect(hung.ms).toBeLessThan(700);
+      expect(hung.ms).toBeGreaterThanOrEqual(1990);
+      expect(hung.ms).toBeLessThan(2300);
     } finally {
       server.resume();
     }
