@@ -13,7 +13,7 @@ import { PointService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { QueueState, type QueueStatus } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import type { Reservation } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
-import { explain, explainReason, reasonOf, reconnectingMessage } from "./messages.js";
+import { explain, explainReason, reasonOf, reconnectingMessage, sentence } from "./messages.js";
 
 const transport = createConnectTransport({ baseUrl: location.origin });
 const api = {
@@ -246,7 +246,7 @@ async function watchQueue() {
   const final = state.queueStatus?.state;
   if (final === QueueState.ADMITTED) await act(undefined, loadSchedules);
   else if (final === QueueState.SOLD_OUT) say(explainReason(Reason.SOLD_OUT)!);
-  else if (final === QueueState.EXPIRED) say("Your place in the waiting room expired. Join the queue again.");
+  else if (final === QueueState.EXPIRED) say(sentence(state.queueStatus!.detail) || "Your place in the waiting room expired. Join the queue again.");
 }
 
 /** Shows, in the waiting room, that the page lost its stream and is getting it back. */
@@ -260,12 +260,20 @@ function renderQueue(status: QueueStatus) {
   state.queueStatus = status;
   $("queue-state").textContent = queueStateText[status.state];
   $("queue-state").dataset.state = QueueState[status.state];
+  if (status.reason === Reason.UNSPECIFIED) delete $("queue-state").dataset.reason;
+  else $("queue-state").dataset.reason = Reason[status.reason];
   const waiting = status.state === QueueState.WAITING;
   $("queue-position").textContent = waiting ? `#${status.position}` : "—";
   $("queue-ahead").textContent = waiting ? String(status.peopleAhead) : "—";
-  const wait = status.estimatedWait;
-  $("queue-wait").textContent = !waiting ? "—" : wait ? aboutSeconds(Number(wait.seconds) + wait.nanos / 1e9) : "calculating…";
+  $("queue-wait").textContent = waiting ? waitText(status) : "—";
   tick();
+}
+
+/** The wait a WAITING fan reads: paused by the organiser (no estimate then), the estimate, or not known yet. */
+function waitText(status: QueueStatus) {
+  if (status.reason === Reason.QUEUE_PAUSED) return sentence(status.detail) || explainReason(Reason.QUEUE_PAUSED)!;
+  const wait = status.estimatedWait;
+  return wait ? aboutSeconds(Number(wait.seconds) + wait.nanos / 1e9) : "calculating…";
 }
 
 // ---- dates and seats ----

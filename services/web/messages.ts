@@ -33,6 +33,12 @@ const byReason: Partial<Record<Reason, string>> = {
 /** Shown in the waiting room while the page watches again after its stream ended (a restart, a deploy, a dropped network). */
 export const reconnectingMessage = "Reconnecting to the waiting room… Your place in line is kept.";
 
+/** A service's `detail` (written for people, lower case, no full stop) as a sentence on its own; "" when there is none. */
+export function sentence(detail: string): string {
+  if (!detail) return "";
+  return `${detail[0]!.toUpperCase()}${detail.slice(1)}${/[.!?]$/.test(detail) ? "" : "."}`;
+}
+
 /** The reason a service attached to an error, when it attached one. */
 export function reasonOf(error: unknown): Reason | undefined {
   return error instanceof ConnectError ? error.findDetails(ErrorDetailSchema)[0]?.reason : undefined;
