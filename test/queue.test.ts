@@ -23,6 +23,7 @@ import { startSuite, type Suite } from "../services/platform/suite.js";
 import { QueueTokens } from "../services/queue/queue-tokens.js";
 import { holdsFor } from "./outcomes.js";
 import { dropKeys } from "./redis-keys.js";
+import { startRedisCluster, type RedisCluster } from "./redis-cluster.js";
 import { brief, Watch } from "./watch.js";
 import { bearer, client, failure, gated, operator, testConfig, testSecrets, waitForState, withQueueToken } from "./support.js";
 
@@ -30,7 +31,8 @@ import { bearer, client, failure, gated, operator, testConfig, testSecrets, wait
  * The waiting room end to end: QueueService, its internal and admin services,
  * the gate on ListSeats, and the coordinator's WatchQueueStatus stream, on a
  * real server over gRPC (h2c), against real PostgreSQL and, for the Redis
- * store, real Redis. The admission worker ticks every 20 ms and watch streams
+ * store, real Redis: the shared server, and a 3-master Redis Cluster this file
+ * starts. The admission worker ticks every 20 ms and watch streams
  * refresh every 100 ms (test/support.ts).
  */
 
@@ -39,12 +41,15 @@ const redisPrefixes: string[] = [];
 const internal = { headers: { "x-internal-credential": testSecrets.INTERNAL_CREDENTIAL } };
 
 let db: pg.Pool;
-beforeAll(() => {
+let cluster: RedisCluster;
+beforeAll(async () => {
   db = new pg.Pool({ connectionString: inject("databaseUrl"), max: 2 });
+  cluster = await startRedisCluster();
 });
 afterAll(async () => {
   await db?.end();
   for (const prefix of redisPrefixes) await dropKeys(redisUrl, prefix);
+  await cluster?.stop(); // and its keys with it
 });
 
 /** Environment of a suite on a fresh Redis key prefix, deleted after the file. */
@@ -52,6 +57,11 @@ function redisEnv(): Record<string, string> {
   const prefix = `test:${randomUUID()}:`;
   redisPrefixes.push(prefix);
   return { REDIS_URL: redisUrl, REDIS_KEY_PREFIX: prefix };
+}
+
+/** Environment of a suite on the file's Redis Cluster, on a fresh key prefix. */
+function clusterEnv(): Record<string, string> {
+  return { REDIS_CLUSTER_NODES: cluster.nodes.join(","), REDIS_KEY_PREFIX: `test:${randomUUID()}:` };
 }
 
 /** Sets the state of seats of a concert straight in the database (no reservation service yet). */
@@ -135,6 +145,7 @@ function crowdOf(tokens: Client<typeof TokenService>) {
 const stores = [
   { store: "memory", env: (): Record<string, string> => ({}) },
   { store: "redis", env: redisEnv },
+  { store: "redis cluster", env: clusterEnv },
 ];
 
 describe.each(stores)("waiting room on the $store store", ({ env }) => {
@@ -892,11 +903,11 @@ describe.each(stores)("waiting room on the $store store", ({ env }) => {
   });
 });
 
-describe("two queue service instances on one Redis", () => {
+describe.each(stores.slice(1))("two queue service instances on one Redis ($store)", ({ env: storeEnv }) => {
   let one: Suite;
   let two: Suite;
   beforeAll(async () => {
-    const env = redisEnv();
+    const env = storeEnv();
     [one, two] = await Promise.all([startSuite(testConfig(env), modules), startSuite(testConfig(env), modules)]);
   });
   afterAll(async () => {
