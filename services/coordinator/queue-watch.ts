@@ -176,12 +176,13 @@ export class QueueWatch {
   }
 }
 
-/** A change worth telling the fan: state, place, session end, or the estimate by a whole second. */
+/** A change worth telling the fan: state, place, reason (paused, resumed), session end, or the estimate by a whole second. */
 function changed(before: QueueStatus, after: QueueStatus): boolean {
   const seconds = (value: { seconds: bigint } | undefined) => (value ? value.seconds : -1n);
   return (
     before.state !== after.state ||
     before.position !== after.position ||
+    before.reason !== after.reason ||
     seconds(before.admittedUntil) !== seconds(after.admittedUntil) ||
     seconds(before.estimatedWait) !== seconds(after.estimatedWait)
   );

@@ -17,10 +17,10 @@ export const sampleSize = 16;
 
 /**
  * Expected wait for the fan at `position`: the later of when the rate limit
- * frees a place for them and when the room has space for them. Unknown
- * (undefined) while paused, while there is no seat to sell, and while the room
- * is full and nothing yet tells how fast its sessions end. 0 means at the next
- * tick.
+ * frees a place for them and when the room has space for them (while no
+ * session has ended yet, when the sessions ahead run out at the latest).
+ * Unknown (undefined) while paused and while there is no seat to sell. 0 means
+ * at the next tick.
  */
 export function estimatedWaitMs(position: number, pace: Pace, policy: Policy, now: number): number | undefined {
   if (pace.paused || !pace.supplyOpen) return undefined;
@@ -30,8 +30,9 @@ export function estimatedWaitMs(position: number, pace: Pace, policy: Policy, no
       : 0;
   const room = { capacity: policy.maxActive, taken: pace.admitted, takenAt: pace.sessionEndsSample.map((end) => end - policy.sessionTtlMs) };
   if (position <= room.capacity - room.taken) return byRate;
-  const lastsMs = measuredSessionMs(pace, policy, now);
-  return lastsMs === undefined ? undefined : Math.max(byRate, slotWaitMs(position, { ...room, lastsMs }, now));
+  // Until a session has ended, the one thing known is that none lasts past session_ttl.
+  const lastsMs = measuredSessionMs(pace, policy, now) ?? policy.sessionTtlMs;
+  return Math.max(byRate, slotWaitMs(position, { ...room, lastsMs }, now));
 }
 
 /** Places that are taken and freed again: a rate limit's (each admission holds one for 60 s) or the room's (each session holds one). */
