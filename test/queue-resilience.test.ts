@@ -203,7 +203,8 @@ describe("while Redis is down", () => {
     redis.pause();
     try {
       const first = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
-      expect([Code[first.code], first.ms < 2_500]).toEqual(["Unavailable", true]);
+      // The 2 s timeout, and what a loaded machine adds to it: not the 5-12 s of before.
+      expect([Code[first.code], first.ms < 3_500]).toEqual(["Unavailable", true]);
       for (let i = 0; i < 5; i++) {
         const next = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
         expect(Code[next.code]).toBe("Unavailable");
