@@ -1,4 +1,5 @@
 import { Code } from "@connectrpc/connect";
+import { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Reason } from "../gen/boxoffice/common/v1/error_pb.js";
@@ -152,6 +153,28 @@ describe("after Redis restarts empty", () => {
     expect((await statusOf(fan.queueToken)).reason).toBe(Reason.QUEUE_PAUSED);
     await admin().resumeAdmission({ concertId }, operator);
     await waitForState(a, fan.queueToken, QueueState.ADMITTED, 2_000);
+  });
+});
+
+describe("when Redis evicts part of a room", () => {
+  it("a room hash lost alone (its arrival counter with it) does not let a newcomer jump the line", async () => {
+    const { concertId } = await concertOnSale(a, [{ seatCount: 10, price: 1_000n }]);
+    await admin().pauseAdmission({ concertId }, operator);
+    const first = await enter(concertId);
+    const second = await enter(concertId);
+    const redisClient = new Redis(redis.url);
+    try {
+      const [roomKey] = await redisClient.keys(`*queue:{${concertId}}:room`);
+      expect(roomKey).toBeDefined();
+      await redisClient.del(roomKey!);
+    } finally {
+      redisClient.disconnect();
+    }
+    const third = await enter(concertId);
+    expect(third.entered.position).toBe(3n);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // ticks restore the room's settings: still paused
+    expect([(await statusOf(first.queueToken)).position, (await statusOf(second.queueToken)).position, (await statusOf(third.queueToken)).position]).toEqual([1n, 2n, 3n]);
+    expect((await statusOf(third.queueToken)).reason).toBe(Reason.QUEUE_PAUSED);
   });
 });
 

@@ -46,8 +46,10 @@ afterAll(async () => {
 const defaults: Policy = { maxActive: 3, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
 /** The settings PostgreSQL gives a room nobody configured: the store's copy is made from them at the first tick. */
 const plain: RoomSettings = { paused: false, soldOut: false, overrides: {}, version: 1 };
-const open = (now: number, settings = plain): TickInput => ({ now, supplyOpen: true, batch: 1000, settings });
-const closed = (now: number, settings = plain): TickInput => ({ now, supplyOpen: false, batch: 1000, settings });
+/** Ticks here jump minutes at a time; only the test of an outage's grace uses a real stall bound. */
+const neverStalled = 86_400_000;
+const open = (now: number, settings = plain): TickInput => ({ now, supplyOpen: true, batch: 1000, settings, stalledAfterMs: neverStalled });
+const closed = (now: number, settings = plain): TickInput => ({ now, supplyOpen: false, batch: 1000, settings, stalledAfterMs: neverStalled });
 
 /** A view in a short readable form: "WAITING 2", "ADMITTED", "EXPIRED"… */
 const brief = (view: EntryView) => (view.state === "WAITING" ? `WAITING ${view.position}` : view.state);
@@ -68,6 +70,8 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
 
   /** Enters `count` new fans one after the other at `now`; their tickets in line order. */
   async function line(concertId: string, count: number, now: number): Promise<Ticket[]> {
+    // The room's settings, as the first tick of a listed room gives them (a room admits from the tick after that).
+    await store.apply(concertId, plain);
     const tickets: Ticket[] = [];
     for (let i = 0; i < count; i++) {
       const userId = randomUUID();
@@ -299,8 +303,8 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const t0 = Date.now();
       const roomy: Policy = { ...defaults, maxActive: 10 };
       const tickets = await line(concertId, 7, t0);
-      const step = (now: number, supplyOpen: boolean) => store.tick(concertId, roomy, { now, supplyOpen, batch: 2, settings: plain });
-      expect(await step(t0, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: true });
+      const step = (now: number, supplyOpen: boolean) => store.tick(concertId, roomy, { now, supplyOpen, batch: 2, settings: plain, stalledAfterMs: neverStalled });
+      expect(await step(t0, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: false });
       expect(await step(t0 + 1, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: false });
       expect(await where(concertId, tickets, t0 + 1)).toEqual([
         ...Array<string>(4).fill("ADMITTED"),
@@ -318,6 +322,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const concertId = randomUUID();
       const t0 = Date.now();
       const tickets: Ticket[] = [];
+      await store.apply(concertId, plain);
       for (let chunk = 0; chunk < 10; chunk++) {
         const users = Array.from({ length: 500 }, () => randomUUID());
         const entered = await Promise.all(users.map((userId) => store.enter(concertId, userId, t0)));
@@ -661,7 +666,8 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
     it("a sold-out room whose store copy was lost is sold out again after the first tick", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
-      const [early] = await line(concertId, 1, t0);
+      const userId = randomUUID();
+      const early = { userId, seq: (await store.enter(concertId, userId, t0)).seq };
       expect(await store.tick(concertId, defaults, closed(t0 + 1_000, { ...plain, soldOut: true, version: 3 }))).toMatchObject({ restored: true });
       expect(await store.view(concertId, early!, t0 + 1_000, false)).toMatchObject({ state: "SOLD_OUT" });
     });
@@ -690,11 +696,31 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect(await store.view(concertId, { ...first!, seq: again.seq + 5 }, t0 + 3, false)).toMatchObject({ state: "EXPIRED" });
     });
 
-    it("the first tick of a room restores its settings; later ticks do not", async () => {
+    it("the first tick of a room restores its settings and admits nobody; the next admits (a tick carrying settings read before a pause cannot open a wiped room)", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
-      expect((await store.tick(concertId, defaults, open(t0))).restored).toBe(true);
-      expect((await store.tick(concertId, defaults, open(t0 + 1))).restored).toBe(false);
+      const [fan] = [{ userId: randomUUID(), seq: 0 }];
+      fan!.seq = (await store.enter(concertId, fan!.userId, t0)).seq;
+      expect(await store.tick(concertId, defaults, open(t0))).toMatchObject({ restored: true, admitted: 0 });
+      expect(await store.tick(concertId, defaults, open(t0 + 1))).toMatchObject({ restored: false, admitted: 1 });
+    });
+
+    it("after a stretch with no tick (the store or every queue instance away), nobody is dropped for silence until abandon_after has passed again", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const watched: Policy = { ...defaults, maxActive: 0, abandonAfterMs: 60_000 };
+      const [a] = await line(concertId, 1, t0);
+      const tick = (now: number) => store.tick(concertId, watched, { ...open(now), stalledAfterMs: 5_000 });
+      await tick(t0);
+      // Three minutes without a tick: the fan's watch could not be counted. The first tick back drops nobody…
+      expect(await tick(t0 + 180_000)).toMatchObject({ abandoned: 0 });
+      let dropped = 0;
+      for (let t = t0 + 181_000; t < t0 + 240_000; t += 1_000) dropped += (await tick(t)).abandoned;
+      expect(dropped).toBe(0);
+      expect(await where(concertId, [a!], t0 + 239_000)).toEqual(["WAITING 1"]);
+      // …and a fan still silent a full abandon_after after the ticks came back is dropped.
+      expect(await tick(t0 + 240_000)).toMatchObject({ abandoned: 1 });
+      expect(await where(concertId, [a!], t0 + 240_000)).toEqual(["EXPIRED"]);
     });
   });
 });

@@ -32,6 +32,8 @@ export class HealthStatus {
   readonly #down = new Set<StoreProbe>();
   /** Checks still running past their cut-off: not started again until they end, so a hung store holds one connection per probe, not one per round. */
   readonly #stuck = new Set<StoreProbe>();
+  /** Failed checks in a row, per probe. */
+  readonly #failures = new Map<StoreProbe, number>();
   readonly #changed = new EventTarget();
   #loop: Repeating | undefined;
 
@@ -98,6 +100,10 @@ export class HealthStatus {
     await Promise.all(
       [...probes].map(async (probe) => {
         const failure = await this.#check(probe);
+        // Down after two failed checks in a row: one slow answer under load is not an outage.
+        const failures = failure === undefined ? 0 : (this.#failures.get(probe) ?? 0) + 1;
+        this.#failures.set(probe, failures);
+        if (failure !== undefined && failures < 2) return;
         if (this.#shuttingDown || (failure === undefined) !== this.#down.has(probe)) return;
         changed = true;
         if (failure === undefined) {

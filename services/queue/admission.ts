@@ -28,6 +28,9 @@ export class AdmissionWorker {
   readonly #clock: () => number;
   /** The rooms as last read, for ticks while PostgreSQL does not answer (settings only change through it). */
   #lastRooms: Map<string, RoomSettings> | undefined;
+  /** Rooms moved now on a supply change, outside the ticks. */
+  readonly #moving = new Set<Promise<void>>();
+  #stopped = false;
 
   constructor(
     private readonly store: QueueStore,
@@ -44,8 +47,11 @@ export class AdmissionWorker {
     this.#loop.start();
   }
 
-  stop() {
-    return this.#loop.stop();
+  /** Stops the ticks and waits for any room still being moved, so nothing changes the store after it closes. */
+  async stop() {
+    this.#stopped = true;
+    await this.#loop.stop();
+    await Promise.allSettled(this.#moving);
   }
 
   /** One pass over every room. */
@@ -68,8 +74,15 @@ export class AdmissionWorker {
 
   /** Seats came back: read the concert's supply afresh and move its line now. */
   async supplyChanged(concertId: string) {
+    if (this.#stopped) return; // shutting down: the next instance's ticks move it
     this.supply.forget(concertId);
-    await this.#tickRoom(concertId, await this.rooms.get(concertId));
+    const moving = (async () => this.#tickRoom(concertId, await this.rooms.get(concertId)))();
+    this.#moving.add(moving);
+    try {
+      await moving;
+    } finally {
+      this.#moving.delete(moving);
+    }
   }
 
   async #rooms(): Promise<Map<string, RoomSettings>> {
@@ -92,6 +105,7 @@ export class AdmissionWorker {
       supplyOpen: supply.available > 0,
       batch: this.options.batch ?? 1_000,
       settings,
+      stalledAfterMs: Math.max(5_000, 5 * this.options.tickMs),
     });
   }
 }

@@ -44,7 +44,10 @@ export const queueModule: ServiceModule = {
       gate: localGate(room),
       // The in-process store cannot be cut off from its service: only Redis is probed.
       probes: redis ? [{ store: "Redis (waiting room)", check: () => store.ping() }] : [],
-      start: async () => worker.start(),
+      start: async () => {
+        if (store instanceof RedisQueueStore) await importLegacyRooms(store, rooms);
+        worker.start();
+      },
       stop: async () => {
         await worker.stop();
         await store.close();
@@ -53,3 +56,20 @@ export const queueModule: ServiceModule = {
   },
   remoteGate: (clients) => remoteGate(clients.for(QueueInternalService)),
 };
+
+/**
+ * An upgrade from the layout before PostgreSQL kept the rooms: their list and
+ * settings were in Redis only. They are copied into queue.room once (the worker
+ * ticks only rooms listed there, so until then they wait, as they were); with
+ * Redis down at the start it is tried again at the next start.
+ */
+async function importLegacyRooms(store: RedisQueueStore, rooms: Rooms) {
+  try {
+    const legacy = await store.legacyRooms();
+    for (const { concertId, ...change } of legacy) await rooms.change(concertId, change);
+    await store.forgetLegacyRooms();
+    if (legacy.length > 0) console.log(`queue: ${legacy.length} rooms of the earlier layout are now kept in PostgreSQL`);
+  } catch (error) {
+    console.error("queue: rooms of the earlier layout could not be imported now; the next start tries again:", error instanceof Error ? error.message : error);
+  }
+}

@@ -1,4 +1,5 @@
-import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 import { minuteMs, overlay, sampleSize } from "./policy.js";
 
@@ -50,6 +51,8 @@ interface RoomSnapshot {
   abandoned: number;
   firstAdmissionAt: number;
   lastSessionEnd: number;
+  lastTickAt: number;
+  presenceFrom: number;
 }
 
 class Room {
@@ -71,6 +74,9 @@ class Room {
   firstAdmissionAt = 0;
   /** When the last admitted session ends. */
   lastSessionEnd = 0;
+  /** The last tick, and since when presence has been counted without a gap (see TickInput.stalledAfterMs). */
+  lastTickAt = 0;
+  presenceFrom = 0;
 
   get soldOut() {
     return this.settings?.soldOut ?? false;
@@ -118,6 +124,8 @@ class Room {
       abandoned: this.abandoned,
       firstAdmissionAt: this.firstAdmissionAt,
       lastSessionEnd: this.lastSessionEnd,
+      lastTickAt: this.lastTickAt,
+      presenceFrom: this.presenceFrom,
     };
   }
 
@@ -296,11 +304,14 @@ export class MemoryQueueStore implements QueueStore {
     return true;
   }
 
-  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch, settings }: TickInput): Promise<TickResult> {
+  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch, settings, stalledAfterMs }: TickInput): Promise<TickResult> {
     const room = this.#room(concertId);
     const restored = room.apply(settings);
     const policy = overlay(defaults, room.settings!.overrides);
     room.supplyOpen = supplyOpen;
+    // No tick for a while (the process was down): presence could not be counted meanwhile.
+    if (room.lastTickAt > 0 && now - room.lastTickAt > stalledAfterMs) room.presenceFrom = now;
+    room.lastTickAt = now;
     const result: TickResult = { admitted: 0, expired: 0, abandoned: 0, restored };
 
     for (const [userId, until] of room.admitted) {
@@ -313,7 +324,7 @@ export class MemoryQueueStore implements QueueStore {
     }
 
     for (const [userId, seen] of room.seen) {
-      if (seen > now - policy.abandonAfterMs || result.abandoned >= batch) break;
+      if (seen > now - policy.abandonAfterMs || now - room.presenceFrom < policy.abandonAfterMs || result.abandoned >= batch) break;
       const entry = room.entries.get(userId)!;
       room.removeWaiting(userId, entry);
       entry.state = "EXPIRED";
@@ -322,7 +333,8 @@ export class MemoryQueueStore implements QueueStore {
     room.abandoned += result.abandoned;
 
     room.trimRecent(now);
-    if (supplyOpen && !room.settings!.paused && !room.soldOut) {
+    // As on Redis: a copy just restored admits from the next tick on.
+    if (supplyOpen && !restored && !room.settings!.paused && !room.soldOut) {
       let free = Math.min(policy.maxActive - room.admitted.size, batch);
       if (policy.ratePerMinute > 0) free = Math.min(free, policy.ratePerMinute - room.recent.length);
       while (free > 0 && room.line.size > 0) {
@@ -365,6 +377,7 @@ export class MemoryQueueStore implements QueueStore {
   async close() {
     if (!this.file) return;
     const saved = Object.fromEntries([...this.#rooms].map(([concertId, room]) => [concertId, room.snapshot()]));
+    mkdirSync(dirname(this.file), { recursive: true });
     const partial = `${this.file}.${process.pid}.tmp`;
     writeFileSync(partial, JSON.stringify(saved), { mode: 0o600 });
     renameSync(partial, this.file);

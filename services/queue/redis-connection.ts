@@ -38,6 +38,9 @@ export function connectRedis(target: RedisTarget): RedisClient {
           retryDelayOnFailover: 0,
           // Without it a node that restarts is only found again at the next slots refresh (5 s).
           clusterNodeRetryStrategy: backoff,
+          // A cluster that is down or resharding fails the call at once too, instead of after 16 retries.
+          retryDelayOnClusterDown: 0,
+          retryDelayOnTryAgain: 0,
         });
   client.on("error", () => {}); // reconnection is automatic; the failed calls report the outage
   return client;

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { ReplyError } from "ioredis";
+import { Redis, ReplyError } from "ioredis";
 import { DependencyDown } from "../platform/errors.js";
 import { minuteMs, sampleSize } from "./policy.js";
 import { connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
@@ -73,6 +73,16 @@ local function pace(now)
   return { recentCount, recentSample, tonumber(cfg[2]) or 0, admittedCount, endsSample,
     cfg[1] == '1' and 1 or 0, cfg[3] == '0' and 0 or 1, cfg[4] or '', cfg[5] or '', cfg[6] or '', cfg[7] or '' }
 end
+-- The next arrival number. A room hash evicted alone would start it again at 1, ahead of fans still in
+-- line: it then starts above every number still in the line or among the last minute's admissions.
+local function nextSeq()
+  if redis.call('HEXISTS', room, 'seq') == 0 then
+    local top = tonumber(redis.call('ZREVRANGE', line, 0, 0, 'WITHSCORES')[2]) or 0
+    for _, seq in ipairs(redis.call('ZRANGE', recent, 0, -1)) do top = math.max(top, tonumber(seq)) end
+    redis.call('HSET', room, 'seq', top)
+  end
+  return redis.call('HINCRBY', room, 'seq', 1)
+end
 -- Takes the settings at ARGV[i..i+6] (version, paused, soldOut, the overrides) when newer than the room's copy.
 -- True when the room had no copy: it is new, or the store lost it.
 local function apply(i)
@@ -102,7 +112,7 @@ if e then
   if e.state == 'A' then redis.call('ZREM', admitted, user) end
 end
 if soldOut then return { 0, 'S', 0, 0, unpack(pace(now)) } end
-local seq = redis.call('HINCRBY', room, 'seq', 1)
+local seq = nextSeq()
 redis.call('ZADD', line, seq, user)
 redis.call('ZADD', seen, now, user)
 putEntry(user, seq, 'W', 0)
@@ -146,9 +156,13 @@ putEntry(user, e.seq, 'C', 0)
 return 1`,
 
   tick: `
-local now, open, batch = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
+local now, open, batch, stalledAfter = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[15])
 local restored = apply(8)
-redis.call('HSET', room, 'open', open and '1' or '0')
+local lastTick = tonumber(redis.call('HGET', room, 'lastTickAt'))
+redis.call('HSET', room, 'open', open and '1' or '0', 'lastTickAt', now)
+-- While no tick ran (Redis, or every queue instance, away) the watchers' presence could not be counted:
+-- nobody is dropped for silence until abandon_after has passed since the ticks came back.
+if lastTick and now - lastTick > stalledAfter then redis.call('HSET', room, 'presenceFrom', now) end
 local cfg = redis.call('HMGET', room, 'maxActive', 'ratePerMinute', 'sessionTtlMs', 'abandonAfterMs', 'paused', 'soldOut')
 local maxActive = tonumber(cfg[1]) or tonumber(ARGV[4])
 local rate = tonumber(cfg[2]) or tonumber(ARGV[5])
@@ -162,7 +176,10 @@ for _, user in ipairs(expired) do
   if e and e.state == 'A' then putEntry(user, e.seq, 'E', 0) end
 end
 
-local stale = redis.call('ZRANGEBYSCORE', seen, '-inf', now - abandon, 'LIMIT', 0, batch)
+local stale = {}
+if now - (tonumber(redis.call('HGET', room, 'presenceFrom')) or 0) >= abandon then
+  stale = redis.call('ZRANGEBYSCORE', seen, '-inf', now - abandon, 'LIMIT', 0, batch)
+end
 for _, user in ipairs(stale) do
   redis.call('ZREM', seen, user)
   redis.call('ZREM', line, user)
@@ -173,7 +190,9 @@ if #stale > 0 then redis.call('HINCRBY', room, 'abandoned', #stale) end
 
 redis.call('ZREMRANGEBYSCORE', recent, '-inf', now - ${minuteMs})
 local admittedNow = 0
-if open and cfg[5] ~= '1' and cfg[6] ~= '1' then
+-- A room whose copy was just restored admits from the next tick on: settings read before an operator's
+-- change and carried by a tick that lands just after a wipe must not open a paused room even once.
+if open and not restored and cfg[5] ~= '1' and cfg[6] ~= '1' then
   local free = math.min(maxActive - redis.call('ZCARD', admitted), batch)
   if rate > 0 then free = math.min(free, rate - redis.call('ZCARD', recent)) end
   if free > 0 then
@@ -250,6 +269,7 @@ export class RedisQueueStore implements QueueStore {
   #wasReady = false;
   /** Set while the store answers nothing on an open connection; see #watchHung. */
   #hung = false;
+  #closed = false;
 
   constructor(
     target: RedisTarget,
@@ -284,7 +304,7 @@ export class RedisQueueStore implements QueueStore {
       return await call();
     } catch (error) {
       if (error instanceof ReplyError && !unavailableReply.test((error as Error).message)) throw error;
-      if ((error as Error).message === "Command timed out") this.#watchHung();
+      if ((error as Error).message === "Command timed out" && this.#redis instanceof Redis) this.#watchHung();
       throw down();
     }
   }
@@ -292,12 +312,14 @@ export class RedisQueueStore implements QueueStore {
   /**
    * A call timed out on a connection that is still open (a hung host, a
    * frozen server): calls fail at once until a PING answers again, instead of
-   * each waiting out its timeout.
+   * each waiting out its timeout. For one server only: on a Cluster a frozen
+   * master is one shard's trouble, and the cluster's own failover handles it.
    */
   #watchHung() {
     if (this.#hung) return;
     this.#hung = true;
     const retry = () => {
+      if (this.#closed) return;
       this.#redis.ping().then(
         () => (this.#hung = false),
         () => setTimeout(retry, 200).unref(),
@@ -333,13 +355,14 @@ export class RedisQueueStore implements QueueStore {
     return Number(await this.#run("complete", concertId, [userId, now])) === 1;
   }
 
-  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch, settings }: TickInput): Promise<TickResult> {
+  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch, settings, stalledAfterMs }: TickInput): Promise<TickResult> {
     const [admitted, expired, abandoned, restored] = await this.#run("tick", concertId, [
       now,
       supplyOpen ? 1 : 0,
       batch,
       ...policyFields.map((field) => defaults[field]),
       ...settingsArgs(settings),
+      stalledAfterMs,
     ]);
     return { admitted: Number(admitted), expired: Number(expired), abandoned: Number(abandoned), restored: Number(restored) === 1 };
   }
@@ -358,11 +381,40 @@ export class RedisQueueStore implements QueueStore {
     return set === "OK";
   }
 
+  /** Every master of a Cluster answers, or the one server does. */
   async ping() {
-    await this.#guard(() => this.#redis.ping());
+    const redis = this.#redis;
+    await this.#guard(async () => {
+      await (redis instanceof Redis ? redis.ping() : Promise.all(redis.nodes("master").map((node) => node.ping())));
+    });
+  }
+
+  /**
+   * Rooms as the layout before PostgreSQL kept them had them: a set of rooms,
+   * and pause, sold-out and overrides in each room hash (no version). For the
+   * one-off import at an upgrade; forgetLegacyRooms() once they are imported.
+   */
+  async legacyRooms(): Promise<{ concertId: string; paused: boolean; soldOut: boolean; overrides: Partial<Policy> }[]> {
+    const concertIds = await this.#guard(() => this.#redis.smembers(this.#legacyRoomsKey));
+    const found = [];
+    for (const concertId of concertIds) {
+      const values = await this.#guard(() => this.#redis.hmget(this.#keys(concertId)[4]!, "version", "paused", "soldOut", ...policyFields));
+      if (values[0] !== null) continue; // already kept in PostgreSQL
+      found.push({ concertId, paused: values[1] === "1", soldOut: values[2] === "1", overrides: policyOverrides(values.slice(3)) });
+    }
+    return found;
+  }
+
+  async forgetLegacyRooms() {
+    await this.#guard(() => this.#redis.del(this.#legacyRoomsKey));
+  }
+
+  get #legacyRoomsKey() {
+    return `${this.keyPrefix}queue:rooms`;
   }
 
   async close() {
+    this.#closed = true;
     this.#redis.disconnect();
   }
 }

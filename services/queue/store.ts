@@ -96,6 +96,12 @@ export interface TickInput {
   batch: number;
   /** The room's settings as PostgreSQL has them; applied first when newer than the store's copy. */
   settings: RoomSettings;
+  /**
+   * A gap since the room's last tick longer than this means nobody could be
+   * seen meanwhile (the store or every queue instance was away): nobody is
+   * then dropped for silence until abandon_after has passed again.
+   */
+  stalledAfterMs: number;
 }
 
 export interface TickResult {
@@ -138,7 +144,8 @@ export interface QueueStore {
    * One admission step for a room: takes the settings when newer, ends
    * sessions past their time, drops waiting fans silent past abandon_after,
    * then admits from the head while admitted < max_active, within the rate,
-   * unless paused, sold out or supply is closed. Its cost grows with the
+   * unless paused, sold out or supply is closed, or the settings were only
+   * just restored (from the next tick on). Its cost grows with the
    * entries it moves, not with the length of the line.
    */
   tick(concertId: string, policyDefaults: Policy, input: TickInput): Promise<TickResult>;

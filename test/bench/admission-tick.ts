@@ -34,7 +34,7 @@ async function timeTicks(store: QueueStore, concertId: string): Promise<number> 
   for (let round = 0; round < rounds; round++) {
     policy = { ...policy, maxActive: policy.maxActive + perTick };
     const started = performance.now();
-    const result = await store.tick(concertId, policy, { now: Date.now(), supplyOpen: true, batch: 1_000, settings: { paused: false, soldOut: false, overrides: {}, version: 1 } });
+    const result = await store.tick(concertId, policy, { now: Date.now(), supplyOpen: true, batch: 1_000, settings: { paused: false, soldOut: false, overrides: {}, version: 1 }, stalledAfterMs: 60_000 });
     total += performance.now() - started;
     if (result.admitted !== perTick) throw new Error(`a tick admitted ${result.admitted}, expected ${perTick}`);
   }
