@@ -178,6 +178,40 @@ describe("when Redis evicts part of a room", () => {
   });
 });
 
+describe("an upgrade from the layout that kept rooms in Redis only", () => {
+  it("imports the rooms with their pause and overrides into PostgreSQL at start, so a paused room stays paused and its line moves on resume", async () => {
+    const prefix = `test:legacy:${randomUUID()}:`;
+    const { concertId } = await concertOnSale(a, [{ seatCount: 10, price: 1_000n }]);
+    const userId = randomUUID();
+    const redisClient = new Redis(redis.url);
+    try {
+      // What the earlier layout left: the rooms set, a paused room with an override, and a fan waiting in it.
+      await redisClient.sadd(`${prefix}queue:rooms`, concertId);
+      await redisClient.hset(`${prefix}queue:{${concertId}}:room`, "seq", "1", "paused", "1", "maxActive", "2");
+      await redisClient.zadd(`${prefix}queue:{${concertId}}:line`, 1, userId);
+      await redisClient.zadd(`${prefix}queue:{${concertId}}:seen`, Date.now(), userId);
+      await redisClient.hset(`${prefix}queue:{${concertId}}:entries`, userId, "1:W:0");
+      const upgraded = await startTestSuite({ REDIS_URL: redis.url, REDIS_KEY_PREFIX: prefix, SERVICES: "queue,concert,token" });
+      try {
+        const stats = await client(upgraded, QueueAdminService).getQueueStats({ concertId }, operator);
+        expect([stats.paused, stats.policy!.maxActive, stats.waiting]).toEqual([true, 2, 1n]);
+        expect(await redisClient.exists(`${prefix}queue:rooms`)).toBe(0);
+        const newcomer = await newUser(upgraded);
+        const { queueToken } = await client(upgraded, QueueService).enterQueue({ concertId }, bearer(newcomer.token));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        expect((await client(upgraded, QueueService).getQueueStatus({}, withQueueToken(queueToken))).status).toMatchObject({ position: 2n, reason: Reason.QUEUE_PAUSED });
+        await client(upgraded, QueueAdminService).resumeAdmission({ concertId }, operator);
+        await waitForState(upgraded, queueToken, QueueState.ADMITTED, 2_000);
+        expect((await client(upgraded, QueueAdminService).getQueueStats({ concertId }, operator)).admitted).toBe(2n);
+      } finally {
+        await upgraded.close();
+      }
+    } finally {
+      redisClient.disconnect();
+    }
+  });
+});
+
 describe("while Redis is down", () => {
   it("every queue-backed and gated call answers Unavailable within 1 s, naming the waiting-room store, and all work again once it is back", async () => {
     const { concertId, scheduleIds } = await concertOnSale(a, [{ seatCount: 10, price: 1_000n }]);
@@ -227,7 +261,7 @@ describe("while Redis is down", () => {
     try {
       const first = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
       // The 2 s timeout, and what a loaded machine adds to it: not the 5-12 s of before.
-      expect([Code[first.code], first.ms < 3_500]).toEqual(["Unavailable", true]);
+      expect([Code[first.code], first.ms < 3_000]).toEqual(["Unavailable", true]);
       for (let i = 0; i < 5; i++) {
         const next = await timedFailure(() => queue().getQueueStatus({}, withQueueToken(fan.queueToken)));
         expect(Code[next.code]).toBe("Unavailable");

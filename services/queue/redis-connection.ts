@@ -16,8 +16,10 @@ const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 1000);
  * Unavailable instead of hanging, and nothing piles up in memory during an
  * outage. Calls made in the same tick go out in one write (auto-pipelining).
  */
+export const commandTimeoutMs = 2_000;
+
 const perConnection = {
-  commandTimeout: 2000,
+  commandTimeout: commandTimeoutMs,
   maxRetriesPerRequest: 1,
   connectTimeout: 1000,
 } satisfies RedisOptions;

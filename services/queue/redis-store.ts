@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Redis, ReplyError } from "ioredis";
 import { DependencyDown } from "../platform/errors.js";
 import { minuteMs, sampleSize } from "./policy.js";
-import { connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
+import { commandTimeoutMs, connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 
 /*
@@ -300,12 +300,18 @@ export class RedisQueueStore implements QueueStore {
    */
   async #guard<T>(call: () => Promise<T>): Promise<T> {
     if (this.#hung || (!isReady(this.#redis) && (this.#wasReady || !(await waitReady(this.#redis, 1_000))))) throw down();
+    // The client's own timeout starts when a command is written, and a command can wait behind a pipeline that is
+    // itself waiting out its timeout: this one counts from the call.
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("Command timed out")), commandTimeoutMs)));
     try {
-      return await call();
+      return await Promise.race([call(), timedOut]);
     } catch (error) {
       if (error instanceof ReplyError && !unavailableReply.test((error as Error).message)) throw error;
       if ((error as Error).message === "Command timed out" && this.#redis instanceof Redis) this.#watchHung();
       throw down();
+    } finally {
+      clearTimeout(timer);
     }
   }
 
