@@ -1,9 +1,10 @@
-import { ConnectError, Code, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { modules } from "../services/modules.js";
-import { startSuite, type Suite } from "../services/platform/suite.js";
+import type { RawStreamSpec } from "../services/platform/raw-streams.js";
+import { startSuite, type ServiceDeps, type Suite } from "../services/platform/suite.js";
 import { failureOf, GrpcJs, protoFiles, serviceDefinitions, StreamReader, errorDetailTypeUrl, type GrpcFailure, type Headers, type Message } from "./grpc-js.js";
 import { testConfig, testSecrets } from "./support.js";
 
@@ -38,42 +39,52 @@ const HEALTH = "grpc.health.v1.Health";
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** What the server saw of each WatchQueueStatus call (an interceptor on the server, outermost). */
+/** What the server saw of each WatchQueueStatus call (gRPC callers' watches are served on the raw path, see raw-streams.ts). */
 interface ServerWatch {
   queueToken: string;
   grpcTimeout: string | null;
   /** The Connect code the handler's signal was aborted with, if it was. */
   aborted?: string;
-  /** The response stream's generator has finished (returned, thrown or been closed). */
+  /** The response stream's iterator has finished (returned, thrown or been closed). */
   finished: boolean;
 }
 const serverWatches: ServerWatch[] = [];
-const watchObserver: Interceptor = (next) => async (req) => {
-  if (req.method.name !== "WatchQueueStatus") return next(req);
-  const seen: ServerWatch = { queueToken: req.header.get("x-queue-token") ?? "", grpcTimeout: req.header.get("grpc-timeout"), finished: false };
-  serverWatches.push(seen);
-  req.signal.addEventListener("abort", () => (seen.aborted = Code[ConnectError.from(req.signal.reason).code]), { once: true });
-  const res = await next(req);
-  if (!res.stream) return res;
-  const messages = res.message;
-  return {
-    ...res,
-    message: (async function* () {
+/** The coordinator's raw watch, observed where it runs: the suite's interceptors do not run on the raw path. */
+function observed(impl: RawStreamSpec["impl"]): RawStreamSpec["impl"] {
+  return (req, ctx) => {
+    const seen: ServerWatch = { queueToken: ctx.requestHeader.get("x-queue-token") ?? "", grpcTimeout: ctx.requestHeader.get("grpc-timeout"), finished: false };
+    serverWatches.push(seen);
+    ctx.signal.addEventListener("abort", () => (seen.aborted = Code[ConnectError.from(ctx.signal.reason).code]), { once: true });
+    const messages = impl(req, ctx);
+    return (async function* () {
       try {
         yield* messages;
       } finally {
         seen.finished = true;
       }
-    })(),
+    })();
   };
-};
+}
+const observedModules = modules.map((module) =>
+  module.name !== "coordinator"
+    ? module
+    : {
+        ...module,
+        create: async (deps: ServiceDeps) => {
+          const running = await module.create(deps);
+          const rawStreams = running.rawStreams?.map((spec) => (spec.method.name === "WatchQueueStatus" ? { ...spec, impl: observed(spec.impl) } : spec));
+          expect(rawStreams?.map((spec) => spec.method.name)).toEqual(["WatchQueueStatus"]);
+          return { ...running, rawStreams };
+        },
+      },
+);
 
 let suite: Suite;
 let g: GrpcJs;
 
 beforeAll(async () => {
-  // startTestSuite(), plus an observer of the watch streams on the server side.
-  suite = await startSuite(testConfig(), modules, { interceptors: [watchObserver] });
+  // startTestSuite(), plus an observer of the watch streams on the server side (on the raw path, where grpc-js lands).
+  suite = await startSuite(testConfig(), observedModules);
   g = new GrpcJs(new URL(suite.host.url).host); // "127.0.0.1:PORT"
 });
 afterAll(async () => {

@@ -16,10 +16,13 @@ export class CoordinatorHandlers implements ServiceImpl<typeof CoordinatorServic
    * Streams the waiting info of the caller's queue token until it reaches a
    * final state; a shutdown of this server ends it with Unavailable, and the
    * client watches again (here or on another instance) with the same token.
+   * Served by Connect and by the raw gRPC path alike (see index.ts); it
+   * returns the watch itself, not a generator around it, as each layer is
+   * kept for every open stream.
    */
-  async *watchQueueStatus(_req: unknown, ctx: HandlerContext) {
-    // The access interceptor has made sure the header is there; the queue service checks the token.
-    yield* this.queueWatch.watch(ctx.requestHeader.get(queueTokenHeader)!, ctx.signal);
+  watchQueueStatus(_req: unknown, ctx: Pick<HandlerContext, "requestHeader" | "signal">) {
+    // The access check has made sure the header is there; the queue service checks the token.
+    return this.queueWatch.watch(ctx.requestHeader.get(queueTokenHeader)!, ctx.signal);
   }
 
   /** The seed's seat reservation: admission was checked at the door; the hold checks the date and its seats. */

@@ -1,5 +1,5 @@
 import { getOption, type DescMethod } from "@bufbuild/protobuf";
-import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { createContextKey, type ContextValues, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Access, access } from "../../gen/boxoffice/common/v1/access_pb.js";
 import { DependencyDown, Forbidden, NotAuthenticated, Reason } from "./errors.js";
@@ -89,10 +89,15 @@ function accessLevel(method: DescMethod): Access {
 }
 
 /**
- * Enforces the access level that each RPC declares in the contract
- * (`option (boxoffice.common.v1.access)`), and puts the caller in the context.
+ * The access rule of the contract for one call: the level its RPC declares
+ * (`option (boxoffice.common.v1.access)`) checked against the call's headers,
+ * and what the check proves (the caller, the admission) put in its context
+ * values. The one place both the interceptor and the raw streams
+ * (raw-streams.ts) enforce access from.
  */
-export function accessInterceptor(options: AccessOptions): Interceptor {
+export type AccessCheck = (method: DescMethod, header: Headers, values: ContextValues) => Promise<void>;
+
+export function accessCheck(options: AccessOptions): AccessCheck {
   const { tokens, gate } = options;
 
   async function user(headers: Headers, required: boolean): Promise<UserToken | undefined> {
@@ -112,46 +117,53 @@ export function accessInterceptor(options: AccessOptions): Interceptor {
     return gate.checkAdmitted(queueToken, userId);
   }
 
-  return (next) => async (req) => {
-    const level = accessLevel(req.method);
-    switch (level) {
+  return async (method, header, values) => {
+    switch (accessLevel(method)) {
       case Access.ANYONE:
-        req.contextValues.set(callerKey, await user(req.header, false));
+        values.set(callerKey, await user(header, false));
         break;
       case Access.USER:
-        req.contextValues.set(callerKey, await user(req.header, true));
+        values.set(callerKey, await user(header, true));
         break;
       case Access.GATED: {
-        const who = (await user(req.header, true))!;
-        req.contextValues.set(callerKey, who);
-        req.contextValues.set(admissionKey, await admit(req.header, who.userId));
+        const who = (await user(header, true))!;
+        values.set(callerKey, who);
+        values.set(admissionKey, await admit(header, who.userId));
         break;
       }
       case Access.GATED_IDEMPOTENT: {
-        const who = (await user(req.header, true))!;
-        req.contextValues.set(callerKey, who);
+        const who = (await user(header, true))!;
+        values.set(callerKey, who);
         let checked: Promise<Admission> | undefined;
-        req.contextValues.set(admissionCheckKey, () => (checked ??= admit(req.header, who.userId)));
+        values.set(admissionCheckKey, () => (checked ??= admit(header, who.userId)));
         break;
       }
       case Access.QUEUE_TOKEN:
-        if (!req.header.get(queueTokenHeader)) {
+        if (!header.get(queueTokenHeader)) {
           throw new NotAuthenticated(Reason.QUEUE_TOKEN_MISSING, `this RPC needs a queue token (${queueTokenHeader})`);
         }
         break;
       case Access.INTERNAL:
-        if (!sameSecret(req.header.get(internalCredentialHeader) ?? undefined, options.internalCredential)) {
+        if (!sameSecret(header.get(internalCredentialHeader) ?? undefined, options.internalCredential)) {
           throw new Forbidden(Reason.INTERNAL_ONLY, "this RPC is for boxoffice services only");
         }
         break;
       case Access.OPERATOR:
-        if (!sameSecret(bearer(req.header), options.operatorKey)) {
+        if (!sameSecret(bearer(header), options.operatorKey)) {
           throw new Forbidden(Reason.OPERATOR_ONLY, "this RPC needs the operator credential");
         }
         break;
       default:
-        throw new Forbidden(Reason.UNSPECIFIED, `${req.method.name} declares no access level`);
+        throw new Forbidden(Reason.UNSPECIFIED, `${method.name} declares no access level`);
     }
+  };
+}
+
+/** Enforces the contract's access levels on Connect calls (see accessCheck), and puts the caller in the context. */
+export function accessInterceptor(options: AccessOptions | AccessCheck): Interceptor {
+  const check = typeof options === "function" ? options : accessCheck(options);
+  return (next) => async (req) => {
+    await check(req.method, req.header, req.contextValues);
     return next(req);
   };
 }

@@ -84,7 +84,8 @@ export function reasonOf(error: unknown): Reason | undefined {
 /** Failures worth retrying: lost connections, a server shutting down or full, a deadlock or lock wait PostgreSQL gave up on. */
 const unavailableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "53300", "40P01", "55P03"]);
 
-function mapError(error: unknown, procedure: string): ConnectError {
+/** What a caller receives for anything a handler threw; the raw streams (raw-streams.ts) use it too. */
+export function mapError(error: unknown, procedure: string): ConnectError {
   if (error instanceof DomainError) return toConnectError(error);
   if (error instanceof ConnectError) return error;
   const code = (error as { code?: unknown } | null)?.code;

@@ -4,6 +4,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { HealthStatus } from "./health.js";
+import { isRawGrpcRequest, methodPath, specifiedGrpcMessage, type RawStream, type RawStreamHandler } from "./raw-streams.js";
 
 export interface HostOptions {
   host: string;
@@ -13,6 +14,8 @@ export interface HostOptions {
   fallback?: http.RequestListener;
   health: HealthStatus;
   shutdownGraceMs: number;
+  /** Server streams served over gRPC (h2c) on the Http2Stream itself, before Connect (see raw-streams.ts). */
+  rawStreams?: RawStream[];
 }
 
 export interface Host {
@@ -29,30 +32,12 @@ const firstBytesTimeoutMs = 30_000;
 const maxRequestBytes = 1024 * 1024;
 const idleTimeoutMs = 60_000;
 
-/**
- * gRPC percent-encodes `grpc-message` only outside printable ASCII (and `%`
- * itself); Connect escapes more (encodeURIComponent), and some gRPC clients
- * (grpc-js) then show `%3A` where the message had `:`. Rewrites the trailer to
- * the form the gRPC spec gives, which every client decodes the same.
- */
-function specifiedGrpcMessage(res: http2.Http2ServerResponse) {
+/** Connect's responses with `grpc-message` in the form the gRPC spec gives (see specifiedGrpcMessage). */
+function specifiedGrpcMessages(res: http2.Http2ServerResponse) {
   const addTrailers = res.addTrailers.bind(res);
   res.addTrailers = (trailers) => {
     const message = trailers["grpc-message"];
-    if (typeof message === "string") {
-      let decoded: string;
-      try {
-        decoded = decodeURIComponent(message);
-      } catch {
-        return addTrailers(trailers);
-      }
-      const bytes = Buffer.from(decoded, "utf8");
-      let encoded = "";
-      for (const byte of bytes) {
-        encoded += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-      }
-      trailers["grpc-message"] = encoded;
-    }
+    if (typeof message === "string") trailers["grpc-message"] = specifiedGrpcMessage(message);
     addTrailers(trailers);
   };
 }
@@ -129,9 +114,28 @@ export async function startHost(options: HostOptions): Promise<Host> {
   // An HTTP/1.1 connection silent this long is closed (streams send heartbeats well within it).
   h1.setTimeout(idleTimeoutMs);
   const h2 = http2.createServer({}, (req, res) => {
-    specifiedGrpcMessage(res);
+    specifiedGrpcMessages(res);
     handler(req, res);
   });
+  const raw = new Map<string, RawStreamHandler>((options.rawStreams ?? []).map((stream) => [methodPath(stream.method), stream.handler]));
+  const rawContext = { shutdown: shutdown as unknown as AbortSignal, readMaxBytes: maxRequestBytes };
+  if (raw.size > 0) {
+    // The compat layer listens for "stream" itself and makes a request and a response of every one; a raw
+    // stream must be taken before it does, so it is taken where the event is emitted. Every other stream
+    // (other paths, Connect or gRPC-Web over h2, compressed requests) goes on to Connect.
+    const emit = h2.emit.bind(h2) as (event: string | symbol, ...args: unknown[]) => boolean;
+    h2.emit = ((event: string | symbol, ...args: unknown[]) => {
+      if (event === "stream") {
+        const [stream, headers] = args as [http2.ServerHttp2Stream, http2.IncomingHttpHeaders];
+        const take = raw.get(headers[":path"] ?? "");
+        if (take && isRawGrpcRequest(headers)) {
+          take(stream, headers, rawContext);
+          return true;
+        }
+      }
+      return emit(event, ...args);
+    }) as typeof h2.emit;
+  }
   let closing = false;
 
   const sniffing = new Set<net.Socket>();

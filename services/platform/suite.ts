@@ -2,15 +2,16 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, Interceptor, ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type http from "node:http";
-import { accessInterceptor, type AdmissionGate } from "./access.js";
+import { accessCheck, accessInterceptor, type AdmissionGate } from "./access.js";
 import { ServiceClients } from "./clients.js";
 import type { Config, ServiceName } from "./config.js";
 import { entityManagerInterceptor, openDatabase, type DatabaseSpec } from "./database.js";
 import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded-postgres.js";
-import { errorMapper } from "./errors.js";
+import { errorMapper, mapError } from "./errors.js";
 import { healthEndpoints, HealthStatus, healthRoutes, type StoreProbe } from "./health.js";
 import type { MountedService } from "./in-process.js";
 import { startHost, type Host } from "./host.js";
+import { rawServerStream, type RawStream, type RawStreamSpec } from "./raw-streams.js";
 import { UserTokens } from "./tokens.js";
 
 /** What the platform hands a service when it is brought up. */
@@ -40,6 +41,12 @@ export interface RunningService {
   start?(): Promise<void>;
   /** Stops background work; called before the database closes. */
   stop?(): Promise<void>;
+  /**
+   * Server streams that gRPC callers reach on the raw path (raw-streams.ts), with the same access check and
+   * error mapping as on Connect, but none of the other interceptors (no request EntityManager, none of
+   * SuiteOptions.interceptors). The same methods must be in `implementations` too, for every other caller.
+   */
+  rawStreams?: RawStreamSpec[];
   /** Set when this service checks queue tokens for gated RPCs. */
   gate?: AdmissionGate;
   /** Checks of the stores it needs besides its database (the suite probes that one itself). */
@@ -65,7 +72,7 @@ export interface Suite {
 
 export interface SuiteOptions {
   fallback?: http.RequestListener;
-  /** Extra interceptors, outermost, for every service (tests and benchmarks). */
+  /** Extra interceptors, outermost, for every service (tests and benchmarks); not on raw streams (see RunningService.rawStreams). */
   interceptors?: Interceptor[];
 }
 
@@ -117,7 +124,13 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     const gate =
       running.find(({ service }) => service.gate)?.service.gate ??
       modules.find((module) => module.remoteGate && !served.includes(module))?.remoteGate!(clients);
-    const access = accessInterceptor({ tokens, internalCredential: config.internalCredential, operatorKey: config.operatorKey, gate });
+    const check = accessCheck({ tokens, internalCredential: config.internalCredential, operatorKey: config.operatorKey, gate });
+    const access = accessInterceptor(check);
+    const rawStreams: RawStream[] = running.flatMap(({ service, orm }) => {
+      // The raw path has no request EntityManager to give a handler: a service with a database serves on Connect.
+      if (orm && service.rawStreams?.length) throw new Error("raw streams are for services without a database");
+      return (service.rawStreams ?? []).map(({ method, impl }) => rawServerStream(method, impl, { checkAccess: check, mapError }));
+    });
     const health = new HealthStatus();
     for (const { service, orm } of running) {
       const interceptors = [...(options.interceptors ?? []), errorMapper, access];
@@ -144,6 +157,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       fallback: healthEndpoints(health, options.fallback),
       health,
       shutdownGraceMs: config.shutdownGraceMs,
+      rawStreams,
     });
     closers.push(host.close);
     for (const { service } of running) await service.start?.();
