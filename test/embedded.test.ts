@@ -8,6 +8,7 @@ import { ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
+import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grpc/health/v1/health_pb.js";
 import { startServerProcess, type ServerProcess } from "./server-process.js";
 import { bearer, gated } from "./support.js";
 
@@ -43,6 +44,14 @@ describe("npm start with nothing else running (embedded PGlite)", () => {
       expect(last?.state).toBe(QueueState.ADMITTED);
       const seats = await concerts.listSeats({ scheduleId: schedules[0]!.id }, gated(user.token, queueToken));
       expect(seats.seats).toHaveLength(50);
+      // Health on the embedded database: every store answers (PGlite, its one connection shared with the calls).
+      const health = createClient(Health, createGrpcTransport({ baseUrl: first.url }));
+      for (const service of ["", "boxoffice.queue.v1.QueueService", "boxoffice.point.v1.PointService"]) {
+        expect((await health.check({ service })).status, service).toBe(Serving.SERVING);
+      }
+      const ready = await fetch(`${first.url}/readyz`);
+      expect([ready.status, await ready.json()]).toEqual([200, { status: "ready" }]);
+      expect((await fetch(`${first.url}/healthz`)).status).toBe(200);
     } finally {
       expect(await first.stop()).toBe(0);
     }

@@ -10,43 +10,9 @@ import { Health, HealthCheckResponse_ServingStatus as Serving } from "../gen/grp
 import { modules } from "../services/modules.js";
 import { healthEndpoints, HealthStatus, type StoreProbe } from "../services/platform/health.js";
 import { startSuite, type ServiceModule, type Suite } from "../services/platform/suite.js";
+import { CuttableProxy, databaseBehindProxy } from "./cuttable-proxy.js";
 import { startRedis, type RedisProcess } from "./redis-cluster.js";
 import { client, testConfig } from "./support.js";
-
-/** A TCP proxy in front of a real server, that the test can cut (as a network partition or a crash would) and restore. */
-class CuttableProxy {
-  #listener: net.Server | undefined;
-  readonly #sockets = new Set<net.Socket>();
-  port = 0;
-
-  constructor(private readonly target: { host: string; port: number }) {}
-
-  async open(): Promise<void> {
-    const listener = net.createServer((socket) => {
-      const upstream = net.connect(this.target.port, this.target.host);
-      for (const end of [socket, upstream]) {
-        this.#sockets.add(end);
-        end.once("close", () => this.#sockets.delete(end));
-        end.on("error", () => (end === socket ? upstream : socket).destroy());
-      }
-      socket.pipe(upstream).pipe(socket);
-    });
-    await new Promise<void>((resolve, reject) => {
-      listener.once("error", reject);
-      listener.listen(this.port, "127.0.0.1", () => resolve());
-    });
-    this.port = (listener.address() as net.AddressInfo).port;
-    this.#listener = listener;
-  }
-
-  /** Refuses new connections and breaks every open one. */
-  async cut(): Promise<void> {
-    const closed = new Promise<void>((resolve) => (this.#listener ? this.#listener.close(() => resolve()) : resolve()));
-    this.#listener = undefined;
-    for (const socket of this.#sockets) socket.destroy();
-    await closed;
-  }
-}
 
 /** The module with these probes added to what it creates. */
 function withProbes(module: ServiceModule, probes: StoreProbe[]): ServiceModule {
@@ -73,12 +39,10 @@ describe("PostgreSQL cut off", () => {
   let proxy: CuttableProxy;
   let suite: Suite;
   beforeAll(async () => {
-    const database = new URL(inject("databaseUrl"));
-    proxy = new CuttableProxy({ host: database.hostname, port: Number(database.port || 5432) });
-    await proxy.open();
-    database.host = `127.0.0.1:${proxy.port}`;
+    let databaseUrl: string;
+    ({ proxy, databaseUrl } = await databaseBehindProxy(inject("databaseUrl")));
     // The default probe interval (1000 ms): what a deployment runs with.
-    suite = await startSuite(testConfig({ DATABASE_URL: database.toString(), SERVICES: "point" }), modules);
+    suite = await startSuite(testConfig({ DATABASE_URL: databaseUrl, SERVICES: "point" }), modules);
   });
   afterAll(async () => {
     await proxy?.open().catch(() => undefined);

@@ -70,23 +70,28 @@ describe("health", () => {
   });
 });
 
+/** A host whose Health.Watch sends SERVING and then waits for its call to end; `ended` sees the call's signal then. */
+function hostWithEndlessWatch(ended: (signal: AbortSignal) => void = () => {}) {
+  return startHost({
+    host: "127.0.0.1",
+    port: 0,
+    health: new HealthStatus(),
+    shutdownGraceMs: 10_000,
+    routes: (router) =>
+      router.service(Health, {
+        check: () => ({ status: Serving.SERVING }),
+        async *watch(_req, ctx) {
+          yield { status: Serving.SERVING };
+          await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+          ended(ctx.signal);
+        },
+      }),
+  });
+}
+
 describe("graceful shutdown", () => {
   it("ends a stream that would otherwise run forever, well before the grace period, and closes idle connections", async () => {
-    const health = new HealthStatus();
-    const host = await startHost({
-      host: "127.0.0.1",
-      port: 0,
-      health,
-      shutdownGraceMs: 10_000,
-      routes: (router) =>
-        router.service(Health, {
-          check: () => ({ status: Serving.SERVING }),
-          async *watch(_req, ctx) {
-            yield { status: Serving.SERVING };
-            await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
-          },
-        }),
-    });
+    const host = await hostWithEndlessWatch();
     const idle = net.connect(host.port, "127.0.0.1");
     await new Promise((resolve) => idle.once("connect", resolve));
     const idleClosed = new Promise((resolve) => idle.once("close", resolve));
@@ -133,22 +138,10 @@ describe("graceful shutdown", () => {
 
   it.each<Protocol>(["grpc", "connect", "grpc-web"])("ends a stream open at shutdown with Unavailable over %s, so that its client reconnects", async (protocol) => {
     let cancels = 0;
-    const host = await startHost({
-      host: "127.0.0.1",
-      port: 0,
-      health: new HealthStatus(),
-      shutdownGraceMs: 10_000,
-      routes: (router) =>
-        router.service(Health, {
-          check: () => ({ status: Serving.SERVING }),
-          async *watch(_req, ctx) {
-            yield { status: Serving.SERVING };
-            await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
-            const shutdown = shutdownError(ctx.signal);
-            if (shutdown) throw shutdown;
-            cancels++;
-          },
-        }),
+    const host = await hostWithEndlessWatch((signal) => {
+      const shutdown = shutdownError(signal);
+      if (shutdown) throw shutdown;
+      cancels++;
     });
     const health = createClient(Health, transports[protocol](host.url));
 

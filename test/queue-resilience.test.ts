@@ -1,13 +1,14 @@
 import { Code } from "@connectrpc/connect";
 import { Redis } from "ioredis";
 import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { Reason } from "../gen/boxoffice/common/v1/error_pb.js";
 import { ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { QueueAdminService, QueueInternalService, QueueService, QueueState, type QueueStatus } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { reasonOf } from "../services/platform/errors.js";
 import type { Suite } from "../services/platform/suite.js";
+import { databaseBehindProxy } from "./cuttable-proxy.js";
 import { startRedis, type RedisProcess } from "./redis-cluster.js";
 import { bearer, client, concertOnSale, failure, gated, newUser, operator, startTestSuite, testSecrets, waitForState, withQueueToken } from "./support.js";
 
@@ -208,6 +209,32 @@ describe("an upgrade from the layout that kept rooms in Redis only", () => {
       }
     } finally {
       redisClient.disconnect();
+    }
+  });
+});
+
+describe("while PostgreSQL is cut off", () => {
+  it("the line keeps moving on the rooms and supply last read: a slot given up is taken by the next fan", async () => {
+    const { proxy, databaseUrl } = await databaseBehindProxy(inject("databaseUrl"));
+    const cutOff = await startTestSuite({ DATABASE_URL: databaseUrl, REDIS_URL: redis.url, REDIS_KEY_PREFIX: `test:pg-cut:${randomUUID()}:` });
+    try {
+      const { concertId } = await concertOnSale(cutOff, [{ seatCount: 10, price: 1_000n }]);
+      await client(cutOff, QueueAdminService).setAdmissionPolicy({ concertId, policy: { maxActive: 1 } }, operator);
+      const queueOf = client(cutOff, QueueService);
+      const [ahead, behind] = [await newUser(cutOff), await newUser(cutOff)];
+      const first = await queueOf.enterQueue({ concertId }, bearer(ahead.token));
+      await waitForState(cutOff, first.queueToken, QueueState.ADMITTED);
+      const second = await queueOf.enterQueue({ concertId }, bearer(behind.token));
+      expect(QueueState[second.status!.state]).toBe("WAITING");
+
+      await proxy.cut();
+      await queueOf.leaveQueue({}, withQueueToken(first.queueToken));
+      // The rooms come from the last read of queue.room, the supply from the last answer (good for 10 s).
+      await waitForState(cutOff, second.queueToken, QueueState.ADMITTED, 3_000);
+    } finally {
+      await proxy.open();
+      await cutOff.close();
+      await proxy.cut();
     }
   });
 });

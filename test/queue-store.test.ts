@@ -1,7 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { dropKeys } from "./redis-keys.js";
 import { startRedisCluster, type RedisCluster } from "./redis-cluster.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { MemoryQueueStore } from "../services/queue/memory-store.js";
 import { RedisQueueStore } from "../services/queue/redis-store.js";
 import type { EntryView, Pace, Policy, QueueStore, RoomSettings, Ticket, TickInput } from "../services/queue/store.js";
@@ -722,5 +725,49 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect(await tick(t0 + 240_000)).toMatchObject({ abandoned: 1 });
       expect(await where(concertId, [a!], t0 + 240_000)).toEqual(["EXPIRED"]);
     });
+  });
+});
+
+describe("the in-process store across a restart (the embedded default)", () => {
+  const defaultsHere: Policy = { maxActive: 1, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
+  const settings: RoomSettings = { paused: false, soldOut: false, overrides: {}, version: 1 };
+  const tickAt = (now: number): TickInput => ({ now, supplyOpen: true, batch: 1000, settings, stalledAfterMs: 86_400_000 });
+
+  it("is written at close and read back once by the next start: places, sessions and arrival numbers carry on", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "boxoffice-rooms-")), "waiting-rooms.json");
+    const concertId = randomUUID();
+    const t0 = Date.now();
+    const before = new MemoryQueueStore(file);
+    const users = [randomUUID(), randomUUID(), randomUUID()];
+    const tickets: Ticket[] = [];
+    for (const userId of users) tickets.push({ userId, seq: (await before.enter(concertId, userId, t0)).seq });
+    await before.tick(concertId, defaultsHere, tickAt(t0));
+    await before.tick(concertId, defaultsHere, tickAt(t0 + 1));
+    await before.close();
+    expect(existsSync(file)).toBe(true);
+
+    const after = new MemoryQueueStore(file);
+    expect(existsSync(file)).toBe(false); // read once: a crash later cannot bring this line back
+    expect((await after.views(concertId, tickets, t0 + 2, false)).views.map(brief)).toEqual(["ADMITTED", "WAITING 1", "WAITING 2"]);
+    const newcomer = await after.enter(concertId, randomUUID(), t0 + 3);
+    expect([newcomer.seq, newcomer.view.position]).toEqual([4, 3]);
+    expect(await after.markLife()).toBe(false); // restored, not lost: no "store is empty" warning
+    await after.leave(concertId, tickets[0]!, t0 + 4);
+    expect((await after.tick(concertId, defaultsHere, tickAt(t0 + 5))).admitted).toBe(1);
+    expect(brief(await after.view(concertId, tickets[1]!, t0 + 5, false))).toBe("ADMITTED");
+  });
+
+  it("starts empty, says so, and removes a file it cannot read", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "boxoffice-rooms-")), "waiting-rooms.json");
+    writeFileSync(file, "{ not json");
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      const store = new MemoryQueueStore(file);
+      expect(warn).toHaveBeenCalledWith(expect.stringContaining("unreadable"));
+      expect(existsSync(file)).toBe(false);
+      expect(await store.markLife()).toBe(true);
+    } finally {
+      warn.mockRestore();
+    }
   });
 });
