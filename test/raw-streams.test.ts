@@ -168,9 +168,13 @@ describe("the raw gRPC path of WatchQueueStatus", () => {
     const raw = await wire(rawServer.host.url, { "x-queue-token": "token-1" }, truncated);
     expect(visible(raw).status).toMatchObject({ "grpc-status": String(Code.InvalidArgument) });
     expect(visible(raw)).toEqual(visible(await wire(connectServer.host.url, { "x-queue-token": "token-1" }, truncated)));
-    // A message that does not parse: Connect says INTERNAL (and logs nothing), the raw path the caller's error.
+    // A message that does not parse: the caller's error on both paths, in the edge's words (edge.ts readError).
     const garbage = await wire(rawServer.host.url, { "x-queue-token": "token-1" }, Buffer.from([0, 0, 0, 0, 2, 0xff, 0xff]));
-    expect(visible(garbage).status).toEqual({ "grpc-status": String(Code.InvalidArgument), "grpc-message": "parse binary: premature EOF" });
+    expect(visible(garbage).status).toMatchObject({
+      "grpc-status": String(Code.InvalidArgument),
+      "grpc-message": "request: is not a valid boxoffice.coordinator.v1.WatchQueueStatusRequest in protobuf binary (premature EOF)",
+    });
+    expect(visible(garbage)).toEqual(visible(await wire(connectServer.host.url, { "x-queue-token": "token-1" }, Buffer.from([0, 0, 0, 0, 2, 0xff, 0xff]))));
     expect(rawServer.queueWatch.size).toBe(0);
   });
 

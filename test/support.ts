@@ -20,6 +20,15 @@ export const testSecrets = {
   OPERATOR_KEY: "test-operator-key",
 };
 
+/**
+ * Rate limits every suite runs with unless a test sets its own: counted (the
+ * limiter runs on every test's calls) but far above what a test's crowd of fans
+ * from 127.0.0.1 asks (test/rate-limit.test.ts tests the limits themselves).
+ */
+export const roomyLimits = Object.fromEntries(
+  ["ACCOUNT", "QUEUE", "CHARGE", "HOLD"].flatMap((rule) => [`RATE_LIMIT_${rule}_PER_ADDRESS`, `RATE_LIMIT_${rule}_PER_USER`].map((name) => [name, "1000000"])),
+);
+
 /** The configuration a test suite runs with: real PostgreSQL, port 0, fixed secrets. */
 export function testConfig(env: Record<string, string> = {}): Config {
   return loadConfig({
@@ -34,6 +43,7 @@ export function testConfig(env: Record<string, string> = {}): Config {
     // Its own rooms (and Redis keys): suites of other test files share the database. Suites meant to share a waiting room pass one.
     REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
     ...testSecrets,
+    ...roomyLimits,
     ...env,
   });
 }
@@ -45,8 +55,24 @@ export function startTestSuite(env: Record<string, string> = {}): Promise<Suite>
 
 export type Protocol = "grpc" | "connect" | "grpc-web";
 
-/** A transport of the given protocol to a running suite: gRPC over h2c, Connect and gRPC-Web over HTTP/1.1. */
+/** Transports made per suite and protocol: a test's clients share them, as a real caller's would. */
+const transports = new WeakMap<Suite, Map<Protocol, Transport>>();
+
+/**
+ * A transport of the given protocol to a running suite: gRPC over h2c (one
+ * connection per suite, as a backend caller keeps), Connect and gRPC-Web over
+ * HTTP/1.1. Tests that make hundreds of fans would otherwise open a connection
+ * per client, past MAX_CONNECTIONS_PER_ADDRESS.
+ */
 export function transport(suite: Suite, protocol: Protocol = "grpc"): Transport {
+  let made = transports.get(suite);
+  if (!made) transports.set(suite, (made = new Map()));
+  let shared = made.get(protocol);
+  if (!shared) made.set(protocol, (shared = newTransport(suite, protocol)));
+  return shared;
+}
+
+function newTransport(suite: Suite, protocol: Protocol): Transport {
   const baseUrl = suite.host.url;
   if (protocol === "grpc") return createGrpcTransport({ baseUrl });
   if (protocol === "grpc-web") return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });

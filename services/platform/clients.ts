@@ -94,7 +94,8 @@ export class ServiceClients {
       return createInProcessTransport({ lookup: localService, interceptors: common.interceptors, defaultTimeoutMs: common.defaultTimeoutMs, fallback: router });
     }
     const url = this.options.urls[owner as ServiceName];
-    return url ? createGrpcTransport({ baseUrl: url, ...common }) : unreachable(owner);
+    const network = { ...common, interceptors: [noOpenTransaction, retryIdempotent, transportFailures(owner), credential] };
+    return url ? createGrpcTransport({ baseUrl: url, ...network }) : unreachable(owner);
   }
 }
 
@@ -118,6 +119,27 @@ const retryIdempotent: Interceptor = (next) => async (req) => {
     }
   }
 };
+
+/**
+ * A call to another process that failed on the way, not by the callee's
+ * answer (a reset, a refused or lost connection, the stream cancelled under
+ * it, no answer within the deadline), is Unavailable, whatever code the
+ * transport chose (Aborted for ECONNRESET, Canceled for an RST_STREAM):
+ * retryable, and retried for the idempotent RPCs (retryIdempotent, outside
+ * this). What the callee answered (read off the wire) passes as it is, as
+ * does the caller's own cancel.
+ */
+function transportFailures(owner: string): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (error) {
+      if (error instanceof ConnectError && (error.isWireError || error.code === Code.Unavailable)) throw error;
+      if (req.signal.aborted && !(error instanceof ConnectError && error.code === Code.DeadlineExceeded)) throw error;
+      throw new ConnectError(`the ${owner} service is unreachable; retry later`, Code.Unavailable, undefined, undefined, error);
+    }
+  };
+}
 
 function unreachable(owner: string): Transport {
   const fail = () => Promise.reject(new ConnectError(`the ${owner} service is not configured (set ${owner.toUpperCase()}_URL)`, Code.Unavailable));

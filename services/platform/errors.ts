@@ -81,17 +81,37 @@ export function reasonOf(error: unknown): Reason | undefined {
   return error instanceof ConnectError ? error.findDetails(ErrorDetailSchema)[0]?.reason : undefined;
 }
 
-/** Failures worth retrying: lost connections, a server shutting down or full, a deadlock or lock wait PostgreSQL gave up on. */
-const unavailableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "53300", "40P01", "55P03"]);
+/**
+ * The one place that tells a store or dependency failure from a bug: what a
+ * lost or refused connection to PostgreSQL, Redis or another service looks
+ * like, through the wrappers of the drivers (MikroORM keeps the driver's
+ * error as `cause`). PostgreSQL's codes: admin shutdown or a session
+ * terminated (57P01-57P03), too many connections (53300), a deadlock or lock
+ * wait it gave up on (40P01, 55P03), connection failures (08xxx). A session
+ * cut in flight has no SQLSTATE: pg says "Connection terminated
+ * unexpectedly"; a client of a lost pool is "not queryable"; ioredis says
+ * "Connection is closed.".
+ */
+const unavailableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTCONN", "EHOSTUNREACH", "57P01", "57P02", "57P03", "53300", "40P01", "55P03"]);
+const lostConnection = /connection terminated|not queryable|connection is closed|connection error|socket hang up|timeout exceeded when trying to connect|the database system is (?:starting up|shutting down)/i;
+
+/** Whether `error` (or what it wraps) is a lost, refused or overloaded connection to a store: worth a retry, not a bug. */
+export function isUnavailable(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const { code, sqlState } = e as { code?: unknown; sqlState?: unknown };
+    if (typeof code === "string" && (unavailableCodes.has(code) || code.startsWith("08"))) return true;
+    if (typeof sqlState === "string" && (unavailableCodes.has(sqlState) || sqlState.startsWith("08"))) return true;
+    if (lostConnection.test(e.message)) return true;
+  }
+  return false;
+}
 
 /** What a caller receives for anything a handler threw; the raw streams (raw-streams.ts) use it too. */
 export function mapError(error: unknown, procedure: string): ConnectError {
   if (error instanceof DomainError) return toConnectError(error);
   if (error instanceof ConnectError) return error;
+  if (isUnavailable(error)) return toConnectError(new DependencyDown("a backing store is unreachable; retry later"));
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === "string" && unavailableCodes.has(code)) {
-    return toConnectError(new DependencyDown("a backing store is unreachable; retry later"));
-  }
   if (typeof code === "string" && code.startsWith("22")) {
     // PostgreSQL "data exception": a value the request carried cannot be stored as given.
     return new ConnectError("a request value is out of range or malformed", Code.InvalidArgument);
@@ -99,6 +119,16 @@ export function mapError(error: unknown, procedure: string): ConnectError {
   // A bug: log it whole here, and tell the caller nothing about the internals.
   console.error(`unexpected error in ${procedure}:`, error);
   return new ConnectError("internal error", Code.Internal);
+}
+
+/**
+ * Caller-supplied text put in a message, cut short and stripped of control
+ * characters: an error quoting what it was sent must not carry the sender's
+ * megabyte (nor a header's worth) back.
+ */
+export function quoted(text: string, max = 100): string {
+  const clean = text.replace(/[\u0000-\u001f\u007f]/g, "?");
+  return JSON.stringify(clean.length > max ? `${clean.slice(0, max)}…` : clean);
 }
 
 async function* mapStreamErrors<T>(messages: AsyncIterable<T>, procedure: string): AsyncIterable<T> {

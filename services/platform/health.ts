@@ -3,6 +3,7 @@ import { Code, ConnectError, type ConnectRouter, type HandlerContext, type Servi
 import type http from "node:http";
 import { HealthCheckResponse_ServingStatus as Status, Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { Repeating } from "./background.js";
+import { quoted } from "./errors.js";
 
 /** A check that one store a service needs answers (PostgreSQL, Redis). */
 export interface StoreProbe {
@@ -155,7 +156,7 @@ export class HealthService implements ServiceImpl<typeof Health> {
 
   check(req: { service: string }) {
     const status = this.health.status(req.service);
-    if (status === Status.SERVICE_UNKNOWN) throw new ConnectError(`unknown service ${req.service}`, Code.NotFound);
+    if (status === Status.SERVICE_UNKNOWN) throw new ConnectError(`unknown service ${quoted(req.service)}`, Code.NotFound);
     return { status };
   }
 

@@ -1,9 +1,11 @@
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { answer, boundDeadline, limitBodyTime, precheck, requestGate, type RpcPaths } from "./edge.js";
 import { HealthStatus } from "./health.js";
+import { peerAddressKey } from "./peer.js";
 import { isRawGrpcRequest, methodPath, specifiedGrpcMessage, type RawStream, type RawStreamHandler } from "./raw-streams.js";
 
 export interface HostOptions {
@@ -16,6 +18,17 @@ export interface HostOptions {
   shutdownGraceMs: number;
   /** Server streams served over gRPC (h2c) on the Http2Stream itself, before Connect (see raw-streams.ts). */
   rawStreams?: RawStream[];
+  /** Most connections open at once from one network address (0 or unset: no limit). */
+  maxConnectionsPerAddress?: number;
+  /** The connection timeouts, where they are not the defaults below (tests). */
+  timeouts?: Partial<ConnectionTimeouts>;
+}
+
+export interface ConnectionTimeouts {
+  /** A new connection must say which protocol it speaks (the HTTP/2 preface, or an HTTP/1.1 request's headers) within this. */
+  firstBytesMs: number;
+  /** A connection with no call open this long is closed, whatever it sends (pings, a header a byte at a time). */
+  idleMs: number;
 }
 
 export interface Host {
@@ -28,9 +41,8 @@ export interface Host {
 }
 
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-const firstBytesTimeoutMs = 30_000;
+const defaultTimeouts: ConnectionTimeouts = { firstBytesMs: 10_000, idleMs: 60_000 };
 const maxRequestBytes = 1024 * 1024;
-const idleTimeoutMs = 60_000;
 
 /** Connect's responses with `grpc-message` in the form the gRPC spec gives (see specifiedGrpcMessage). */
 function specifiedGrpcMessages(res: http2.Http2ServerResponse) {
@@ -101,6 +113,7 @@ class ShutdownSignal {
  * connection preface, HTTP/1.1 with a request line.
  */
 export async function startHost(options: HostOptions): Promise<Host> {
+  const { firstBytesMs, idleMs } = { ...defaultTimeouts, ...options.timeouts };
   const shutdown = new ShutdownSignal();
   const handler = connectNodeAdapter({
     routes: options.routes,
@@ -108,14 +121,31 @@ export async function startHost(options: HostOptions): Promise<Host> {
     // Every boxoffice request is small; refuse large bodies before buffering them.
     readMaxBytes: maxRequestBytes,
     fallback: options.fallback as never,
+    contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress),
+    requestGate,
   });
+  const paths = rpcPaths(options.routes);
+  /** Every request, before Connect: the edge's checks for RPC paths (edge.ts); anything else goes to the fallback. */
+  const serve = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    const path = (req.url ?? "").split("?", 1)[0]!;
+    if (paths.all.has(path)) {
+      const refused = precheck(req, path, paths);
+      if (refused) return answer(req, res, refused);
+      limitBodyTime(req, boundDeadline(req.headers));
+    }
+    handler(req as http.IncomingMessage, res as http.ServerResponse);
+  };
 
-  const h1 = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0 }, handler);
+  // Headers must arrive within firstBytesMs (checked every second); a body within the call's deadline (edge.ts).
+  const h1 = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0, headersTimeout: firstBytesMs, connectionsCheckingInterval: Math.min(1_000, firstBytesMs) }, serve);
+  // Node checks headersTimeout only on connections it tracks, and starts tracking when the server emits "listening";
+  // this one never listens (the listener below hands it its connections), so it is told it does.
+  h1.emit("listening");
   // An HTTP/1.1 connection silent this long is closed (streams send heartbeats well within it).
-  h1.setTimeout(idleTimeoutMs);
+  h1.setTimeout(idleMs);
   const h2 = http2.createServer({}, (req, res) => {
     specifiedGrpcMessages(res);
-    handler(req, res);
+    serve(req, res);
   });
   const raw = new Map<string, RawStreamHandler>((options.rawStreams ?? []).map((stream) => [methodPath(stream.method), stream.handler]));
   const rawContext = { shutdown: shutdown as unknown as AbortSignal, readMaxBytes: maxRequestBytes };
@@ -156,16 +186,28 @@ export async function startHost(options: HostOptions): Promise<Host> {
   });
   h2.on("session", (session) => {
     sessions.add(session);
-    session.setTimeout(idleTimeoutMs, () => session.close());
+    closeWhenIdle(session, firstBytesMs, idleMs);
     session.once("close", () => sessions.delete(session));
   });
 
+  /** Connections open per client address, for maxConnectionsPerAddress. */
+  const perAddress = new Map<string, number>();
   const listener = net.createServer((socket) => {
+    const address = socket.remoteAddress ?? "";
+    const open = (perAddress.get(address) ?? 0) + 1;
+    if (options.maxConnectionsPerAddress && open > options.maxConnectionsPerAddress) {
+      socket.destroy();
+      return;
+    }
+    perAddress.set(address, open);
     sockets.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
       sniffing.delete(socket);
       h1Calls.delete(socket);
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left > 0) perAddress.set(address, left);
+      else perAddress.delete(address);
     });
     socket.on("error", () => socket.destroy());
     hand(socket);
@@ -174,7 +216,8 @@ export async function startHost(options: HostOptions): Promise<Host> {
   function hand(socket: net.Socket) {
     let seen = Buffer.alloc(0);
     sniffing.add(socket);
-    socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
+    // From its first byte, however slowly the rest comes: a client dribbling the preface is cut off.
+    const cutOff = setTimeout(() => socket.destroy(), firstBytesMs);
     const onData = (chunk: Buffer) => {
       seen = Buffer.concat([seen, chunk]);
       const n = Math.min(seen.length, http2Preface.length);
@@ -182,7 +225,7 @@ export async function startHost(options: HostOptions): Promise<Host> {
       if (looksLikeHttp2 && seen.length < http2Preface.length) return;
       socket.off("data", onData);
       sniffing.delete(socket);
-      socket.setTimeout(0);
+      clearTimeout(cutOff);
       socket.pause();
       socket.unshift(seen);
       if (!looksLikeHttp2) h1Calls.set(socket, 0);
@@ -190,6 +233,7 @@ export async function startHost(options: HostOptions): Promise<Host> {
       process.nextTick(() => socket.resume());
     };
     socket.on("data", onData);
+    socket.once("close", () => clearTimeout(cutOff));
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -219,6 +263,7 @@ export async function startHost(options: HostOptions): Promise<Host> {
     await Promise.race([drained, grace]);
     clearTimeout(timer);
     for (const socket of sockets) socket.destroy();
+    h1.close(); // stops its connection checks
     await stopped;
   }
 
@@ -228,4 +273,33 @@ export async function startHost(options: HostOptions): Promise<Host> {
     url: `http://${shownHost}:${bound.port}`,
     close: () => (closed ??= close()),
   };
+}
+
+/** The paths of every RPC the routes serve, and those Connect serves on GET too (its NO_SIDE_EFFECTS methods). */
+function rpcPaths(routes: (router: ConnectRouter) => void): RpcPaths {
+  const router = createConnectRouter();
+  routes(router);
+  return {
+    all: new Set(router.handlers.map((handler) => handler.requestPath)),
+    get: new Set(router.handlers.filter((handler) => handler.allowedMethods.includes("GET")).map((handler) => handler.requestPath)),
+  };
+}
+
+/**
+ * Closes an HTTP/2 connection that has had no stream open for `idleMs`, or
+ * opened none in its first `firstBytesMs`: what it sends meanwhile (pings,
+ * settings, a stream's headers a byte at a time) does not keep it.
+ */
+function closeWhenIdle(session: http2.ServerHttp2Session, firstBytesMs: number, idleMs: number) {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined = setTimeout(() => session.destroy(), firstBytesMs);
+  session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    open++;
+    clearTimeout(timer);
+    timer = undefined;
+    stream.once("close", () => {
+      if (--open === 0 && !session.destroyed) timer = setTimeout(() => session.close(), idleMs);
+    });
+  });
+  session.once("close", () => clearTimeout(timer));
 }

@@ -1,8 +1,9 @@
 import { create, fromBinary, toBinary, type DescMethodServerStreaming, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import { once } from "node:events";
+import { bodyTimeoutMs, maxDeadlineMs, readError } from "./edge.js";
 
 /**
  * A server-streaming RPC served over gRPC (h2c) straight on Node's
@@ -93,8 +94,6 @@ export function specifiedGrpcMessage(connectEncoded: string): string {
   return encoded;
 }
 
-/** setTimeout's longest delay; a longer grpc-timeout is as good as none, and would otherwise fire at once. */
-const maxTimerMs = 2 ** 31 - 1;
 const headersOk = { ":status": 200, "content-type": "application/grpc+proto" } as const;
 
 /** The status trailers of an error (or of success), in Connect's encoding but for grpc-message. */
@@ -112,31 +111,39 @@ function envelope(bytes: Uint8Array): Buffer {
   return out;
 }
 
-/** The one request message of a server stream, as Connect reads it (errors as Connect's). */
+/** The one request message of a server stream, read as Connect reads it, failing as the edge answers Connect's failures. */
 function requestMessage<I extends DescMessage>(schema: I, body: Buffer, what: string) {
-  const protocolError = (message: string, code = Code.InvalidArgument) => new ConnectError(`protocol error: ${message}`, code);
-  if (body.length === 0) throw protocolError(`missing input message for ${what} method`, Code.Unimplemented);
-  if (body.length < 5) throw protocolError("incomplete envelope");
-  if (body[0] !== 0) throw protocolError("received compressed envelope, but do not know how to decompress");
+  const protocolError = (message: string, code = Code.InvalidArgument) => readError(new ConnectError(message, code), schema.typeName);
+  if (body.length === 0) throw protocolError(`protocol error: missing input message for ${what} method`, Code.Unimplemented);
+  if (body.length < 5) throw protocolError("protocol error: incomplete envelope");
+  if (body[0] !== 0) throw protocolError("received compressed envelope, but do not know how to decompress", Code.Internal);
   const length = body.readUInt32BE(1);
-  if (body.length < 5 + length) throw protocolError("incomplete envelope");
-  if (body.length > 5 + length) throw protocolError(`received extra input message for ${what} method`, Code.Unimplemented);
+  if (body.length < 5 + length) throw protocolError("protocol error: incomplete envelope");
+  if (body.length > 5 + length) throw protocolError(`protocol error: received extra input message for ${what} method`, Code.Unimplemented);
   try {
     return fromBinary(schema, body.subarray(5));
   } catch (error) {
-    // Connect answers Internal here; a request that does not parse is the caller's error.
-    throw new ConnectError(`parse binary: ${error instanceof Error ? error.message : String(error)}`, Code.InvalidArgument);
+    throw protocolError(`parse binary: ${error instanceof Error ? error.message : String(error)}`, Code.Internal);
   }
 }
 
-/** Reads the request body whole (a server stream's request is one small message); undefined if the stream closed first. */
-async function readBody(stream: http2.ServerHttp2Stream, maxBytes: number): Promise<Buffer | undefined> {
+/**
+ * Reads the request body whole (a server stream's request is one small
+ * message); undefined if the stream closed first. A body not ended within
+ * `withinMs` resets the stream, as the edge does on Connect (edge.ts limitBodyTime).
+ */
+async function readBody(stream: http2.ServerHttp2Stream, maxBytes: number, withinMs: number): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${maxBytes}`, Code.ResourceExhausted);
-    chunks.push(chunk);
+  const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), withinMs);
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${maxBytes}`, Code.ResourceExhausted);
+      chunks.push(chunk);
+    }
+  } finally {
+    clearTimeout(timer);
   }
   return stream.destroyed ? undefined : Buffer.concat(chunks);
 }
@@ -154,7 +161,7 @@ function callSignal(stream: http2.ServerHttp2Stream, timeoutMs: number | undefin
   };
   const onShutdown = () => abort(shutdown.reason);
   const onClose = () => abort(new ConnectError("the caller cancelled the call", Code.Canceled));
-  const timer = timeoutMs === undefined || timeoutMs > maxTimerMs ? undefined : setTimeout(() => abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
+  const timer = timeoutMs === undefined || timeoutMs > maxDeadlineMs ? undefined : setTimeout(() => abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
   const done = () => {
     clearTimeout(timer);
     shutdown.removeEventListener("abort", onShutdown);
@@ -196,13 +203,13 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
   const procedure = methodPath(method);
 
   /** Everything up to the handler's iterable; the headers and context are not kept once it runs. */
-  async function open(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, signal: AbortSignal, readMaxBytes: number) {
+  async function open(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, signal: AbortSignal, readMaxBytes: number, timeoutMs: number | undefined) {
     const requestHeader = new Headers();
     for (const [name, value] of Object.entries(headers)) {
       if (name.startsWith(":") || value === undefined) continue;
       for (const one of Array.isArray(value) ? value : [value]) requestHeader.append(name, one);
     }
-    const body = await readBody(stream, readMaxBytes);
+    const body = await readBody(stream, readMaxBytes, Math.min(timeoutMs ?? bodyTimeoutMs, bodyTimeoutMs));
     if (body === undefined) return undefined;
     const request = requestMessage(method.input, body, "server_streaming");
     const values = createContextValues();
@@ -240,7 +247,7 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
       stream.on("error", () => {}); // a reset or a lost connection: the close handler has aborted the call
       const timeout = parseTimeout((headers["grpc-timeout"] as string | undefined) ?? null, Number.MAX_SAFE_INTEGER);
       const call = callSignal(stream, timeout.timeoutMs, host.shutdown);
-      const opened = timeout.error ? Promise.reject(timeout.error) : open(stream, headers, call.signal, host.readMaxBytes);
+      const opened = timeout.error ? Promise.reject(timeout.error) : open(stream, headers, call.signal, host.readMaxBytes, timeout.timeoutMs);
       void serve(stream, call, opened).catch(() => stream.destroy());
     },
   };

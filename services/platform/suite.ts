@@ -158,6 +158,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       health,
       shutdownGraceMs: config.shutdownGraceMs,
       rawStreams,
+      maxConnectionsPerAddress: config.maxConnectionsPerAddress,
     });
     closers.push(host.close);
     for (const { service } of running) await service.start?.();
