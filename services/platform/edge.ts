@@ -71,10 +71,16 @@ function protocolOf(contentType: string | undefined): Protocol {
   return "connect";
 }
 
-/** The RPC paths served, and which of them take GET (Connect's NO_SIDE_EFFECTS methods), for `precheck`. */
+/**
+ * The RPC paths served, which of them take GET (Connect's NO_SIDE_EFFECTS
+ * methods), for `precheck`, and which stream their requests (client and
+ * bidi streams: their bodies last as long as the call, and limitBodyTime
+ * leaves them be).
+ */
 export interface RpcPaths {
   all: ReadonlySet<string>;
   get: ReadonlySet<string>;
+  streamingRequests: ReadonlySet<string>;
 }
 
 /**

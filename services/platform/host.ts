@@ -131,7 +131,8 @@ export async function startHost(options: HostOptions): Promise<Host> {
     if (paths.all.has(path)) {
       const refused = precheck(req, path, paths);
       if (refused) return answer(req, res, refused);
-      limitBodyTime(req, boundDeadline(req.headers));
+      const deadlineMs = boundDeadline(req.headers);
+      if (!paths.streamingRequests.has(path)) limitBodyTime(req, deadlineMs);
     }
     handler(req as http.IncomingMessage, res as http.ServerResponse);
   };
@@ -279,9 +280,11 @@ export async function startHost(options: HostOptions): Promise<Host> {
 function rpcPaths(routes: (router: ConnectRouter) => void): RpcPaths {
   const router = createConnectRouter();
   routes(router);
+  const paths = (which: (handler: (typeof router.handlers)[number]) => boolean) => new Set(router.handlers.filter(which).map((handler) => handler.requestPath));
   return {
-    all: new Set(router.handlers.map((handler) => handler.requestPath)),
-    get: new Set(router.handlers.filter((handler) => handler.allowedMethods.includes("GET")).map((handler) => handler.requestPath)),
+    all: paths(() => true),
+    get: paths((handler) => handler.allowedMethods.includes("GET")),
+    streamingRequests: paths((handler) => handler.method.methodKind === "client_streaming" || handler.method.methodKind === "bidi_streaming"),
   };
 }
 
