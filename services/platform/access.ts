@@ -66,7 +66,8 @@ export function caller(ctx: HandlerContext): UserToken {
   return user;
 }
 
-function bearer(headers: Headers): string | undefined {
+/** The token of an `authorization: Bearer <token>` header: undefined without the header, "" when it is malformed. */
+export function bearer(headers: Headers): string | undefined {
   const value = headers.get("authorization");
   if (value === null) return undefined;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(value);
@@ -78,6 +79,11 @@ function sameSecret(given: string | undefined, expected: string): boolean {
   if (given === undefined) return false;
   const digest = (value: string) => createHash("sha256").update(value).digest();
   return timingSafeEqual(digest(given), digest(expected));
+}
+
+/** Whether the call carries the credential boxoffice services present to each other. */
+export function fromService(headers: Headers, internalCredential: string): boolean {
+  return sameSecret(headers.get(internalCredentialHeader) ?? undefined, internalCredential);
 }
 
 /** Access levels by method: reading the option builds an extension container each time, so once per method. */
@@ -144,7 +150,7 @@ export function accessCheck(options: AccessOptions): AccessCheck {
         }
         break;
       case Access.INTERNAL:
-        if (!sameSecret(header.get(internalCredentialHeader) ?? undefined, options.internalCredential)) {
+        if (!fromService(header, options.internalCredential)) {
           throw new Forbidden(Reason.INTERNAL_ONLY, "this RPC is for boxoffice services only");
         }
         break;

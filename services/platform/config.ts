@@ -53,6 +53,10 @@ export interface Config extends Secrets {
   holdSweepMs: number;
   /** Longest a payment stays PENDING after a crash or outage before recovery settles it. */
   paymentRecoveryMs: number;
+  /** Abuse limits per client address and per user (rate-limit.ts). */
+  limits: RateLimitConfig;
+  /** User tokens from an external identity provider (tokens.ts). */
+  accounts: AccountConfig;
 }
 
 /** The waiting room's defaults; operators change them per concert at run time. */
@@ -179,6 +183,91 @@ function loadSecrets(env: Env, dataDir: string): Secrets {
   };
 }
 
+// ---- Abuse limits and accounts ----
+
+/** The groups of RPCs that share one budget (services/platform/rate-limit.ts lists their RPCs). */
+export const rateLimitRules = ["account", "queue", "charge", "hold"] as const;
+export type RateLimitRule = (typeof rateLimitRules)[number];
+
+/** Calls a minute, with a burst of as many; 0 = no limit. */
+const rateLimitDefaults: Record<RateLimitRule, { perAddress: number; perUser: number }> = {
+  account: { perAddress: 600, perUser: 10 },
+  queue: { perAddress: 600, perUser: 30 },
+  charge: { perAddress: 600, perUser: 30 },
+  hold: { perAddress: 1200, perUser: 60 },
+};
+
+export interface RateLimitConfig {
+  /** Off: nothing is counted (RATE_LIMITS=false). */
+  enabled: boolean;
+  /** Per rule, calls a minute from one client address (IPv6: one /64), and for one user; 0 = no limit. */
+  perAddress: Record<RateLimitRule, number>;
+  perUser: Record<RateLimitRule, number>;
+  /** The header a trusted proxy names the client in (e.g. x-forwarded-for), lowercase; unset = the connection's address. */
+  trustProxyHeader: string | undefined;
+  /** How many trusted proxies append to that header: the client is this many entries from its right end. */
+  trustProxyHops: number;
+}
+
+export interface AccountConfig {
+  /** Where the identity provider publishes its signing keys; unset = only our own tokens. */
+  jwksUrl: string | undefined;
+  /** The `iss` and an `aud` the provider's tokens must carry (both required with jwksUrl). */
+  issuer: string | undefined;
+  audience: string | undefined;
+  /** IssueUserToken mints no anonymous users, and only account tokens are accepted. */
+  requireAccounts: boolean;
+}
+
+function rateLimits(env: Env): RateLimitConfig {
+  const perAddress = {} as Record<RateLimitRule, number>;
+  const perUser = {} as Record<RateLimitRule, number>;
+  for (const rule of rateLimitRules) {
+    const name = `RATE_LIMIT_${rule.toUpperCase()}`;
+    perAddress[rule] = integer(env, `${name}_PER_ADDRESS`, rateLimitDefaults[rule].perAddress, 0, 1_000_000);
+    perUser[rule] = integer(env, `${name}_PER_USER`, rateLimitDefaults[rule].perUser, 0, 1_000_000);
+  }
+  const header = env.TRUST_PROXY_HEADER?.trim().toLowerCase() || undefined;
+  if (header !== undefined && !/^[a-z0-9-]{1,64}$/.test(header)) {
+    throw new ConfigError(`TRUST_PROXY_HEADER must be a header name (e.g. x-forwarded-for), got "${env.TRUST_PROXY_HEADER}"`);
+  }
+  return {
+    enabled: boolean(env, "RATE_LIMITS", true),
+    perAddress,
+    perUser,
+    trustProxyHeader: header,
+    trustProxyHops: integer(env, "TRUST_PROXY_HOPS", 1, 1, 16),
+  };
+}
+
+function accounts(env: Env): AccountConfig {
+  const jwksUrl = env.USER_TOKEN_JWKS_URL || undefined;
+  const issuer = env.USER_TOKEN_ISSUER || undefined;
+  const audience = env.USER_TOKEN_AUDIENCE || undefined;
+  const requireAccounts = boolean(env, "REQUIRE_ACCOUNTS", false);
+  if (jwksUrl !== undefined) {
+    let url: URL;
+    try {
+      url = new URL(jwksUrl);
+    } catch {
+      throw new ConfigError(`USER_TOKEN_JWKS_URL must be a URL, got "${jwksUrl}"`);
+    }
+    const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+    if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+      throw new ConfigError("USER_TOKEN_JWKS_URL must be https (http only on localhost): the keys decide who is a user");
+    }
+    if (!issuer || !audience) {
+      throw new ConfigError("USER_TOKEN_JWKS_URL needs USER_TOKEN_ISSUER and USER_TOKEN_AUDIENCE: without them any token the provider signs, for any application, would pass");
+    }
+  } else if (issuer || audience) {
+    throw new ConfigError("USER_TOKEN_ISSUER and USER_TOKEN_AUDIENCE are for the identity provider's tokens: set USER_TOKEN_JWKS_URL too");
+  }
+  if (requireAccounts && jwksUrl === undefined) {
+    throw new ConfigError("REQUIRE_ACCOUNTS=true needs USER_TOKEN_JWKS_URL: accounts come from the identity provider");
+  }
+  return { jwksUrl, issuer, audience, requireAccounts };
+}
+
 /** Reads the whole configuration once, from the environment, with defaults. */
 export function loadConfig(env: Env = process.env): Config {
   const dataDir = resolve(env.DATA_DIR || ".data");
@@ -200,6 +289,8 @@ export function loadConfig(env: Env = process.env): Config {
     holdMs: 1000 * integer(env, "HOLD_SECONDS", 300, 1, 3600),
     holdSweepMs: integer(env, "HOLD_SWEEP_MS", 1000, 10, 60_000),
     paymentRecoveryMs: integer(env, "PAYMENT_RECOVERY_MS", 30_000, 100, 3_600_000),
+    limits: rateLimits(env),
+    accounts: accounts(env),
     queue: {
       maxActive: integer(env, "QUEUE_MAX_ACTIVE", 200, 1, 1_000_000),
       ratePerMinute: integer(env, "QUEUE_RATE_PER_MINUTE", 0, 0, 1_000_000),

@@ -11,6 +11,7 @@ import { errorMapper, mapError } from "./errors.js";
 import { healthEndpoints, HealthStatus, healthRoutes, type StoreProbe } from "./health.js";
 import type { MountedService } from "./in-process.js";
 import { startHost, type Host } from "./host.js";
+import { rateLimits } from "./rate-limit.js";
 import { rawServerStream, type RawStream, type RawStreamSpec } from "./raw-streams.js";
 import { UserTokens } from "./tokens.js";
 
@@ -95,7 +96,9 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     if (embedded) closers.push(embedded.stop);
     const poolSize = embedded ? 1 : config.databasePoolSize;
 
-    const tokens = new UserTokens(config.tokenSecret, config.userTokenTtlSeconds);
+    const tokens = new UserTokens(config.tokenSecret, config.userTokenTtlSeconds, undefined, config.accounts);
+    const limits = rateLimits(config, tokens);
+    if (limits) closers.push(() => limits.close());
     const served = modules.filter((module) => config.services.includes(module.name));
     /** Every service this process serves, as the router mounts it (and in-process calls reach it). */
     const mounted = new Map<string, MountedService>();
@@ -133,7 +136,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     });
     const health = new HealthStatus();
     for (const { service, orm } of running) {
-      const interceptors = [...(options.interceptors ?? []), errorMapper, access];
+      const interceptors = [...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
       if (orm) interceptors.push(entityManagerInterceptor(orm));
       const probes = [...(orm ? [databaseProbe(orm)] : []), ...(service.probes ?? [])];
       for (const { service: desc, impl } of service.implementations) {

@@ -1,6 +1,6 @@
 import { defineEntity, p } from "@mikro-orm/postgresql";
 
-/** A fan. Users are anonymous: a user is created when a token is first issued. */
+/** A fan: anonymous, made when a token is first issued without one, or an account of the identity provider (its id derived from the account, tokens.ts accountUserId), recorded at its first IssueUserToken. */
 export const User = defineEntity({
   name: "User",
   schema: "token",

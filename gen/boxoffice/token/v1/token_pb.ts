@@ -127,7 +127,12 @@ export const TokenService: GenService<{
   /**
    * IssueUserToken without a token creates a new user and returns its first
    * token; with a valid token (`authorization: Bearer <token>`) it returns a
-   * fresh token for the same user.
+   * fresh token for the same user. Given the token of the identity provider the
+   * deployment trusts (USER_TOKEN_JWKS_URL), it returns boxoffice's own token
+   * for that account, ending when the provider's does. A deployment that
+   * requires accounts refuses a call without a token (UNAUTHENTICATED,
+   * REASON_TOKEN_MISSING). Rate limited per client address and per user
+   * (RESOURCE_EXHAUSTED, REASON_RATE_LIMITED, `retry_after_ms`).
    *
    * @generated from rpc boxoffice.token.v1.TokenService.IssueUserToken
    */
