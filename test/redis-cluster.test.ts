@@ -2,11 +2,11 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Cluster, Redis } from "ioredis";
 import { ConfigError, loadConfig } from "../services/platform/config.js";
-import { connectRedis, isReady, waitReady, type RedisClient } from "../services/queue/redis-connection.js";
+import { connectRedis, isReady, waitReady, type RedisClient } from "../services/platform/redis-connection.js";
 import { startRedis, startRedisCluster, waitClusterOk, type RedisCluster, type RedisProcess } from "./redis-cluster.js";
 
 /*
- * services/queue/redis-connection.ts on real servers of the test's own: a 3-master
+ * services/platform/redis-connection.ts on real servers of the test's own: a 3-master
  * Redis Cluster, and a single Redis that is killed, frozen and started again.
  */
 

@@ -7,7 +7,7 @@ import { QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
 import { Redis, ReplyError } from "ioredis";
-import { connectRedis, isReady, type RedisClient, type RedisTarget } from "../queue/redis-connection.js";
+import { connectRedis, isReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
 import { bearer, fromService } from "./access.js";
 import type { Config, RateLimitConfig, RateLimitRule } from "./config.js";
 import { Exhausted, Reason } from "./errors.js";

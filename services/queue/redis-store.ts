@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Redis, ReplyError } from "ioredis";
 import { DependencyDown } from "../platform/errors.js";
 import { minuteMs, sampleSize } from "./policy.js";
-import { commandTimeoutMs, connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
+import { commandTimeoutMs, connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "../platform/redis-connection.js";
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 
 /*
