@@ -193,13 +193,14 @@ const brief = (status: Message) => (status.state === "QUEUE_STATE_WAITING" ? `WA
 
 // ---------------------------------------------------------------- the contract
 
-/** The public services: every service of proto/ but the …InternalService ones. */
-const publicServices = () => [...serviceDefinitions()].filter(([name]) => !name.endsWith("InternalService"));
+/** The public services: every service of proto/ but the …InternalService ones, and reflection (test/reflection.test.ts calls it with buf curl). */
+const publicServices = () => [...serviceDefinitions()].filter(([name]) => !name.endsWith("InternalService") && !name.startsWith("grpc.reflection."));
 
 describe("the contract in proto/ loads into a standard gRPC stack", () => {
   it("proto-loader loads every .proto (with the well-known types and the access option) and finds every service", () => {
     expect(protoFiles).toContain("boxoffice/common/v1/access.proto");
     expect(protoFiles).toContain("grpc/health/v1/health.proto");
+    expect(protoFiles).toContain("grpc/reflection/v1/reflection.proto");
     expect([...serviceDefinitions().keys()].sort()).toEqual(
       [
         TOKEN,
@@ -217,11 +218,13 @@ describe("the contract in proto/ loads into a standard gRPC stack", () => {
         PAYMENT_INTERNAL,
         COORDINATOR,
         HEALTH,
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
       ].sort(),
     );
     // The custom method option survives loading: every boxoffice RPC declares who may call it.
     for (const [service, methods] of serviceDefinitions()) {
-      if (service === HEALTH) continue;
+      if (!service.startsWith("boxoffice.")) continue;
       for (const [name, method] of Object.entries(methods)) {
         const access = (method.options as Record<string, unknown>)["(boxoffice.common.v1.access)"];
         expect(access, `${service}/${name}`).toMatch(/^ACCESS_(ANYONE|USER|GATED|GATED_IDEMPOTENT|QUEUE_TOKEN|INTERNAL|OPERATOR)$/);

@@ -168,6 +168,8 @@ describe("input that does not decode is InvalidArgument on every protocol", () =
     expect([xml.status, JSON.parse(xml.body.toString()).code]).toEqual([415, "unimplemented"]);
     const grpcXml = grpcStatus(await h2(suite.host.url, listConcerts, { "content-type": "application/grpc+xml" }, envelope(Buffer.alloc(0))));
     expect(grpcXml.code).toBe(Code.Unimplemented);
+    const bidiOverH1 = await h1(suite.host.url, "POST", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", { "content-type": "application/connect+json" }, Buffer.alloc(0));
+    expect([bidiOverH1.status, JSON.parse(bidiOverH1.body.toString()).code]).toEqual([501, "unimplemented"]);
     const unknownCompression = grpcStatus(await h2(suite.host.url, listConcerts, { "content-type": "application/grpc", "grpc-encoding": "zstd" }, envelope(Buffer.alloc(0), 1)));
     expect(unknownCompression.code).toBe(Code.Unimplemented);
   });

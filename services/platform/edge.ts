@@ -101,15 +101,26 @@ export function precheck(req: http.IncomingMessage | http2.Http2ServerRequest, p
     }
     return undefined;
   }
+  if (req.httpVersionMajor === 1 && paths.streamingRequests.has(path)) {
+    // Connect answers a bare 505: a client or bidi stream needs both directions open at once.
+    return new ConnectError(`${path.slice(1)} streams requests and answers together: call it with gRPC (or Connect) over HTTP/2`, Code.Unimplemented);
+  }
   if (req.method !== "POST") return new ConnectError(`RPCs are called with POST (or GET for reads), not ${String(req.method).slice(0, 16)}`, Code.Unimplemented);
   const contentType = req.headers["content-type"] ?? "";
   if (!connectContentType.test(contentType) && !grpcContentType.test(contentType) && !grpcWebContentType.test(contentType)) {
-    return new ConnectError(
+    return unsupportedMediaType(
       `content type "${contentType.slice(0, 64)}" is not served; use application/grpc(+proto|+json), application/grpc-web(+proto|+json), application/proto, application/json or application/connect+(proto|json)`,
-      Code.Unimplemented,
     );
   }
   return undefined;
+}
+
+/** The errors for a content type not served: Unimplemented, answered 415 over the Connect protocol, as its spec says. */
+const mediaTypeErrors = new WeakSet<ConnectError>();
+function unsupportedMediaType(message: string): ConnectError {
+  const error = new ConnectError(message, Code.Unimplemented);
+  mediaTypeErrors.add(error);
+  return error;
 }
 
 /** Answers a call with `error`, in the shape of the protocol its content type asks for. */
@@ -117,7 +128,7 @@ export function answer(req: http.IncomingMessage | http2.Http2ServerRequest, res
   const protocol = protocolOf(req.headers["content-type"]);
   if (protocol === "connect") {
     const body = errorToJsonBytes(error, {});
-    (res as http.ServerResponse).writeHead(error.code === Code.Unimplemented ? 415 : codeToHttpStatus(error.code), {
+    (res as http.ServerResponse).writeHead(mediaTypeErrors.has(error) ? 415 : codeToHttpStatus(error.code), {
       "content-type": "application/json",
       "content-length": String(body.byteLength),
     });

@@ -13,6 +13,7 @@ import type { MountedService } from "./in-process.js";
 import { startHost, type Host } from "./host.js";
 import { rateLimits } from "./rate-limit.js";
 import { rawServerStream, type RawStream, type RawStreamSpec } from "./raw-streams.js";
+import { reflectionRoutes } from "./reflection.js";
 import { UserTokens } from "./tokens.js";
 
 /** What the platform hands a service when it is brought up. */
@@ -146,6 +147,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     }
     routes = (router) => {
       healthRoutes(router, health);
+      reflectionRoutes(router);
       for (const { service, impl, interceptors } of mounted.values()) {
         router.service(service, impl as Partial<ServiceImpl<typeof service>>, { interceptors });
       }
