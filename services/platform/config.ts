@@ -40,6 +40,8 @@ export interface Config extends Secrets {
   serviceUrls: Partial<Record<ServiceName, string>>;
   /** Most connections each service's database pool opens. */
   databasePoolSize: number;
+  /** Apply pending migrations at start (MIGRATE_AT_START); off, a start with any pending is refused (`npm run migrate -- up`). */
+  migrateAtStart: boolean;
   /** How long shutdown waits for in-flight calls before closing connections. */
   shutdownGraceMs: number;
   /** How often health checks the stores each service needs. */
@@ -283,6 +285,7 @@ export function loadConfig(env: Env = process.env): Config {
     services: serviceList(env),
     serviceUrls: serviceUrls(env),
     databasePoolSize: integer(env, "DATABASE_POOL_SIZE", 10, 1, 200),
+    migrateAtStart: boolean(env, "MIGRATE_AT_START", true),
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     healthProbeMs: integer(env, "HEALTH_PROBE_MS", 1000, 50, 60_000),
     maxConnectionsPerAddress: integer(env, "MAX_CONNECTIONS_PER_ADDRESS", 1024, 0, 1_000_000),

@@ -2,6 +2,7 @@ import { Migrator, type Migration } from "@mikro-orm/migrations";
 import { defineConfig, MikroORM, type EntityManager, type EntitySchema } from "@mikro-orm/postgresql";
 import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import pg from "pg";
+import { ConfigError } from "./config.js";
 
 /** What a service keeps in PostgreSQL: its own schema, entities and committed migrations. */
 export interface DatabaseSpec {
@@ -16,6 +17,31 @@ export interface DatabaseOptions {
   url: string;
   poolSize: number;
   debug?: boolean;
+  /**
+   * Apply pending migrations (the default). Off (MIGRATE_AT_START=false), the open only checks that none
+   * is pending and refuses with PendingMigrationsError otherwise: `npm run migrate -- up` applies them.
+   */
+  migrate?: boolean;
+}
+
+/** The migrations a schema has had applied, and those of this build it has not. */
+export interface MigrationStatus {
+  schema: string;
+  applied: { name: string; executedAt: Date }[];
+  /** This build's migrations not applied yet, in order. */
+  pending: string[];
+  /** Applied migrations this build does not have (a newer build migrated the database, or a migration was retired). */
+  unknown: string[];
+}
+
+/** A start with MIGRATE_AT_START=false on a schema with migrations still to apply. */
+export class PendingMigrationsError extends ConfigError {
+  constructor(readonly schema: string, readonly pending: string[]) {
+    super(
+      `MIGRATE_AT_START=false, and the ${schema} schema has ${pending.length} pending migration${pending.length === 1 ? "" : "s"} ` +
+        `(${pending.join(", ")}); apply them with \`npm run migrate -- up\` (same DATABASE_URL or DATA_DIR), or unset MIGRATE_AT_START`,
+    );
+  }
 }
 
 /**
@@ -24,7 +50,62 @@ export interface DatabaseOptions {
  * migration runs once however many processes start at the same moment.
  */
 export async function openDatabase(spec: DatabaseSpec, options: DatabaseOptions): Promise<MikroORM> {
-  const orm = await MikroORM.init(
+  const orm = await initOrm(spec, options);
+  try {
+    if (options.migrate ?? true) {
+      await migrate(orm, spec, options.url);
+    } else {
+      const { pending } = await migrationStatus(spec, options.url);
+      if (pending.length > 0) throw new PendingMigrationsError(spec.schema, pending);
+    }
+  } catch (error) {
+    await orm.close();
+    throw error;
+  }
+  return orm;
+}
+
+/** Applies a schema's pending migrations, as a start does (same advisory lock), and returns the names applied. */
+export async function applyMigrations(spec: DatabaseSpec, url: string): Promise<string[]> {
+  const orm = await initOrm(spec, { url, poolSize: 1 });
+  try {
+    return await migrate(orm, spec, url);
+  } finally {
+    await orm.close();
+  }
+}
+
+/**
+ * What has been applied to a schema and what of this build is pending, read from the
+ * migrator's bookkeeping table without writing anything (a schema never migrated has it not).
+ */
+export async function migrationStatus(spec: DatabaseSpec, url: string): Promise<MigrationStatus> {
+  const client = await connectClient(url);
+  try {
+    const table = `"${spec.schema}"."${migrationsTable}"`;
+    const { rows: found } = await client.query<{ present: boolean }>("select to_regclass($1) is not null as present", [table]);
+    const { rows } = found[0]!.present
+      ? await client.query<{ name: string; executed_at: Date }>(`select name, executed_at from ${table} order by id`)
+      : { rows: [] };
+    const applied = rows.map((row) => ({ name: row.name, executedAt: row.executed_at }));
+    const done = new Set(applied.map((migration) => migration.name));
+    const known = new Set(spec.migrations.map((migration) => migration.name));
+    return {
+      schema: spec.schema,
+      applied,
+      pending: spec.migrations.map((migration) => migration.name).filter((name) => !done.has(name)),
+      unknown: applied.map((migration) => migration.name).filter((name) => !known.has(name)),
+    };
+  } finally {
+    await client.end();
+  }
+}
+
+/** The migrator's own table, in each service's schema (MikroORM's default name). */
+const migrationsTable = "mikro_orm_migrations";
+
+function initOrm(spec: DatabaseSpec, options: DatabaseOptions): Promise<MikroORM> {
+  return MikroORM.init(
     defineConfig({
       clientUrl: options.url,
       // Its own name, so that a transaction of one service's ORM is never taken up by another's
@@ -43,28 +124,28 @@ export async function openDatabase(spec: DatabaseSpec, options: DatabaseOptions)
       migrations: {
         migrationsList: spec.migrations,
         schema: spec.schema,
+        tableName: migrationsTable,
         snapshot: false,
         snapshotOnMigrate: false,
         silent: true,
       },
     }),
   );
-  try {
-    await withAdvisoryLock(options.url, `boxoffice:migrate:${spec.schema}`, async (client) => {
-      // The migrator keeps its bookkeeping table in the schema, so the schema comes first.
-      await client.query(`create schema if not exists "${spec.schema}"`);
-      await orm.migrator.up();
-    });
-  } catch (error) {
-    await orm.close();
-    throw error;
-  }
-  return orm;
+}
+
+/** Applies the pending migrations under the schema's advisory lock: of processes migrating together, one applies each. */
+async function migrate(orm: MikroORM, spec: DatabaseSpec, url: string): Promise<string[]> {
+  let applied: string[] = [];
+  await withAdvisoryLock(url, `boxoffice:migrate:${spec.schema}`, async (client) => {
+    // The migrator keeps its bookkeeping table in the schema, so the schema comes first.
+    await client.query(`create schema if not exists "${spec.schema}"`);
+    applied = (await orm.migrator.up()).map((migration) => migration.name);
+  });
+  return applied;
 }
 
 async function withAdvisoryLock(url: string, name: string, work: (client: pg.Client) => Promise<void>): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
+  const client = await connectClient(url);
   try {
     await client.query("select pg_advisory_lock(hashtext($1))", [name]);
     try {
@@ -75,6 +156,12 @@ async function withAdvisoryLock(url: string, name: string, work: (client: pg.Cli
   } finally {
     await client.end();
   }
+}
+
+async function connectClient(url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return client;
 }
 
 /** A call's EntityManager, forked on first use: a call that reads nothing through the ORM costs no fork. */

@@ -118,7 +118,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
 
     const running: { service: RunningService; orm: MikroORM | undefined }[] = [];
     for (const module of served) {
-      const orm = module.database ? await openDatabase(module.database, { url: databaseUrl, poolSize }) : undefined;
+      const orm = module.database ? await openDatabase(module.database, { url: databaseUrl, poolSize, migrate: config.migrateAtStart }) : undefined;
       if (orm) closers.push(() => orm.close());
       const service = await module.create({ config, orm, tokens, clients });
       if (service.stop) closers.push(service.stop);
