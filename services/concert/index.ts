@@ -6,6 +6,7 @@ import {
 import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationInternalService, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { Repeating } from "../platform/background.js";
+import { rowsByState } from "../platform/metrics.js";
 import { listenTo, type Listening } from "../platform/notifications.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
 import { Concert, Hold, Schedule, Seat } from "./concert.entity.js";
@@ -31,7 +32,10 @@ export const concertModule: ServiceModule = {
     // The longest a hold waits for another hold on the same seats before it is refused.
     settings: { lock_timeout: "2s" },
   },
-  create: ({ config, orm, clients }) => {
+  create: ({ config, orm, clients, metrics }) => {
+    const byState = (table: string) => async () => orm!.em.getConnection().execute<{ state: string; n: number }[]>(`select state, count(*)::int as n from concert.${table} group by state`);
+    rowsByState(metrics, "boxoffice_holds", "Holds by state (HELD: live or not yet swept; CONFIRMED: sold)", byState("hold"));
+    rowsByState(metrics, "boxoffice_seats", "Seats of every date by state (SOLD: the sales)", byState("seat"));
     // On a shared PostgreSQL other instances change seats too: cache seat maps only while hearing their notifications.
     const maps = new SeatMaps(config.databaseUrl !== undefined);
     const holds = new Holds(maps, queueSupplyAnnouncer(clients.for(QueueInternalService)), config.holdMs);

@@ -3,6 +3,7 @@ import { PointInternalService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationInternalService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { Repeating } from "../platform/background.js";
+import { rowsByState } from "../platform/metrics.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
 import { Migration20261124040000_payments } from "./migrations/Migration20261124040000_payments.js";
 import { Migration20261124050000_payment_lease } from "./migrations/Migration20261124050000_payment_lease.js";
@@ -16,8 +17,11 @@ export const paymentModule: ServiceModule = {
   name: "payment",
   serves: [PaymentService, PaymentInternalService],
   database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments, Migration20261124050000_payment_lease] },
-  create: ({ config, orm, clients }) => {
+  create: ({ config, orm, clients, metrics }) => {
     const { paymentRecoveryMs } = config;
+    rowsByState(metrics, "boxoffice_payments", "Payments by state (PENDING: being driven or waiting for recovery)", () =>
+      orm!.em.getConnection().execute<{ state: string; n: number }[]>("select state, count(*)::int as n from payment.payment group by state"),
+    );
     const payments = new Payments(
       {
         points: pointsPort(clients.for(PointInternalService)),

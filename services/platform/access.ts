@@ -82,6 +82,13 @@ function sameSecret(given: string | undefined, expected: string): boolean {
 }
 
 /** Whether the call carries the credential boxoffice services present to each other. */
+/** Whether an `authorization` header value carries the operator credential. */
+export function isOperator(authorization: string | undefined, operatorKey: string): boolean {
+  const headers = new Headers();
+  if (authorization !== undefined) headers.set("authorization", authorization);
+  return sameSecret(bearer(headers), operatorKey);
+}
+
 export function fromService(headers: Headers, internalCredential: string): boolean {
   return sameSecret(headers.get(internalCredentialHeader) ?? undefined, internalCredential);
 }

@@ -42,6 +42,8 @@ const noOpenTransaction: Interceptor = (next) => (req) => {
 };
 
 export interface ClientOptions {
+  /** Outermost, on every call (the process's client metrics). */
+  interceptors?: Interceptor[];
   internalCredential: string;
   /** The routes served by this process; called once, on the first in-process streaming call. */
   localRoutes: () => (router: ConnectRouter) => void;
@@ -84,7 +86,8 @@ export class ServiceClients {
       req.header.set(internalCredentialHeader, this.options.internalCredential);
       return next(req);
     };
-    const common = { interceptors: [noOpenTransaction, retryIdempotent, credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
+    const outermost = this.options.interceptors ?? [];
+    const common = { interceptors: [...outermost, noOpenTransaction, retryIdempotent, credential], defaultTimeoutMs: this.options.timeoutMs ?? 5_000 };
     if (this.options.localServices.has(owner)) {
       // Built on the first call: clients are made while the services, and so the routes, are still being set up.
       let routed: Transport | undefined;
@@ -94,7 +97,7 @@ export class ServiceClients {
       return createInProcessTransport({ lookup: localService, interceptors: common.interceptors, defaultTimeoutMs: common.defaultTimeoutMs, fallback: router });
     }
     const url = this.options.urls[owner as ServiceName];
-    const network = { ...common, interceptors: [noOpenTransaction, retryIdempotent, transportFailures(owner), credential] };
+    const network = { ...common, interceptors: [...outermost, noOpenTransaction, retryIdempotent, transportFailures(owner), credential] };
     return url ? createGrpcTransport({ baseUrl: url, ...network }) : unreachable(owner);
   }
 }

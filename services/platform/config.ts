@@ -48,6 +48,8 @@ export interface Config extends Secrets {
   healthProbeMs: number;
   /** Most connections one network address may hold open at once (0: no limit). */
   maxConnectionsPerAddress: number;
+  /** GET /metrics without the operator credential. */
+  metricsPublic: boolean;
   queue: QueueConfig;
   /** How long a seat hold lasts. */
   holdMs: number;
@@ -289,6 +291,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     healthProbeMs: integer(env, "HEALTH_PROBE_MS", 1000, 50, 60_000),
     maxConnectionsPerAddress: integer(env, "MAX_CONNECTIONS_PER_ADDRESS", 1024, 0, 1_000_000),
+    metricsPublic: boolean(env, "METRICS_PUBLIC", false),
     holdMs: 1000 * integer(env, "HOLD_SECONDS", 300, 1, 3600),
     holdSweepMs: integer(env, "HOLD_SWEEP_MS", 1000, 10, 60_000),
     paymentRecoveryMs: integer(env, "PAYMENT_RECOVERY_MS", 30_000, 100, 3_600_000),

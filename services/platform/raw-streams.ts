@@ -31,6 +31,8 @@ export interface RawCallRules {
   checkAccess(method: DescMethodServerStreaming, header: Headers, values: ContextValues): Promise<void>;
   /** Anything the handler or the check threw, as the caller should see it (errors.ts mapError). */
   mapError(error: unknown, procedure: string): ConnectError;
+  /** Each call once it ends, with its failure (metrics.ts Metrics.served); `started` is process.hrtime.bigint() at its start. */
+  served?(service: string, method: string, error: ConnectError | undefined, started: bigint): void;
 }
 
 /** What the host gives each raw stream: its shutdown signal (see host.ts ShutdownSignal), its request size limit. */
@@ -219,6 +221,7 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
 
   /** Streams what the handler yields and ends the call; holds only what the stream needs while it is open. */
   async function serve(stream: http2.ServerHttp2Stream, call: ReturnType<typeof callSignal>, opened: Promise<AsyncIterable<MessageInitShape<O>> | undefined>) {
+    const started = process.hrtime.bigint();
     let failure: ConnectError | undefined;
     try {
       const messages = await opened;
@@ -239,6 +242,7 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
       call.done();
     }
     finish(stream, failure);
+    rules.served?.(method.parent.typeName, method.name, failure, started);
   }
 
   return {

@@ -2,7 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, Interceptor, ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type http from "node:http";
-import { accessCheck, accessInterceptor, type AdmissionGate } from "./access.js";
+import { accessCheck, accessInterceptor, isOperator, type AdmissionGate } from "./access.js";
 import { ServiceClients } from "./clients.js";
 import type { Config, ServiceName } from "./config.js";
 import { entityManagerInterceptor, openDatabase, type DatabaseSpec } from "./database.js";
@@ -10,6 +10,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from "./embedded-postgre
 import { errorMapper, mapError } from "./errors.js";
 import { healthEndpoints, HealthStatus, healthRoutes, type StoreProbe } from "./health.js";
 import type { MountedService } from "./in-process.js";
+import { Metrics, metricsEndpoint, observePool } from "./metrics.js";
 import { startHost, type Host } from "./host.js";
 import { rateLimits } from "./rate-limit.js";
 import { rawServerStream, type RawStream, type RawStreamSpec } from "./raw-streams.js";
@@ -23,6 +24,8 @@ export interface ServiceDeps {
   orm: MikroORM | undefined;
   tokens: UserTokens;
   clients: ServiceClients;
+  /** The process's metrics, for the gauges a service adds (read at each scrape). */
+  metrics: Metrics;
 }
 
 /** One Connect service implementation, as mounted on the router. */
@@ -107,7 +110,9 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       throw new Error("routes used before the suite was built");
     };
     const owners = new Map(modules.flatMap((module) => module.serves.map((desc) => [desc.typeName, module.name] as const)));
+    const metrics = new Metrics();
     const clients = new ServiceClients({
+      interceptors: [metrics.client],
       internalCredential: config.internalCredential,
       owners,
       localRoutes: () => routes,
@@ -119,8 +124,11 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     const running: { service: RunningService; orm: MikroORM | undefined }[] = [];
     for (const module of served) {
       const orm = module.database ? await openDatabase(module.database, { url: databaseUrl, poolSize, migrate: config.migrateAtStart }) : undefined;
-      if (orm) closers.push(() => orm.close());
-      const service = await module.create({ config, orm, tokens, clients });
+      if (orm) {
+        closers.push(() => orm.close());
+        observePool(metrics, module.name, await orm.em.getConnection().getNativeClient());
+      }
+      const service = await module.create({ config, orm, tokens, clients, metrics });
       if (service.stop) closers.push(service.stop);
       running.push({ service, orm });
     }
@@ -133,11 +141,11 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     const rawStreams: RawStream[] = running.flatMap(({ service, orm }) => {
       // The raw path has no request EntityManager to give a handler: a service with a database serves on Connect.
       if (orm && service.rawStreams?.length) throw new Error("raw streams are for services without a database");
-      return (service.rawStreams ?? []).map(({ method, impl }) => rawServerStream(method, impl, { checkAccess: check, mapError }));
+      return (service.rawStreams ?? []).map(({ method, impl }) => rawServerStream(method, impl, { checkAccess: check, mapError, served: (...call) => metrics.served(...call) }));
     });
     const health = new HealthStatus();
     for (const { service, orm } of running) {
-      const interceptors = [...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
+      const interceptors = [metrics.server, ...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
       if (orm) interceptors.push(entityManagerInterceptor(orm));
       const probes = [...(orm ? [databaseProbe(orm)] : []), ...(service.probes ?? [])];
       for (const { service: desc, impl } of service.implementations) {
@@ -159,7 +167,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       host: config.host,
       port: config.port,
       routes,
-      fallback: healthEndpoints(health, options.fallback),
+      fallback: healthEndpoints(health, metricsEndpoint(metrics, (authorization) => config.metricsPublic || isOperator(authorization, config.operatorKey), options.fallback)),
       health,
       shutdownGraceMs: config.shutdownGraceMs,
       rawStreams,

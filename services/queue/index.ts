@@ -5,6 +5,7 @@ import { implementation, type ServiceModule } from "../platform/suite.js";
 import { AdmissionWorker } from "./admission.js";
 import { localGate, remoteGate } from "./gate.js";
 import { MemoryQueueStore } from "./memory-store.js";
+import { roomMetrics } from "./metrics.js";
 import { QueueAdminHandlers, QueueHandlers, QueueInternalHandlers } from "./queue-service.js";
 import { QueueTokens } from "./queue-tokens.js";
 import { Migration20261201100000_rooms } from "./migrations/Migration20261201100000_rooms.js";
@@ -21,10 +22,10 @@ export const queueModule: ServiceModule = {
   serves: [QueueService, QueueInternalService, QueueAdminService],
   // The rooms and what operators set for them (the line itself is in the store).
   database: { schema: "queue", entities: [Room], migrations: [Migration20261201100000_rooms] },
-  create: ({ config, clients, orm }) => {
+  create: ({ config, clients, orm, metrics }) => {
     const { queue } = config;
     const redis = config.redisCluster ? { clusterNodes: config.redisCluster } : config.redisUrl ? { url: config.redisUrl } : undefined;
-    const store: QueueStore = redis ? new RedisQueueStore(redis, queue.redisKeyPrefix) : new MemoryQueueStore(join(config.dataDir, "waiting-rooms.json"));
+    const store: QueueStore = redis ? new RedisQueueStore(redis, queue.redisKeyPrefix, (operation, seconds) => metrics.storeSeconds.observe({ store: "redis", operation }, seconds)) : new MemoryQueueStore(join(config.dataDir, "waiting-rooms.json"));
     const rooms = new Rooms(orm!, queue.redisKeyPrefix);
     const supply = new ConcertSupply(clients.for(ConcertInternalService));
     const defaults = {
@@ -35,6 +36,7 @@ export const queueModule: ServiceModule = {
     };
     const room = new WaitingRoom(store, rooms, new QueueTokens(config.tokenSecret), supply, defaults);
     const worker = new AdmissionWorker(store, rooms, supply, defaults, { tickMs: queue.tickMs });
+    roomMetrics(metrics, store, rooms);
     return {
       implementations: [
         implementation(QueueService, new QueueHandlers(room)),

@@ -274,6 +274,8 @@ export class RedisQueueStore implements QueueStore {
   constructor(
     target: RedisTarget,
     private readonly keyPrefix: string,
+    /** Told each call's time, by operation (the process's metrics). */
+    private readonly observe: (operation: string, seconds: number) => void = () => {},
   ) {
     this.#redis = connectRedis(target);
     this.#redis.once("ready", () => (this.#wasReady = true));
@@ -289,7 +291,7 @@ export class RedisQueueStore implements QueueStore {
 
   async #run(name: keyof typeof scripts, concertId: string, args: (string | number)[]): Promise<unknown[]> {
     const command = (this.#redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[`boxoffice_${name}`]!;
-    return (await this.#guard(() => command.call(this.#redis, ...this.#keys(concertId), ...args))) as unknown[];
+    return (await this.#guard(() => command.call(this.#redis, ...this.#keys(concertId), ...args), name)) as unknown[];
   }
 
   /**
@@ -298,14 +300,17 @@ export class RedisQueueStore implements QueueStore {
    * connection (a service starting beside its Redis) do they wait for it, 1 s
    * at most.
    */
-  async #guard<T>(call: () => Promise<T>): Promise<T> {
+  async #guard<T>(call: () => Promise<T>, operation = "command"): Promise<T> {
     if (this.#hung || (!isReady(this.#redis) && (this.#wasReady || !(await waitReady(this.#redis, 1_000))))) throw down();
     // The client's own timeout starts when a command is written, and a command can wait behind a pipeline that is
     // itself waiting out its timeout: this one counts from the call.
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("Command timed out")), commandTimeoutMs)));
+    const started = process.hrtime.bigint();
     try {
-      return await Promise.race([call(), timedOut]);
+      const answer = await Promise.race([call(), timedOut]);
+      this.observe(operation, Number(process.hrtime.bigint() - started) / 1e9);
+      return answer;
     } catch (error) {
       if (error instanceof ReplyError && !unavailableReply.test((error as Error).message)) throw error;
       if ((error as Error).message === "Command timed out" && this.#redis instanceof Redis) this.#watchHung();
