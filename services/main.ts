@@ -31,11 +31,13 @@ async function main(): Promise<void> {
   // Beside the start, not before it: an absent Redis is said within 2 s, and delays nothing.
   void warnIfRedisAway(config).catch(() => {});
 
-  const [{ startSuite }, { modules }, { webPage }] = await Promise.all([
+  const [{ startSuite }, { modules }, { webPage }, { logger }] = await Promise.all([
     import("./platform/suite.js"),
     import("./modules.js"),
     import("./web/index.js"),
+    import("./platform/log.js"),
   ]);
+  const log = logger("main");
   const servesPage = pageServices.every((name) => config.services.includes(name));
   const suite = await startSuite(config, modules, { fallback: servesPage ? await webPage() : undefined });
   // Before the lines that say it listens: a caller that sends SIGTERM as soon as it reads them must find the handler.
@@ -43,7 +45,7 @@ async function main(): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    console.log(`${signal}: shutting down`);
+    log.info({ signal }, `${signal}: shutting down`);
     await suite.close();
     process.exit(0);
   };
@@ -51,10 +53,10 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void stop("SIGINT"));
 
   const served = modules.filter((m) => config.services.includes(m.name)).map((m) => m.name);
-  console.log(`boxoffice serving ${served.join(", ")} on ${suite.host.url} (gRPC h2c, gRPC-Web and Connect)`);
-  if (servesPage) console.log(`booking page: ${suite.host.url}/`);
-  console.log(`database: ${config.databaseUrl ? "PostgreSQL at DATABASE_URL" : `embedded PGlite in ${config.dataDir}`}`);
-  if (!process.env.OPERATOR_KEY) console.log(`operator key: operatorKey in ${config.dataDir}/secrets.json`);
+  log.info({ services: served, url: suite.host.url }, `boxoffice serving ${served.join(", ")} on ${suite.host.url} (gRPC h2c, gRPC-Web and Connect)`);
+  if (servesPage) log.info(`booking page: ${suite.host.url}/`);
+  log.info(`database: ${config.databaseUrl ? "PostgreSQL at DATABASE_URL" : `embedded PGlite in ${config.dataDir}`}`);
+  if (!process.env.OPERATOR_KEY) log.info(`operator key: operatorKey in ${config.dataDir}/secrets.json`);
 }
 
 /** What a failed listen on HOST:PORT means, or undefined for an error that is not one. */

@@ -2,13 +2,14 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { TransactionContext, type MikroORM } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, onTestFinished, vi } from "vitest";
 import { ReservationSchema, ReservationState, type Reservation } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { paymentModule } from "../services/payment/index.js";
 import { Payment } from "../services/payment/payment.entity.js";
 import { Payments, type PointsPort, type Refusal, type ReservationsPort, type SessionsPort } from "../services/payment/payments.js";
 import { openDatabase } from "../services/platform/database.js";
 import { DependencyDown, NotFound, Reason, Refused } from "../services/platform/errors.js";
+import { watchLogs } from "../services/platform/log.js";
 
 /**
  * The payment saga at the depth of its domain class: Payments on a real
@@ -199,15 +200,15 @@ describe("the payment saga with fake neighbours", () => {
 
   it("an outage leaves the payment PENDING and logged once; recovery passes while it lasts log nothing; when the hold's owner answers that the hold ran out, the points come back and it ends FAILED", async () => {
     fresh();
-    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
-    const logs = vi.spyOn(console, "log").mockImplementation(() => {});
+    const logged = watchLogs();
+    onTestFinished(logged.stop);
     const userId = fanWith(1_000);
     const reservation = holds.hold(userId, 500, 300);
     holds.down = true;
     const { payment } = await payments.pay(em(), { userId, admitted, reservationId: reservation.id, idempotencyKey: "k", reservation });
     expect(payment.state).toBe("PENDING");
     expect(points.balances.get(userId)).toBe(500);
-    const mine = () => errors.mock.calls.filter((args) => String(args[0]).includes(payment.id));
+    const mine = () => logged.entries.filter((entry) => entry.level >= 40 && entry.message.includes(payment.id));
     expect(mine()).toHaveLength(1);
 
     await new Promise((resolve) => setTimeout(resolve, 400));
@@ -220,7 +221,7 @@ describe("the payment saga with fake neighbours", () => {
     const settled = await em().findOneOrFail(Payment, { id: payment.id });
     expect([settled.state, Reason[settled.failureReason]]).toEqual(["FAILED", "HOLD_EXPIRED"]);
     expect(points.balances.get(userId)).toBe(1_000);
-    expect(logs.mock.calls.filter((args) => String(args[0]).includes(payment.id))).toHaveLength(1);
+    expect(logged.entries.filter((entry) => entry.level === 30 && entry.message.includes(payment.id))).toHaveLength(1);
     // Settled: later passes leave it alone.
     calls.length = 0;
     await payments.recover(em(), 0);
@@ -240,14 +241,15 @@ describe("the payment saga with fake neighbours", () => {
 
   it("a neighbour's unexpected error is no verdict: the payment stays PENDING, logged once, and recovery settles it once the neighbour answers", async () => {
     fresh();
-    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
+    const logged = watchLogs();
+    onTestFinished(logged.stop);
     const userId = fanWith(1_000);
     const reservation = holds.hold(userId, 400);
     holds.misbehave = "error";
     const { payment } = await payments.pay(em(), { userId, admitted, reservationId: reservation.id, idempotencyKey: "k", reservation });
     expect(payment.state).toBe("PENDING");
     for (let pass = 0; pass < 2; pass++) await payments.recover(em(), 0);
-    expect(errors.mock.calls.filter((args) => String(args[0]).includes(`${payment.id}: could not confirm the reservation, unexpectedly`))).toHaveLength(1);
+    expect(logged.entries.filter((entry) => entry.message.includes(`${payment.id}: could not confirm the reservation, unexpectedly`))).toHaveLength(1);
     holds.misbehave = undefined;
     await payments.recover(em(), 0);
     expect((await em().findOneOrFail(Payment, { id: payment.id })).state).toBe("SUCCEEDED");
@@ -256,7 +258,6 @@ describe("the payment saga with fake neighbours", () => {
 
   it("a drive's calls are cut off before its lease ends: a neighbour that never answers leaves the payment PENDING and its lease free", async () => {
     fresh();
-    vi.spyOn(console, "error").mockImplementation(() => {});
     // A recovery interval of 3 s: leases of 1 s, calls cut off after 750 ms.
     const quick = new Payments({ points, reservations: holds, sessions }, 3_000);
     const userId = fanWith(1_000);

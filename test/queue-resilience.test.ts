@@ -11,6 +11,7 @@ import type { Suite } from "../services/platform/suite.js";
 import { databaseBehindProxy } from "./cuttable-proxy.js";
 import { startRedis, type RedisProcess } from "./redis-cluster.js";
 import { bearer, client, concertOnSale, failure, gated, newUser, operator, startTestSuite, testSecrets, waitForState, withQueueToken } from "./support.js";
+import { watchLogs } from "../services/platform/log.js";
 
 /**
  * The waiting room on a Redis of the test's own, which the tests kill, freeze
@@ -90,7 +91,7 @@ describe("after Redis restarts empty", () => {
     await admin().setAdmissionPolicy({ concertId: narrow, policy: { maxActive: 1 } }, operator);
     const pausedBefore = await enter(paused);
 
-    const warn = vi.spyOn(console, "warn");
+    const logged = watchLogs();
     try {
       await restartEmpty();
 
@@ -134,10 +135,10 @@ describe("after Redis restarts empty", () => {
       expect([narrowStats.policy!.maxActive, narrowStats.admitted]).toEqual([1, 1n]);
 
       // Said once, by one of the two instances.
-      const said = warn.mock.calls.filter(([line]) => String(line).includes("waiting-room store is empty"));
+      const said = logged.entries.filter((entry) => entry.level === 40 && entry.message.includes("waiting-room store is empty"));
       expect(said).toHaveLength(1);
     } finally {
-      warn.mockRestore();
+      logged.stop();
     }
   });
 

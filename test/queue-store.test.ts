@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { MemoryQueueStore } from "../services/queue/memory-store.js";
 import { RedisQueueStore } from "../services/queue/redis-store.js";
 import type { EntryView, Pace, Policy, QueueStore, RoomSettings, Ticket, TickInput } from "../services/queue/store.js";
+import { watchLogs } from "../services/platform/log.js";
 
 /**
  * The QueueStore contract (services/queue/store.ts), run against both
@@ -760,14 +761,14 @@ describe("the in-process store across a restart (the embedded default)", () => {
   it("starts empty, says so, and removes a file it cannot read", async () => {
     const file = join(mkdtempSync(join(tmpdir(), "boxoffice-rooms-")), "waiting-rooms.json");
     writeFileSync(file, "{ not json");
-    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    const logged = watchLogs();
     try {
       const store = new MemoryQueueStore(file);
-      expect(warn).toHaveBeenCalledWith(expect.stringContaining("unreadable"));
+      expect(logged.entries).toEqual([expect.objectContaining({ level: 40, message: expect.stringContaining("unreadable") })]);
       expect(existsSync(file)).toBe(false);
       expect(await store.markLife()).toBe(true);
     } finally {
-      warn.mockRestore();
+      logged.stop();
     }
   });
 });

@@ -11,7 +11,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, onTestFinished, vi } from "vitest";
 import { ConcertAdminService } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { QueueAdminService, QueueInternalService, QueueService, QueueState, QueueStatusSchema, type QueueStatus } from "../gen/boxoffice/queue/v1/queue_pb.js";
@@ -26,6 +26,7 @@ import { reconnectingMessage } from "../services/web/messages.js";
 import { dropKeys } from "./redis-keys.js";
 import { startServerProcess, type ServerProcess } from "./server-process.js";
 import { bearer, gated, inDays, operator, testSecrets, withQueueToken } from "./support.js";
+import { watchLogs } from "../services/platform/log.js";
 
 const redisUrl = "redis://127.0.0.1:6379";
 const redisPrefix = `test:reconnect:${randomUUID()}:`;
@@ -76,6 +77,8 @@ describe("the coordinator's watch at shutdown", () => {
 
   it.each(["grpc", "connect"] as const)("over %s: a caller's cancel ends it quietly, the server's shutdown with Unavailable", async (protocol) => {
     const logged = vi.spyOn(console, "error");
+    const errors = watchLogs();
+    onTestFinished(errors.stop);
     const { host, queueWatch } = await coordinatorHost();
     const coordinator = createClient(CoordinatorService, transports[protocol](host.url));
     const watch = (signal?: AbortSignal) => {
@@ -101,6 +104,7 @@ describe("the coordinator's watch at shutdown", () => {
     expect(await open.ended).toBe(Code.Unavailable);
     expect(queueWatch.size).toBe(0);
     expect(logged).not.toHaveBeenCalled();
+    expect(errors.entries.filter((entry) => entry.level >= 50)).toEqual([]);
     queueWatch.close();
   });
 });

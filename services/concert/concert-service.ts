@@ -19,6 +19,7 @@ import { check } from "../platform/validate.js";
 import { Concert, Schedule, Seat } from "./concert.entity.js";
 import { seatStateNow } from "./holds.js";
 import { SeatMaps } from "./seat-maps.js";
+import { audit } from "../platform/log.js";
 
 export const defaultSeatCount = 50;
 const seatStates = { AVAILABLE: SeatState.AVAILABLE, HELD: SeatState.HELD, SOLD: SeatState.SOLD } as const;
@@ -131,6 +132,7 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
       })),
     };
     const { concert, schedules } = await createConcert(entityManager(ctx), draft);
+    audit(ctx, { subject: `concert ${concert.id}`, after: { title: concert.title, venue: concert.venue, schedules: schedules.map((s) => s.id) } });
     return {
       concert: { id: concert.id, title: concert.title, venue: concert.venue },
       schedules: schedules.map((s, i) => scheduleMessage(s, draft.schedules[i]!.seatCount)),

@@ -20,6 +20,7 @@ import { Migration20261201000000_holds } from "./migrations/Migration20261201000
 import { queueSupplyAnnouncer } from "./neighbours.js";
 import { ReservationHandlers, ReservationInternalHandlers } from "./reservation-service.js";
 import { SeatMaps } from "./seat-maps.js";
+import { logger } from "../platform/log.js";
 
 /** Concert service: what is on sale, its dates and seats, and the fans' holds on them (ReservationService). */
 export const concertModule: ServiceModule = {
@@ -56,7 +57,7 @@ export const concertModule: ServiceModule = {
             onListening: (up) => maps.setCaching(up),
           });
         }
-        if (config.seedDemo && (await seedDemo(orm!))) console.log("concert: loaded the demo concerts");
+        if (config.seedDemo && (await seedDemo(orm!))) logger("concert").info("loaded the demo concerts");
         sweeper.start();
       },
       stop: async () => {

@@ -4,6 +4,9 @@ import { randomUUID } from "node:crypto";
 import { ReservationSchema, ReservationState, type Reservation } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { DependencyDown, Forbidden, NotFound, Reason, Refused } from "../platform/errors.js";
 import { Payment, type PaymentState } from "./payment.entity.js";
+import { logger, why } from "../platform/log.js";
+
+const paymentLog = logger("payment");
 
 export type PaymentRecord = InferEntity<typeof Payment>;
 export type { Reservation };
@@ -298,7 +301,7 @@ export class Payments {
     if (this.#unexpected.has(paymentId)) return;
     if (this.#unexpected.size >= 10_000) this.#unexpected.clear();
     this.#unexpected.add(paymentId);
-    console.error(`payment ${paymentId}: could not ${step}, unexpectedly:`, error instanceof Error ? error.message : error);
+    paymentLog.error({ paymentId, step, error: why(error) }, `payment ${paymentId}: could not ${step}, unexpectedly: ${why(error)}`);
   }
 
   /**
@@ -337,8 +340,8 @@ export class Payments {
     );
     // What recovery deals with is logged once per change of state, never at every pass: a new payment an
     // outage leaves PENDING, and each later change of a payment that was left. (A payment settled at once is not.)
-    if (stuck && fresh) console.error(`payment ${payment.id}: left PENDING for recovery, ${stuck}`);
-    else if (changed && !fresh) console.log(`payment ${payment.id}: recovered, ${payment.state} → ${next.state}${next.sessionToEnd ? " (queue session still to end)" : ""}`);
+    if (stuck && fresh) paymentLog.warn({ paymentId: payment.id }, `payment ${payment.id}: left PENDING for recovery, ${stuck}`);
+    else if (changed && !fresh) paymentLog.info({ paymentId: payment.id }, `payment ${payment.id}: recovered, ${payment.state} → ${next.state}${next.sessionToEnd ? " (queue session still to end)" : ""}`);
     return row ? em.map(Payment, row) : em.refreshOrFail(payment);
   }
 

@@ -1,3 +1,7 @@
+import { logger, why } from "./log.js";
+
+const backgroundLog = logger("background");
+
 /**
  * Work repeated in the background (admission ticks, sweepers): one run at a
  * time, the next `everyMs` after the previous ends, failures logged at most
@@ -32,7 +36,7 @@ export class Repeating {
     const now = Date.now();
     if (now - this.#lastError < 60_000) return;
     this.#lastError = now;
-    console.error(`${this.name}:`, error instanceof Error ? error.message : error);
+    backgroundLog.error({ task: this.name, error: why(error) }, `${this.name}: ${why(error)}`);
   }
 
   #schedule() {

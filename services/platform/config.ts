@@ -50,6 +50,10 @@ export interface Config extends Secrets {
   maxConnectionsPerAddress: number;
   /** GET /metrics without the operator credential. */
   metricsPublic: boolean;
+  /** Least level logged (LOG_LEVEL). */
+  logLevel: (typeof logLevels)[number];
+  /** The share of calls the access log writes (0..1); server faults and operator actions always. */
+  accessLogSample: number;
   queue: QueueConfig;
   /** How long a seat hold lasts. */
   holdMs: number;
@@ -82,6 +86,9 @@ export interface QueueConfig {
 
 export class ConfigError extends Error {}
 
+/** The levels LOG_LEVEL takes (pino's). */
+export const logLevels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+
 type Env = Record<string, string | undefined>;
 
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
@@ -92,6 +99,21 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be an integer in ${min}..${max}, got "${raw}"`);
   }
   return value;
+}
+
+function fraction(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!/^\d*\.?\d+$/.test(raw) || !(value >= 0 && value <= 1)) throw new ConfigError(`${name} must be a number in 0..1, got "${raw}"`);
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!values.includes(raw as T)) throw new ConfigError(`${name} must be one of ${values.join(", ")}, got "${raw}"`);
+  return raw as T;
 }
 
 function boolean(env: Env, name: string, fallback: boolean): boolean {
@@ -292,6 +314,8 @@ export function loadConfig(env: Env = process.env): Config {
     healthProbeMs: integer(env, "HEALTH_PROBE_MS", 1000, 50, 60_000),
     maxConnectionsPerAddress: integer(env, "MAX_CONNECTIONS_PER_ADDRESS", 1024, 0, 1_000_000),
     metricsPublic: boolean(env, "METRICS_PUBLIC", false),
+    logLevel: oneOf(env, "LOG_LEVEL", logLevels, "info"),
+    accessLogSample: fraction(env, "ACCESS_LOG_SAMPLE", 0.01),
     holdMs: 1000 * integer(env, "HOLD_SECONDS", 300, 1, 3600),
     holdSweepMs: integer(env, "HOLD_SWEEP_MS", 1000, 10, 60_000),
     paymentRecoveryMs: integer(env, "PAYMENT_RECOVERY_MS", 30_000, 100, 3_600_000),

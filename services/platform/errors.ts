@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { ErrorDetailSchema, Reason } from "../../gen/boxoffice/common/v1/error_pb.js";
+import { logger } from "./log.js";
 
 export { Reason };
 
@@ -117,7 +118,7 @@ export function mapError(error: unknown, procedure: string): ConnectError {
     return new ConnectError("a request value is out of range or malformed", Code.InvalidArgument);
   }
   // A bug: log it whole here, and tell the caller nothing about the internals.
-  console.error(`unexpected error in ${procedure}:`, error);
+  logger("rpc").error({ err: error, procedure }, `unexpected error in ${procedure}`);
   return new ConnectError("internal error", Code.Internal);
 }
 

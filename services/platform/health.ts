@@ -4,6 +4,9 @@ import type http from "node:http";
 import { HealthCheckResponse_ServingStatus as Status, Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { Repeating } from "./background.js";
 import { quoted } from "./errors.js";
+import { logger, why } from "./log.js";
+
+const healthLog = logger("health");
 
 /** A check that one store a service needs answers (PostgreSQL, Redis). */
 export interface StoreProbe {
@@ -109,10 +112,10 @@ export class HealthStatus {
         changed = true;
         if (failure === undefined) {
           this.#down.delete(probe);
-          console.log(`health: ${probe.store} answers again`);
+          healthLog.info({ store: probe.store }, `${probe.store} answers again`);
         } else {
           this.#down.add(probe);
-          console.error(`health: ${probe.store} is down:`, failure instanceof Error ? failure.message : failure);
+          healthLog.error({ store: probe.store, error: why(failure) }, `${probe.store} is down: ${why(failure)}`);
         }
       }),
     );

@@ -1,6 +1,8 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type http from "node:http";
 import client from "prom-client";
+import { untilEnd } from "./call-end.js";
+import { logger, why } from "./log.js";
 
 /**
  * Prometheus metrics of one process (`GET /metrics`, prom-client): calls and
@@ -89,33 +91,9 @@ function record(calls: client.Counter<"service" | "method" | "code">, seconds: c
 
 /** Counts and times every call through it, streams until they end. */
 function observe(done: Record): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
     const started = process.hrtime.bigint();
-    const record = (error: unknown) => done(req.service.typeName, req.method.name, error, started);
-    let res;
-    try {
-      res = await next(req);
-    } catch (error) {
-      record(error);
-      throw error;
-    }
-    if (!res.stream) {
-      record(undefined);
-      return res;
-    }
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-          record(undefined);
-        } catch (error) {
-          record(error);
-          throw error;
-        }
-      })(),
-    };
+    return untilEnd(next(req), (error) => done(req.service.typeName, req.method.name, error, started));
   };
 }
 
@@ -150,7 +128,7 @@ export function metricsEndpoint(metrics: Metrics, allowed: (authorization: strin
         res.end(text);
       },
       (error: unknown) => {
-        console.error("metrics:", error);
+        logger("metrics").error({ err: error }, `metrics could not be collected: ${why(error)}`);
         res.writeHead(500, { "content-type": "text/plain" });
         res.end("metrics could not be collected\n");
       },

@@ -1,4 +1,5 @@
 import pg from "pg";
+import { logger, why } from "./log.js";
 
 export interface ChannelHandlers {
   /** A notification's payload. */
@@ -47,7 +48,7 @@ export function listenTo(url: string, channel: string, handlers: ChannelHandlers
       await next.connect();
       await next.query(`listen "${channel}"`);
     } catch (error) {
-      console.error(`listening on ${channel} failed, retrying:`, error instanceof Error ? error.message : error);
+      logger("notifications").warn({ channel, error: why(error) }, `listening on ${channel} failed, retrying: ${why(error)}`);
       await next.end().catch(() => {});
       if (!closed) retry = setTimeout(connect, retryMs);
       return;

@@ -13,6 +13,9 @@ import type { Config, RateLimitConfig, RateLimitRule } from "./config.js";
 import { Exhausted, Reason } from "./errors.js";
 import { peerAddressKey } from "./peer.js";
 import type { UserTokens } from "./tokens.js";
+import { logger } from "./log.js";
+
+const limitsLog = logger("rate-limits");
 
 /**
  * The RPCs that are limited, and the budget each draws on. RPCs of one rule
@@ -178,7 +181,7 @@ export class RedisBudgets implements Budgets {
         return this.#alone(budgets, `no answer within ${redisAnswerMs} ms`);
       }
       if (this.#onItsOwn) {
-        console.error("rate limits: Redis answers again; limits are shared by every instance again");
+        limitsLog.info("Redis answers again; limits are shared by every instance again");
         this.#onItsOwn = false;
       }
       return answer;
@@ -213,7 +216,7 @@ export class RedisBudgets implements Budgets {
   #alone(budgets: Budget[], why: string): Refusal | undefined {
     if (!this.#onItsOwn && !this.#closed) {
       this.#onItsOwn = true;
-      console.error(`rate limits: Redis does not answer (${why}); each instance limits on its own until it does`);
+      limitsLog.error(`Redis does not answer (${why}); each instance limits on its own until it does`);
     }
     return this.#local.takeNow(budgets);
   }

@@ -16,6 +16,7 @@ import { rateLimits } from "./rate-limit.js";
 import { rawServerStream, type RawStream, type RawStreamSpec } from "./raw-streams.js";
 import { reflectionRoutes } from "./reflection.js";
 import { UserTokens } from "./tokens.js";
+import { accessLog, log, why } from "./log.js";
 
 /** What the platform hands a service when it is brought up. */
 export interface ServiceDeps {
@@ -92,7 +93,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
   let closed: Promise<void> | undefined;
   const close = () =>
     (closed ??= (async () => {
-      for (const closer of [...closers].reverse()) await closer().catch((error) => console.error("shutdown:", error));
+      for (const closer of [...closers].reverse()) await closer().catch((error: unknown) => log.error({ err: error }, `shutdown: ${why(error)}`));
     })());
   try {
     let embedded: EmbeddedPostgres | undefined;
@@ -110,7 +111,9 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       throw new Error("routes used before the suite was built");
     };
     const owners = new Map(modules.flatMap((module) => module.serves.map((desc) => [desc.typeName, module.name] as const)));
+    log.level = config.logLevel;
     const metrics = new Metrics();
+    const calls = accessLog({ sample: config.accessLogSample });
     const clients = new ServiceClients({
       interceptors: [metrics.client],
       internalCredential: config.internalCredential,
@@ -145,7 +148,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     });
     const health = new HealthStatus();
     for (const { service, orm } of running) {
-      const interceptors = [metrics.server, ...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
+      const interceptors = [metrics.server, calls, ...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
       if (orm) interceptors.push(entityManagerInterceptor(orm));
       const probes = [...(orm ? [databaseProbe(orm)] : []), ...(service.probes ?? [])];
       for (const { service: desc, impl } of service.implementations) {

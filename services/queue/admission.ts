@@ -2,6 +2,9 @@ import { Repeating } from "../platform/background.js";
 import type { Rooms } from "./rooms.js";
 import type { Policy, QueueStore, RoomSettings } from "./store.js";
 import type { SupplySource } from "./supply.js";
+import { logger } from "../platform/log.js";
+
+const queueLog = logger("queue");
 
 /** How old a supply reading may be and still let the line move while the concert service does not answer. */
 const lastKnownSupplyMaxAgeMs = 10_000;
@@ -58,8 +61,8 @@ export class AdmissionWorker {
   async tick(): Promise<void> {
     const rooms = await this.#rooms();
     if ((await this.store.markLife()) && rooms.size > 0) {
-      console.warn(
-        `queue: the waiting-room store is empty (it lost its data, or is new): ${rooms.size} rooms are restored from PostgreSQL; ` +
+      queueLog.warn(
+        `the waiting-room store is empty (it lost its data, or is new): ${rooms.size} rooms are restored from PostgreSQL; ` +
           "places that were in it are lost, and their fans are told to enter again",
       );
     }

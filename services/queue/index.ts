@@ -15,6 +15,9 @@ import { Rooms } from "./rooms.js";
 import type { QueueStore } from "./store.js";
 import { ConcertSupply } from "./supply.js";
 import { WaitingRoom } from "./waiting-room.js";
+import { logger, why } from "../platform/log.js";
+
+const queueLog = logger("queue");
 
 /** Queue service: the per-concert waiting rooms, their admission, and the gate. */
 export const queueModule: ServiceModule = {
@@ -70,8 +73,8 @@ async function importLegacyRooms(store: RedisQueueStore, rooms: Rooms) {
     const legacy = await store.legacyRooms();
     for (const { concertId, ...change } of legacy) await rooms.change(concertId, change);
     await store.forgetLegacyRooms();
-    if (legacy.length > 0) console.log(`queue: ${legacy.length} rooms of the earlier layout are now kept in PostgreSQL`);
+    if (legacy.length > 0) queueLog.info(`${legacy.length} rooms of the earlier layout are now kept in PostgreSQL`);
   } catch (error) {
-    console.error("queue: rooms of the earlier layout could not be imported now; the next start tries again:", error instanceof Error ? error.message : error);
+    queueLog.error(`rooms of the earlier layout could not be imported now; the next start tries again: ${why(error)}`);
   }
 }

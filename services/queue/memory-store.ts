@@ -2,6 +2,7 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node
 import { dirname } from "node:path";
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 import { minuteMs, overlay, sampleSize } from "./policy.js";
+import { logger, why } from "../platform/log.js";
 
 /**
  * Counts present sequence numbers below a bound in O(log n): a Fenwick tree
@@ -228,7 +229,7 @@ export class MemoryQueueStore implements QueueStore {
       saved = JSON.parse(readFileSync(file, "utf8")) as Record<string, RoomSnapshot>;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
-      console.warn(`queue: ${file} is unreadable (${(error as Error).message}); the waiting rooms start empty`);
+      logger("queue").warn({ file }, `${file} is unreadable (${why(error)}); the waiting rooms start empty`);
       rmSync(file, { force: true });
       return;
     }

@@ -1,6 +1,7 @@
 import type { Metrics } from "../platform/metrics.js";
 import type { Rooms } from "./rooms.js";
 import type { QueueStore, RoomCounts, RoomSettings } from "./store.js";
+import { logger, why } from "../platform/log.js";
 
 /**
  * The waiting rooms as Prometheus sees them, per concert: the line, the
@@ -21,7 +22,7 @@ export function roomMetrics(metrics: Metrics, store: QueueStore, rooms: Rooms): 
         try {
           for (const [concertId, settings] of await rooms.all()) all.set(concertId, { settings, counts: await store.counts(concertId, Date.now()) });
         } catch (error) {
-          console.error("metrics: the waiting rooms could not be read:", error instanceof Error ? error.message : error);
+          logger("metrics").warn(`the waiting rooms could not be read: ${why(error)}`);
           all.clear();
         }
         return all;

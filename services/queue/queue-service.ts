@@ -22,6 +22,7 @@ import {
 } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { caller, queueTokenHeader } from "../platform/access.js";
 import { InvalidInput, NotAuthenticated, Reason } from "../platform/errors.js";
+import { audit } from "../platform/log.js";
 import { check } from "../platform/validate.js";
 import type { AdmissionWorker } from "./admission.js";
 import type { Policy } from "./store.js";
@@ -142,17 +143,21 @@ export class QueueAdminHandlers implements ServiceImpl<typeof QueueAdminService>
     };
   }
 
-  async pauseAdmission(req: PauseAdmissionRequest) {
-    await this.room.setPaused(check.id(req.concertId, "concert_id"), true);
+  async pauseAdmission(req: PauseAdmissionRequest, ctx: HandlerContext) {
+    const concertId = check.id(req.concertId, "concert_id");
+    const { before, after } = await this.room.setPaused(concertId, true);
+    audit(ctx, { subject: `waiting room of concert ${concertId}`, before: { paused: before }, after: { paused: after } });
     return {};
   }
 
-  async resumeAdmission(req: ResumeAdmissionRequest) {
-    await this.room.setPaused(check.id(req.concertId, "concert_id"), false);
+  async resumeAdmission(req: ResumeAdmissionRequest, ctx: HandlerContext) {
+    const concertId = check.id(req.concertId, "concert_id");
+    const { before, after } = await this.room.setPaused(concertId, false);
+    audit(ctx, { subject: `waiting room of concert ${concertId}`, before: { paused: before }, after: { paused: after } });
     return {};
   }
 
-  async setAdmissionPolicy(req: SetAdmissionPolicyRequest) {
+  async setAdmissionPolicy(req: SetAdmissionPolicyRequest, ctx: HandlerContext) {
     const concertId = check.id(req.concertId, "concert_id");
     const policy = req.policy;
     if (!policy) throw new InvalidInput("policy", "is required");
@@ -162,6 +167,8 @@ export class QueueAdminHandlers implements ServiceImpl<typeof QueueAdminService>
       sessionTtlMs: policyDuration(policy.sessionTtl, "policy.session_ttl"),
       abandonAfterMs: policyDuration(policy.abandonAfter, "policy.abandon_after"),
     };
-    return { policy: policyMessage(await this.room.setPolicy(concertId, change)) };
+    const { before, after } = await this.room.setPolicy(concertId, change);
+    audit(ctx, { subject: `admission policy of concert ${concertId}`, before, after });
+    return { policy: policyMessage(after) };
   }
 }

@@ -132,12 +132,16 @@ export class WaitingRoom {
     return { ...counts, paused: settings.paused, soldOut: settings.soldOut, policy: overlay(this.defaults, settings.overrides) };
   }
 
-  async setPaused(concertId: string, paused: boolean): Promise<void> {
-    await this.#change(concertId, { paused });
+  /** Pauses or resumes admission; whether it was paused before, and is after (for the audit). */
+  async setPaused(concertId: string, paused: boolean): Promise<{ before: boolean; after: boolean }> {
+    const { before, after } = await this.#change(concertId, { paused });
+    return { before: before.paused, after: after.paused };
   }
 
-  async setPolicy(concertId: string, overrides: Partial<Policy>): Promise<Policy> {
-    return overlay(this.defaults, (await this.#change(concertId, { overrides })).overrides);
+  /** Changes the room's policy; the policy in force before and after. */
+  async setPolicy(concertId: string, overrides: Partial<Policy>): Promise<{ before: Policy; after: Policy }> {
+    const { before, after } = await this.#change(concertId, { overrides });
+    return { before: overlay(this.defaults, before.overrides), after: overlay(this.defaults, after.overrides) };
   }
 
   /**
@@ -147,11 +151,12 @@ export class WaitingRoom {
    */
   async #change(concertId: string, change: Parameters<Rooms["change"]>[1]) {
     await this.supply.exists(concertId);
-    const settings = await this.rooms.change(concertId, change);
-    await this.store.apply(concertId, settings).catch((error: unknown) => {
+    const before = await this.rooms.get(concertId);
+    const after = await this.rooms.change(concertId, change);
+    await this.store.apply(concertId, after).catch((error: unknown) => {
       if (!(error instanceof DependencyDown)) throw error;
     });
-    return settings;
+    return { before, after };
   }
 
   #ticket(queueToken: string): QueueTicket {
