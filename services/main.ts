@@ -1,6 +1,7 @@
 // Before anything else is loaded: on an older Node (`npm ci --omit=dev` leaves out the Node 24 the
 // npm scripts bring) the start stops on one line instead of running, or failing, somewhere inside.
 // Only modules that load nothing but Node's own are imported statically; the rest come in main().
+import cluster from "node:cluster";
 import net from "node:net";
 import { ConfigError, loadConfig, type Config } from "./platform/config.js";
 import { requireSupportedNode } from "./platform/node-version.js";
@@ -24,7 +25,8 @@ let loaded: Config | undefined;
  */
 async function main(): Promise<void> {
   const config = (loaded = loadConfig());
-  await checkPort(config);
+  if (config.workers > 1 && cluster.isPrimary) return runWorkers(config);
+  if (cluster.isPrimary) await checkPort(config);
   const { checkDatabase } = await import("./platform/database-connection.js");
   checkRedisUrl(config);
   if (config.databaseUrl) await checkDatabase(config.databaseUrl);
@@ -57,6 +59,46 @@ async function main(): Promise<void> {
   if (servesPage) log.info(`booking page: ${suite.host.url}/`);
   log.info(`database: ${config.databaseUrl ? "PostgreSQL at DATABASE_URL" : `embedded PGlite in ${config.dataDir}`}`);
   if (!process.env.OPERATOR_KEY) log.info(`operator key: operatorKey in ${config.dataDir}/secrets.json`);
+}
+
+/**
+ * WORKERS=N: this process starts N workers, each the whole suite as one
+ * instance, and hands each new connection on the port to one of them (Node's
+ * cluster, round robin). A worker that dies is started again; SIGTERM goes to
+ * every worker, each shutting down as a single process does, and this one exits
+ * when they have. The port is checked here, once, before any migrates.
+ */
+async function runWorkers(config: Config): Promise<void> {
+  await checkPort(config);
+  cluster.setupPrimary({ execArgv: process.execArgv });
+  let stopping = false;
+  const served = new Set<number>();
+  const start = () => cluster.fork();
+  for (let i = 0; i < config.workers; i++) start();
+  cluster.on("listening", (worker) => served.add(worker.id));
+  cluster.on("exit", (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    if (!served.has(worker.id)) {
+      // It failed to start (it has said why): so would the next one.
+      stopping = true;
+      for (const other of Object.values(cluster.workers ?? {})) other?.process.kill("SIGTERM");
+      process.exitCode = 1;
+      return;
+    }
+    console.error(`worker ${worker.process.pid} exited (${signal ?? code}); starting another`);
+    setTimeout(start, 1_000).unref();
+  });
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGTERM");
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }
 
 /** What a failed listen on HOST:PORT means, or undefined for an error that is not one. */

@@ -50,6 +50,8 @@ export interface Config extends Secrets {
   maxConnectionsPerAddress: number;
   /** GET /metrics without the operator credential. */
   metricsPublic: boolean;
+  /** Worker processes serving the one port (PostgreSQL and Redis mode only). */
+  workers: number;
   /** Least level logged (LOG_LEVEL). */
   logLevel: (typeof logLevels)[number];
   /** The share of calls the access log writes (0..1); server faults and operator actions always. */
@@ -107,6 +109,21 @@ function fraction(env: Env, name: string, fallback: number): number {
   const value = Number(raw);
   if (!/^\d*\.?\d+$/.test(raw) || !(value >= 0 && value <= 1)) throw new ConfigError(`${name} must be a number in 0..1, got "${raw}"`);
   return value;
+}
+
+/**
+ * WORKERS: processes of the whole suite on one port (the primary hands each
+ * new connection to one). Every worker is an instance like any other, so it
+ * needs the shared stores: PostgreSQL (the embedded database is one process's)
+ * and Redis (the in-process waiting room would be one per worker).
+ */
+function workerCount(env: Env): number {
+  const workers = integer(env, "WORKERS", 1, 1, 64);
+  if (workers > 1 && !env.DATABASE_URL) throw new ConfigError("WORKERS above 1 needs DATABASE_URL: the embedded database belongs to one process");
+  if (workers > 1 && !env.REDIS_URL && !env.REDIS_CLUSTER_NODES) {
+    throw new ConfigError("WORKERS above 1 needs REDIS_URL (or REDIS_CLUSTER_NODES): the in-process waiting room would be one per worker");
+  }
+  return workers;
 }
 
 function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
@@ -315,6 +332,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxConnectionsPerAddress: integer(env, "MAX_CONNECTIONS_PER_ADDRESS", 1024, 0, 1_000_000),
     metricsPublic: boolean(env, "METRICS_PUBLIC", false),
     logLevel: oneOf(env, "LOG_LEVEL", logLevels, "info"),
+    workers: workerCount(env),
     accessLogSample: fraction(env, "ACCESS_LOG_SAMPLE", 0.01),
     holdMs: 1000 * integer(env, "HOLD_SECONDS", 300, 1, 3600),
     holdSweepMs: integer(env, "HOLD_SWEEP_MS", 1000, 10, 60_000),
