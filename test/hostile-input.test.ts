@@ -235,9 +235,14 @@ describe("what a caller puts in a message or a timer is bounded", () => {
 
     const socket = net.connect(suite.host.port, "127.0.0.1");
     const h1Started = Date.now();
+    let reply = "";
+    socket.on("data", (chunk: Buffer) => (reply += chunk.toString()));
     socket.write(`POST ${listConcerts} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nconnect-timeout-ms: 300\r\ncontent-length: 100\r\n\r\n{`);
     await new Promise((resolve) => socket.once("close", resolve));
     expect(Date.now() - h1Started).toBeLessThan(2_000);
+    // Answered before the connection is closed: the only way to end one request on HTTP/1.1.
+    expect(reply).toMatch(/^HTTP\/1.1 \d{3}/);
+    expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4)).code).toBe("deadline_exceeded");
   });
 });
 
@@ -329,5 +334,46 @@ describe("connections a client holds are bounded", () => {
     const reply = await new Promise<string>((resolve) => fresh.once("data", (chunk) => resolve(chunk.toString())));
     expect(reply).toMatch(/^HTTP\/1.1 200/);
     fresh.destroy();
+  });
+});
+
+describe("what the fuzz test found", () => {
+  it("a Host or :authority that is no authority is InvalidArgument, and the server lives on", async () => {
+    for (const host of ["a b", "[::1", "a:b:c", "localhost:99999"]) {
+      const socket = net.connect(suite.host.port, "127.0.0.1");
+      let reply = "";
+      socket.on("data", (chunk: Buffer) => (reply += chunk.toString()));
+      socket.write(`POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
+      await new Promise((resolve) => socket.once("close", resolve));
+      expect(reply, host).toMatch(/^HTTP\/1.1 400/);
+      expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4)).code).toBe("invalid_argument");
+    }
+    const noHost = net.connect(suite.host.port, "127.0.0.1");
+    let reply = "";
+    noHost.on("data", (chunk: Buffer) => (reply += chunk.toString()));
+    noHost.write(`POST /grpc.health.v1.Health/Check HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`);
+    await new Promise((resolve) => noHost.once("close", resolve));
+    expect(reply).toMatch(/^HTTP\/1.[01] 400/);
+    const h2Bad = await h2(suite.host.url, "/grpc.health.v1.Health/Check", { "content-type": "application/grpc", ":authority": "a:b:c" }, envelope(Buffer.alloc(0)));
+    expect(grpcStatus(h2Bad).code).toBe(Code.InvalidArgument);
+    // Still serving.
+    expect(grpcStatus(await h2(suite.host.url, "/grpc.health.v1.Health/Check", { "content-type": "application/grpc" }, envelope(Buffer.alloc(0)))).code).toBe(0);
+  });
+
+  it("a message quoting a lone surrogate, or a huge header, is sent well-formed and cut short", async () => {
+    // One astral character's first half, as JSON.parse quotes it in its error.
+    const surrogate = Buffer.concat([Buffer.from([0, 0, 0, 0, 4]), Buffer.from([0xf0, 0xaa, 0x87, 0x89])]);
+    const answer = grpcStatus(await h1(suite.host.url, "POST", listConcerts, { "content-type": "application/grpc-web+json", "grpc-timeout": "2S" }, surrogate));
+    expect(answer.code).toBe(Code.InvalidArgument);
+    const encoding = grpcStatus(await h2(suite.host.url, listConcerts, { "content-type": "application/grpc", "grpc-encoding": "x".repeat(3000) }, envelope(Buffer.alloc(0), 1)));
+    expect(encoding.code).toBe(Code.Unimplemented);
+    expect(encoding.message.length).toBeLessThanOrEqual(301);
+    const timeout = grpcStatus(await h2(suite.host.url, listConcerts, { "content-type": "application/grpc", "grpc-timeout": `${"9".repeat(2000)}S` }, envelope(Buffer.alloc(0))));
+    expect([timeout.code, timeout.message.length <= 301]).toEqual([Code.InvalidArgument, true]);
+  });
+
+  it("the raw WatchQueueStatus path answers a body over 1 MiB ResourceExhausted, not a reset", async () => {
+    const big = await h2(suite.host.url, watch, { "content-type": "application/grpc", "x-queue-token": "t" }, envelope(Buffer.alloc(1024 * 1024 + 16)));
+    expect(grpcStatus(big).code).toBe(Code.ResourceExhausted);
   });
 });

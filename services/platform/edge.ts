@@ -149,16 +149,22 @@ export function answer(req: http.IncomingMessage | http2.Http2ServerRequest, res
  * bodyTimeoutMs): a caller sending its body slowly, or never ending it, holds
  * a stream and a pending handler until then, not until the connection's idle
  * timeout. Over HTTP/2 the stream is reset (the caller's own deadline has
- * passed, or the body is stalled); over HTTP/1.1 the connection is closed, the
- * only way to end one request there.
+ * passed, or the body is stalled). Over HTTP/1.1 the connection is the only
+ * thing to end: DeadlineExceeded is answered first, then it is closed.
  */
-export function limitBodyTime(req: http.IncomingMessage | http2.Http2ServerRequest, deadlineMs: number | undefined): void {
+export function limitBodyTime(
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+  deadlineMs: number | undefined,
+): void {
   if (req.readableEnded || req.complete) return;
   const timer = setTimeout(() => {
     if (req.complete) return;
     const stream = (req as http2.Http2ServerRequest).stream as http2.ServerHttp2Stream | undefined;
-    if (stream) stream.close(0x8 /* NGHTTP2_CANCEL */);
-    else req.socket.destroy();
+    if (stream) return void stream.close(0x8 /* NGHTTP2_CANCEL */);
+    if (res.headersSent) return void req.socket.destroy();
+    res.once("finish", () => req.socket.destroy());
+    answer(req, res, new ConnectError("the request body did not arrive within the call's deadline", Code.DeadlineExceeded));
   }, Math.min(deadlineMs ?? bodyTimeoutMs, bodyTimeoutMs));
   const done = () => clearTimeout(timer);
   req.once("end", done);
@@ -177,9 +183,28 @@ export function requestGate(handlerContext: HandlerContext): void {
   const abort = context.abort.bind(context);
   const input = context.method.input.typeName;
   context.abort = (reason?: unknown) => {
-    if (reason instanceof ConnectError) readError(reason, input);
+    if (reason instanceof ConnectError) sayable(readError(reason, input));
     abort(reason);
   };
+}
+
+/** Longest error message a caller is sent; Connect's own messages quote what it was sent (a header, a JSON value). */
+export const maxMessageChars = 300;
+
+/**
+ * Makes, in place, an error's message fit to send: cut to maxMessageChars,
+ * and well-formed UTF-16 (a lone surrogate that a JSON parser quoted from the
+ * input makes the percent-encoding of `grpc-message` throw, and the call then
+ * never answers). Every call's error passes here (the gate's `abort`), the
+ * raw streams' too.
+ */
+export function sayable(error: ConnectError): ConnectError {
+  const raw = error.rawMessage;
+  let fit = raw.length > maxMessageChars ? `${raw.slice(0, maxMessageChars)}…` : raw;
+  fit = fit.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
+  if (fit === raw) return error;
+  const fixed = new ConnectError(fit, error.code);
+  return Object.assign(error, { rawMessage: fixed.rawMessage, message: fixed.message });
 }
 
 /**

@@ -132,9 +132,16 @@ export async function startHost(options: HostOptions): Promise<Host> {
       const refused = precheck(req, path, paths);
       if (refused) return answer(req, res, refused);
       const deadlineMs = boundDeadline(req.headers);
-      if (!paths.streamingRequests.has(path)) limitBodyTime(req, deadlineMs);
+      if (!paths.streamingRequests.has(path)) limitBodyTime(req, res, deadlineMs);
     }
-    handler(req as http.IncomingMessage, res as http.ServerResponse);
+    try {
+      handler(req as http.IncomingMessage, res as http.ServerResponse);
+    } catch (error) {
+      // Connect builds the request's URL from its Host (HTTP/1.1) or :authority (HTTP/2) before anything else,
+      // and throws, outside any promise, for one that is no authority ("a b", "[::1", none at all over HTTP/1.0).
+      if (res.headersSent) return void res.destroy();
+      answer(req, res, new ConnectError(`the request's ${req.httpVersionMajor === 2 ? ":authority" : "Host"} is not a host[:port]`, Code.InvalidArgument));
+    }
   };
 
   // Headers must arrive within firstBytesMs (checked every second); a body within the call's deadline (edge.ts).

@@ -3,7 +3,9 @@ import { Code, ConnectError, createContextValues, type ContextValues, type Handl
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import http2 from "node:http2";
 import { once } from "node:events";
-import { bodyTimeoutMs, maxDeadlineMs, readError } from "./edge.js";
+import { bodyTimeoutMs, maxDeadlineMs, readError, sayable } from "./edge.js";
+import { context } from "@opentelemetry/api";
+import { rawServerSpan } from "./tracing.js";
 
 /**
  * A server-streaming RPC served over gRPC (h2c) straight on Node's
@@ -135,19 +137,27 @@ function requestMessage<I extends DescMessage>(schema: I, body: Buffer, what: st
  * `withinMs` resets the stream, as the edge does on Connect (edge.ts limitBodyTime).
  */
 async function readBody(stream: http2.ServerHttp2Stream, maxBytes: number, withinMs: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), withinMs);
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+  // Read with listeners, not `for await`: leaving that loop on a body too large would destroy the stream,
+  // and the caller would hear a reset instead of ResourceExhausted.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), withinMs);
+    const settle = () => {
+      clearTimeout(timer);
+      stream.off("data", onData).off("end", onEnd).off("close", onClose);
+    };
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > maxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${maxBytes}`, Code.ResourceExhausted);
-      chunks.push(chunk);
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  return stream.destroyed ? undefined : Buffer.concat(chunks);
+      if (size <= maxBytes) return void chunks.push(chunk);
+      settle();
+      stream.resume(); // the rest is read and dropped, so the caller can still be answered
+      reject(new ConnectError(`message size is larger than configured readMaxBytes ${maxBytes}`, Code.ResourceExhausted));
+    };
+    const onEnd = () => (settle(), resolve(Buffer.concat(chunks)));
+    const onClose = () => (settle(), resolve(undefined));
+    stream.on("data", onData).once("end", onEnd).once("close", onClose);
+  });
 }
 
 /**
@@ -183,7 +193,7 @@ async function send(stream: http2.ServerHttp2Stream, bytes: Buffer): Promise<voi
 /** Ends the call with this status: as trailers after messages, as a trailers-only response before any. */
 function finish(stream: http2.ServerHttp2Stream, error: ConnectError | undefined) {
   if (stream.destroyed || stream.closed) return;
-  const fields = statusFields(error);
+  const fields = statusFields(error && sayable(error));
   if (!stream.headersSent) {
     stream.respond({ ...headersOk, ...fields }, { endStream: true });
     return;
@@ -220,7 +230,12 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
   }
 
   /** Streams what the handler yields and ends the call; holds only what the stream needs while it is open. */
-  async function serve(stream: http2.ServerHttp2Stream, call: ReturnType<typeof callSignal>, opened: Promise<AsyncIterable<MessageInitShape<O>> | undefined>) {
+  async function serve(
+    stream: http2.ServerHttp2Stream,
+    call: ReturnType<typeof callSignal>,
+    opened: Promise<AsyncIterable<MessageInitShape<O>> | undefined>,
+    ended?: (error: ConnectError | undefined) => void,
+  ) {
     const started = process.hrtime.bigint();
     let failure: ConnectError | undefined;
     try {
@@ -242,6 +257,7 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
       call.done();
     }
     finish(stream, failure);
+    ended?.(failure);
     rules.served?.(method.parent.typeName, method.name, failure, started);
   }
 
@@ -251,8 +267,13 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
       stream.on("error", () => {}); // a reset or a lost connection: the close handler has aborted the call
       const timeout = parseTimeout((headers["grpc-timeout"] as string | undefined) ?? null, Number.MAX_SAFE_INTEGER);
       const call = callSignal(stream, timeout.timeoutMs, host.shutdown);
-      const opened = timeout.error ? Promise.reject(timeout.error) : open(stream, headers, call.signal, host.readMaxBytes, timeout.timeoutMs);
-      void serve(stream, call, opened).catch(() => stream.destroy());
+      // The caller's trace (traceparent), continued by a SERVER span when spans are recorded (tracing.ts).
+      const traced = rawServerSpan(method.parent.typeName, method.name, headers);
+      const run = () => {
+        const opened = timeout.error ? Promise.reject(timeout.error) : open(stream, headers, call.signal, host.readMaxBytes, timeout.timeoutMs);
+        return serve(stream, call, opened, traced?.end);
+      };
+      void (traced ? context.with(traced.context, run) : run()).catch(() => stream.destroy());
     },
   };
 }
