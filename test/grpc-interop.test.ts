@@ -34,6 +34,7 @@ const POINT = "boxoffice.point.v1.PointService";
 const POINT_INTERNAL = "boxoffice.point.v1.PointInternalService";
 const PAYMENT = "boxoffice.payment.v1.PaymentService";
 const PAYMENT_INTERNAL = "boxoffice.payment.v1.PaymentInternalService";
+const PAYMENT_ADMIN = "boxoffice.payment.v1.PaymentAdminService";
 const COORDINATOR = "boxoffice.coordinator.v1.CoordinatorService";
 const HEALTH = "grpc.health.v1.Health";
 
@@ -216,6 +217,7 @@ describe("the contract in proto/ loads into a standard gRPC stack", () => {
         POINT_INTERNAL,
         PAYMENT,
         PAYMENT_INTERNAL,
+        PAYMENT_ADMIN,
         COORDINATOR,
         HEALTH,
         "grpc.reflection.v1.ServerReflection",
@@ -358,6 +360,30 @@ describe("QueueAdminService", () => {
       for (const headers of [{}, bearer(user.token), bearer("test-operator-key-but-wrong")]) {
         await expectFailure(g.unary(QUEUE_ADMIN, method, request, headers), "PERMISSION_DENIED", "REASON_OPERATOR_ONLY");
       }
+    }
+  });
+});
+
+describe("the operator console's reads", () => {
+  it("ListQueueStats, ConcertAdminService.ListSeatCounts and PaymentAdminService.ListPaymentCounts, with the operator key only", async () => {
+    const { concertId } = await createConcert([{ seatCount: 2, price: 10 }]);
+    await g.unary(QUEUE_ADMIN, "PauseAdmission", { concertId }, operator);
+    await enteredFan(concertId);
+    const { stats } = await g.unary(QUEUE_ADMIN, "ListQueueStats", { concertIds: [concertId] }, operator);
+    expect(stats).toEqual([expect.objectContaining({ concertId, waiting: "1", admitted: "0", paused: true, waitAtBack: null })]);
+    await g.unary(QUEUE_ADMIN, "ResumeAdmission", { concertId }, operator);
+
+    const { concerts } = await g.unary(CONCERT_ADMIN, "ListSeatCounts", {}, operator);
+    expect(concerts).toContainEqual({ concertId, total: 2, available: 2, held: 0, sold: 0 });
+    const payments = await g.unary(PAYMENT_ADMIN, "ListPaymentCounts", {}, operator);
+    expect(Array.isArray(payments.concerts)).toBe(true);
+
+    for (const [service, method, request] of [
+      [QUEUE_ADMIN, "ListQueueStats", { concertIds: [concertId] }],
+      [CONCERT_ADMIN, "ListSeatCounts", {}],
+      [PAYMENT_ADMIN, "ListPaymentCounts", {}],
+    ] as const) {
+      await expectFailure(g.unary(service, method, request), "PERMISSION_DENIED", "REASON_OPERATOR_ONLY");
     }
   });
 });

@@ -138,5 +138,25 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
       schedules: schedules.map((s, i) => scheduleMessage(s, draft.schedules[i]!.seatCount)),
     };
   }
+  /** Every concert's seats by state (expired holds count as available, as fans see them), in one query. */
+  async listSeatCounts(_req: unknown, ctx: HandlerContext) {
+    const rows = await entityManager(ctx).getConnection().execute<{ id: string; available: string; held: string; sold: string }[]>(
+      `select concert.id,
+              count(*) filter (where ${seatStateNow} = 'AVAILABLE') as available,
+              count(*) filter (where ${seatStateNow} = 'HELD') as held,
+              count(*) filter (where ${seatStateNow} = 'SOLD') as sold
+         from "concert"."concert" concert
+         join "concert"."schedule" schedule on schedule.concert_id = concert.id
+         join "concert"."seat" seat on seat.schedule_id = schedule.id
+        group by concert.id, concert.created_at
+        order by concert.created_at, concert.id`,
+    );
+    return {
+      concerts: rows.map((row) => {
+        const [available, held, sold] = [Number(row.available), Number(row.held), Number(row.sold)];
+        return { concertId: row.id, total: available + held + sold, available, held, sold };
+      }),
+    };
+  }
 }
 

@@ -1,4 +1,4 @@
-import { PaymentInternalService, PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
+import { PaymentAdminService, PaymentInternalService, PaymentService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointInternalService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationInternalService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
@@ -9,13 +9,13 @@ import { Migration20261124040000_payments } from "./migrations/Migration20261124
 import { Migration20261124050000_payment_lease } from "./migrations/Migration20261124050000_payment_lease.js";
 import { pointsPort, reservationsPort, sessionsPort } from "./neighbours.js";
 import { Payment } from "./payment.entity.js";
-import { PaymentHandlers, PaymentInternalHandlers } from "./payment-service.js";
+import { PaymentAdminHandlers, PaymentHandlers, PaymentInternalHandlers } from "./payment-service.js";
 import { Payments } from "./payments.js";
 
 /** Payment service: paying for holds with points, and recovering payments a crash interrupted. */
 export const paymentModule: ServiceModule = {
   name: "payment",
-  serves: [PaymentService, PaymentInternalService],
+  serves: [PaymentService, PaymentInternalService, PaymentAdminService],
   database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments, Migration20261124050000_payment_lease] },
   create: ({ config, orm, clients, metrics }) => {
     const { paymentRecoveryMs } = config;
@@ -35,7 +35,11 @@ export const paymentModule: ServiceModule = {
       payments.recover(orm!.em.fork(), paymentRecoveryMs / 3),
     );
     return {
-      implementations: [implementation(PaymentService, new PaymentHandlers(payments)), implementation(PaymentInternalService, new PaymentInternalHandlers(payments))],
+      implementations: [
+        implementation(PaymentService, new PaymentHandlers(payments)),
+        implementation(PaymentInternalService, new PaymentInternalHandlers(payments)),
+        implementation(PaymentAdminService, new PaymentAdminHandlers()),
+      ],
       start: async () => recovery.start(),
       stop: () => recovery.stop(),
     };

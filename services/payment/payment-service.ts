@@ -9,6 +9,7 @@ import {
   type PayForUserRequest,
   type PayRequest,
   type Payment as PaymentMessage,
+  type PaymentAdminService,
   type PaymentInternalService,
   type PaymentService,
 } from "../../gen/boxoffice/payment/v1/payment_pb.js";
@@ -87,5 +88,19 @@ export class PaymentInternalHandlers implements ServiceImpl<typeof PaymentIntern
       reservation: req.reservation,
     });
     return answer(paid);
+  }
+}
+
+/** Operators' view of the payments: counts by state per concert. */
+export class PaymentAdminHandlers implements ServiceImpl<typeof PaymentAdminService> {
+  async listPaymentCounts(_req: unknown, ctx: HandlerContext) {
+    const rows = await entityManager(ctx).getConnection().execute<{ concert_id: string; pending: string; succeeded: string; failed: string }[]>(
+      `select concert_id,
+              count(*) filter (where state = 'PENDING') as pending,
+              count(*) filter (where state = 'SUCCEEDED') as succeeded,
+              count(*) filter (where state = 'FAILED') as failed
+         from "payment"."payment" group by concert_id order by concert_id`,
+    );
+    return { concerts: rows.map((row) => ({ concertId: row.concert_id, pending: Number(row.pending), succeeded: Number(row.succeeded), failed: Number(row.failed) })) };
   }
 }

@@ -1,4 +1,5 @@
 import { getOption } from "@bufbuild/protobuf";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { pino, type Logger } from "pino";
@@ -77,8 +78,8 @@ const accessLevels = new WeakMap<object, Access>();
  * response header), and a sampled share of calls is logged with service, RPC,
  * code, duration, request id, trace id (from `traceparent`) and peer. Calls
  * that fail on the server's side are always logged, at warn; every operator
- * RPC is always logged, at info, as an audit line with what its handler
- * reported it changed (before and after).
+ * RPC that changes something is always logged, at info, as an audit line with
+ * what its handler reported it changed (before and after).
  */
 export function accessLog(options: AccessLogOptions): Interceptor {
   const calls = logger("access");
@@ -89,7 +90,8 @@ export function accessLog(options: AccessLogOptions): Interceptor {
     const requestId = given !== null && requestIdPattern.test(given) ? given : randomUUID();
     let level = accessLevels.get(req.method);
     if (level === undefined) accessLevels.set(req.method, (level = getOption(req.method, access)));
-    const operator = level === Access.OPERATOR;
+    // Operator reads (the console polls them every second) are no actions: the access log's, sampled.
+    const operator = level === Access.OPERATOR && req.method.idempotency !== MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS;
     const changes: AuditRecord[] | undefined = operator ? [] : undefined;
     if (changes) req.contextValues.set(auditKey, changes);
     const finish = (error: unknown) => {

@@ -11,6 +11,7 @@ import {
   type EnterQueueRequest,
   type GetQueueStatsRequest,
   type GetQueueStatusesRequest,
+  type ListQueueStatsRequest,
   type PauseAdmissionRequest,
   type QueueAdminService,
   type QueueInternalService,
@@ -26,7 +27,7 @@ import { audit } from "../platform/log.js";
 import { check } from "../platform/validate.js";
 import type { AdmissionWorker } from "./admission.js";
 import type { Policy } from "./store.js";
-import type { RoomStatus, WaitingRoom } from "./waiting-room.js";
+import type { RoomStats, RoomStatus, WaitingRoom } from "./waiting-room.js";
 
 const stateOf = {
   WAITING: QueueState.WAITING,
@@ -48,6 +49,19 @@ export function statusMessage(status: RoomStatus): QueueStatus {
     reason: status.reason,
     detail: status.detail,
   });
+}
+
+function statsMessage(stats: RoomStats) {
+  return {
+    waiting: BigInt(stats.waiting),
+    admitted: BigInt(stats.admitted),
+    admittedPerMinute: BigInt(stats.admittedLastMinute),
+    abandoned: BigInt(stats.abandoned),
+    paused: stats.paused,
+    soldOut: stats.soldOut,
+    policy: policyMessage(stats.policy),
+    waitAtBack: stats.waitAtBackMs === undefined ? undefined : durationFromMs(stats.waitAtBackMs),
+  };
 }
 
 function policyMessage(policy: Policy): AdmissionPolicy {
@@ -131,16 +145,13 @@ export class QueueAdminHandlers implements ServiceImpl<typeof QueueAdminService>
   constructor(private readonly room: WaitingRoom) {}
 
   async getQueueStats(req: GetQueueStatsRequest) {
-    const stats = await this.room.stats(check.id(req.concertId, "concert_id"));
-    return {
-      waiting: BigInt(stats.waiting),
-      admitted: BigInt(stats.admitted),
-      admittedPerMinute: BigInt(stats.admittedLastMinute),
-      abandoned: BigInt(stats.abandoned),
-      paused: stats.paused,
-      soldOut: stats.soldOut,
-      policy: policyMessage(stats.policy),
-    };
+    return statsMessage(await this.room.stats(check.id(req.concertId, "concert_id")));
+  }
+
+  async listQueueStats(req: ListQueueStatsRequest) {
+    const concertIds = check.count(req.concertIds, "concert_ids", 1, 1000).map((id, i) => check.id(id, `concert_ids[${i}]`));
+    const stats = await this.room.statsOf(concertIds);
+    return { stats: stats.map((room, i) => ({ concertId: concertIds[i]!, ...statsMessage(room) })) };
   }
 
   async pauseAdmission(req: PauseAdmissionRequest, ctx: HandlerContext) {

@@ -2,8 +2,8 @@ import type { Admission } from "../platform/access.js";
 import { DependencyDown, Forbidden, NotAuthenticated, Reason, Refused } from "../platform/errors.js";
 import { estimatedWaitMs, overlay } from "./policy.js";
 import type { QueueTicket, QueueTokens } from "./queue-tokens.js";
-import type { Rooms } from "./rooms.js";
-import type { EntryState, EntryView, Pace, Policy, QueueStore, RoomCounts } from "./store.js";
+import { unsetRoom, type Rooms } from "./rooms.js";
+import type { EntryState, EntryView, Pace, Policy, QueueStore, RoomCounts, RoomSettings } from "./store.js";
 import type { SupplySource } from "./supply.js";
 
 /** A queue token's waiting info, as fans see it. */
@@ -24,6 +24,8 @@ export interface RoomStats extends RoomCounts {
   paused: boolean;
   soldOut: boolean;
   policy: Policy;
+  /** What the fan at the back of the line is told to expect; undefined while nobody waits, or while unknown. */
+  waitAtBackMs: number | undefined;
 }
 
 const noPace: Pace = {
@@ -128,8 +130,26 @@ export class WaitingRoom {
 
   async stats(concertId: string): Promise<RoomStats> {
     await this.supply.exists(concertId);
-    const [settings, counts] = await Promise.all([this.rooms.get(concertId), this.store.counts(concertId, this.clock())]);
-    return { ...counts, paused: settings.paused, soldOut: settings.soldOut, policy: overlay(this.defaults, settings.overrides) };
+    return this.#stats(concertId, await this.rooms.get(concertId));
+  }
+
+  /**
+   * Many rooms' stats at once (the operator console): one query for the
+   * settings, then each room's counts from the store. Concerts are not looked
+   * up: one whose room was never listed reads as an empty room.
+   */
+  async statsOf(concertIds: string[]): Promise<RoomStats[]> {
+    const all = await this.rooms.all();
+    return Promise.all(concertIds.map((concertId) => this.#stats(concertId, all.get(concertId) ?? unsetRoom)));
+  }
+
+  async #stats(concertId: string, settings: RoomSettings): Promise<RoomStats> {
+    const now = this.clock();
+    const [counts, { pace }] = await Promise.all([this.store.counts(concertId, now), this.store.views(concertId, [], now, false)]);
+    const policy = overlay(this.defaults, settings.overrides);
+    // The estimate of the last place, from the room's pace as the store sees it (what the fan there is told).
+    const waitAtBackMs = counts.waiting > 0 ? estimatedWaitMs(counts.waiting, pace, overlay(this.defaults, pace.overrides), now) : undefined;
+    return { ...counts, paused: settings.paused, soldOut: settings.soldOut, policy, waitAtBackMs };
   }
 
   /** Pauses or resumes admission; whether it was paused before, and is after (for the audit). */

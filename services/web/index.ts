@@ -5,10 +5,10 @@ import { fileURLToPath } from "node:url";
 
 const here = (name: string) => fileURLToPath(new URL(name, import.meta.url));
 
-/** Bundles the booking page's script (app.ts and what it imports) in memory, for browsers. */
-async function bundle(): Promise<string> {
+/** Bundles a page's script (app.ts or console.ts, and what it imports) in memory, for browsers. */
+async function bundle(entry: string): Promise<string> {
   const result = await build({
-    entryPoints: [here("app.ts")],
+    entryPoints: [here(entry)],
     bundle: true,
     write: false,
     format: "esm",
@@ -27,16 +27,20 @@ interface Asset {
 }
 
 /**
- * The fan's booking page, bundled once when the server starts, as a plain
- * HTTP handler for the host's fallback (every request that is no RPC): the
- * page at `/`, its script at `/app.js`, 404 for anything else.
+ * The fan's booking page and the operator console, bundled once when the
+ * server starts, as a plain HTTP handler for the host's fallback (every
+ * request that is no RPC): the page at `/`, its script at `/app.js`, the
+ * console at `/console` with `/console.js`, 404 for anything else.
  */
 export async function webPage(): Promise<http.RequestListener> {
-  const [html, script] = await Promise.all([readFile(here("index.html")), bundle()]);
+  const [html, script, consoleHtml, consoleScript] = await Promise.all([readFile(here("index.html")), bundle("app.ts"), readFile(here("console.html")), bundle("console.ts")]);
   const assets = new Map<string, Asset>([
     ["/", { type: "text/html; charset=utf-8", body: html }],
     ["/index.html", { type: "text/html; charset=utf-8", body: html }],
     ["/app.js", { type: "text/javascript; charset=utf-8", body: Buffer.from(script) }],
+    // The operator console (signed in on the page with the operator key).
+    ["/console", { type: "text/html; charset=utf-8", body: consoleHtml }],
+    ["/console.js", { type: "text/javascript; charset=utf-8", body: Buffer.from(consoleScript) }],
   ]);
   const headers = {
     "cache-control": "no-cache",

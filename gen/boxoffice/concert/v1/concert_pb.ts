@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/concert/v1/concert.proto.
  */
 export const file_boxoffice_concert_v1_concert: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSIzCgdDb25jZXJ0EgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg0KBXZlbnVlGAMgASgJIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiawoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjInoKFUNyZWF0ZUNvbmNlcnRSZXNwb25zZRIuCgdjb25jZXJ0GAEgASgLMh0uYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydBIxCglzY2hlZHVsZXMYAiADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TY2hlZHVsZSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIlgKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFKmsKCVNlYXRTdGF0ZRIaChZTRUFUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VBVF9TVEFURV9BVkFJTEFCTEUQARITCg9TRUFUX1NUQVRFX0hFTEQQAhITCg9TRUFUX1NUQVRFX1NPTEQQAzLaAgoOQ29uY2VydFNlcnZpY2USbgoMTGlzdENvbmNlcnRzEikuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdENvbmNlcnRzUmVxdWVzdBoqLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1Jlc3BvbnNlIgeQAgGItRgBEnEKDUxpc3RTY2hlZHVsZXMSKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTY2hlZHVsZXNSZXNwb25zZSIHkAIBiLUYARJlCglMaXN0U2VhdHMSJi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdHNSZXF1ZXN0GicuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVzcG9uc2UiB5ACAYi1GAMyhQEKE0NvbmNlcnRBZG1pblNlcnZpY2USbgoNQ3JlYXRlQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ3JlYXRlQ29uY2VydFJlc3BvbnNlIgSItRgGMpQBChZDb25jZXJ0SW50ZXJuYWxTZXJ2aWNlEnoKEEdldENvbmNlcnRTdXBwbHkSLS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBouLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXNwb25zZSIHkAIBiLUYBWIGcHJvdG8z", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSIzCgdDb25jZXJ0EgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg0KBXZlbnVlGAMgASgJIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiawoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjInoKFUNyZWF0ZUNvbmNlcnRSZXNwb25zZRIuCgdjb25jZXJ0GAEgASgLMh0uYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydBIxCglzY2hlZHVsZXMYAiADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TY2hlZHVsZSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIlgKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFIhcKFUxpc3RTZWF0Q291bnRzUmVxdWVzdCJeCgpTZWF0Q291bnRzEhIKCmNvbmNlcnRfaWQYASABKAkSDQoFdG90YWwYAiABKAUSEQoJYXZhaWxhYmxlGAMgASgFEgwKBGhlbGQYBCABKAUSDAoEc29sZBgFIAEoBSJMChZMaXN0U2VhdENvdW50c1Jlc3BvbnNlEjIKCGNvbmNlcnRzGAEgAygLMiAuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdENvdW50cyprCglTZWF0U3RhdGUSGgoWU0VBVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFNFQVRfU1RBVEVfQVZBSUxBQkxFEAESEwoPU0VBVF9TVEFURV9IRUxEEAISEwoPU0VBVF9TVEFURV9TT0xEEAMy2gIKDkNvbmNlcnRTZXJ2aWNlEm4KDExpc3RDb25jZXJ0cxIpLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1JlcXVlc3QaKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0Q29uY2VydHNSZXNwb25zZSIHkAIBiLUYARJxCg1MaXN0U2NoZWR1bGVzEiouYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiB5ACAYi1GAESZQoJTGlzdFNlYXRzEiYuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVxdWVzdBonLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0c1Jlc3BvbnNlIgeQAgGItRgDMvsBChNDb25jZXJ0QWRtaW5TZXJ2aWNlEm4KDUNyZWF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5DcmVhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXNwb25zZSIEiLUYBhJ0Cg5MaXN0U2VhdENvdW50cxIrLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0Q291bnRzUmVxdWVzdBosLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0Q291bnRzUmVzcG9uc2UiB5ACAYi1GAYylAEKFkNvbmNlcnRJbnRlcm5hbFNlcnZpY2USegoQR2V0Q29uY2VydFN1cHBseRItLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXF1ZXN0Gi4uYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0Q29uY2VydFN1cHBseVJlc3BvbnNlIgeQAgGItRgFYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
 
 /**
  * Concert is a show on sale.
@@ -416,6 +416,91 @@ export const GetConcertSupplyResponseSchema: GenMessage<GetConcertSupplyResponse
   messageDesc(file_boxoffice_concert_v1_concert, 13);
 
 /**
+ * ListSeatCountsRequest has no fields: every concert is counted.
+ *
+ * @generated from message boxoffice.concert.v1.ListSeatCountsRequest
+ */
+export type ListSeatCountsRequest = Message<"boxoffice.concert.v1.ListSeatCountsRequest"> & {
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.ListSeatCountsRequest.
+ * Use `create(ListSeatCountsRequestSchema)` to create a new message.
+ */
+export const ListSeatCountsRequestSchema: GenMessage<ListSeatCountsRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 14);
+
+/**
+ * SeatCounts counts one concert's seats by state.
+ *
+ * @generated from message boxoffice.concert.v1.SeatCounts
+ */
+export type SeatCounts = Message<"boxoffice.concert.v1.SeatCounts"> & {
+  /**
+   * The concert.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+
+  /**
+   * Seats over all dates.
+   *
+   * @generated from field: int32 total = 2;
+   */
+  total: number;
+
+  /**
+   * Seats free to hold.
+   *
+   * @generated from field: int32 available = 3;
+   */
+  available: number;
+
+  /**
+   * Seats held and not yet paid for.
+   *
+   * @generated from field: int32 held = 4;
+   */
+  held: number;
+
+  /**
+   * Seats paid for.
+   *
+   * @generated from field: int32 sold = 5;
+   */
+  sold: number;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.SeatCounts.
+ * Use `create(SeatCountsSchema)` to create a new message.
+ */
+export const SeatCountsSchema: GenMessage<SeatCounts> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 15);
+
+/**
+ * ListSeatCountsResponse counts the seats of every concert.
+ *
+ * @generated from message boxoffice.concert.v1.ListSeatCountsResponse
+ */
+export type ListSeatCountsResponse = Message<"boxoffice.concert.v1.ListSeatCountsResponse"> & {
+  /**
+   * One entry per concert, in the order of ListConcerts.
+   *
+   * @generated from field: repeated boxoffice.concert.v1.SeatCounts concerts = 1;
+   */
+  concerts: SeatCounts[];
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.ListSeatCountsResponse.
+ * Use `create(ListSeatCountsResponseSchema)` to create a new message.
+ */
+export const ListSeatCountsResponseSchema: GenMessage<ListSeatCountsResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 16);
+
+/**
  * SeatState is whether a seat can be had.
  *
  * @generated from enum boxoffice.concert.v1.SeatState
@@ -510,6 +595,17 @@ export const ConcertAdminService: GenService<{
     methodKind: "unary";
     input: typeof CreateConcertRequestSchema;
     output: typeof CreateConcertResponseSchema;
+  },
+  /**
+   * ListSeatCounts counts every concert's seats by state, over all its dates
+   * (the operator console's seats held and sold).
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.ListSeatCounts
+   */
+  listSeatCounts: {
+    methodKind: "unary";
+    input: typeof ListSeatCountsRequestSchema;
+    output: typeof ListSeatCountsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_concert_v1_concert, 1);

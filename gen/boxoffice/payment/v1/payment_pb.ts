@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/payment/v1/payment.proto.
  */
 export const file_boxoffice_payment_v1_payment: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvcGF5bWVudC92MS9wYXltZW50LnByb3RvEhRib3hvZmZpY2UucGF5bWVudC52MSKvAgoHUGF5bWVudBIKCgJpZBgBIAEoCRIxCgVzdGF0ZRgCIAEoDjIiLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRTdGF0ZRIzCg5mYWlsdXJlX3JlYXNvbhgDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuUmVhc29uEg4KBmFtb3VudBgEIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2ZhaWx1cmVfbWVzc2FnZRgJIAEoCSI9CgpQYXlSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJ5CgtQYXlSZXNwb25zZRIuCgdwYXltZW50GAEgASgLMh0uYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5bWVudBI6CgtyZXNlcnZhdGlvbhgCIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJAChFHZXRQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJEChJHZXRQYXltZW50UmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQiPAoTTGlzdFBheW1lbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJgChRMaXN0UGF5bWVudHNSZXNwb25zZRIvCghwYXltZW50cxgBIAMoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIroBChFQYXlGb3JVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjoKC3Jlc2VydmF0aW9uGAUgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uEhMKC3JlcGxheV9vbmx5GAYgASgIIoABChJQYXlGb3JVc2VyUmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSOgoLcmVzZXJ2YXRpb24YAiABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24qfwoMUGF5bWVudFN0YXRlEh0KGVBBWU1FTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVQQVlNRU5UX1NUQVRFX1BFTkRJTkcQARIbChdQQVlNRU5UX1NUQVRFX1NVQ0NFRURFRBACEhgKFFBBWU1FTlRfU1RBVEVfRkFJTEVEEAMyvwIKDlBheW1lbnRTZXJ2aWNlElMKA1BheRIgLmJveG9mZmljZS5wYXltZW50LnYxLlBheVJlcXVlc3QaIS5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlSZXNwb25zZSIHkAICiLUYBxJoCgpHZXRQYXltZW50EicuYm94b2ZmaWNlLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaKC5ib3hvZmZpY2UucGF5bWVudC52MS5HZXRQYXltZW50UmVzcG9uc2UiB5ACAYi1GAISbgoMTGlzdFBheW1lbnRzEikuYm94b2ZmaWNlLnBheW1lbnQudjEuTGlzdFBheW1lbnRzUmVxdWVzdBoqLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50c1Jlc3BvbnNlIgeQAgGItRgCMoIBChZQYXltZW50SW50ZXJuYWxTZXJ2aWNlEmgKClBheUZvclVzZXISJy5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlGb3JVc2VyUmVxdWVzdBooLmJveG9mZmljZS5wYXltZW50LnYxLlBheUZvclVzZXJSZXNwb25zZSIHkAICiLUYBWIGcHJvdG8z", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_boxoffice_reservation_v1_reservation, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvcGF5bWVudC92MS9wYXltZW50LnByb3RvEhRib3hvZmZpY2UucGF5bWVudC52MSKvAgoHUGF5bWVudBIKCgJpZBgBIAEoCRIxCgVzdGF0ZRgCIAEoDjIiLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRTdGF0ZRIzCg5mYWlsdXJlX3JlYXNvbhgDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuUmVhc29uEg4KBmFtb3VudBgEIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2ZhaWx1cmVfbWVzc2FnZRgJIAEoCSI9CgpQYXlSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJ5CgtQYXlSZXNwb25zZRIuCgdwYXltZW50GAEgASgLMh0uYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5bWVudBI6CgtyZXNlcnZhdGlvbhgCIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJAChFHZXRQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJEChJHZXRQYXltZW50UmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQiPAoTTGlzdFBheW1lbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJgChRMaXN0UGF5bWVudHNSZXNwb25zZRIvCghwYXltZW50cxgBIAMoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIroBChFQYXlGb3JVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjoKC3Jlc2VydmF0aW9uGAUgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uEhMKC3JlcGxheV9vbmx5GAYgASgIIoABChJQYXlGb3JVc2VyUmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSOgoLcmVzZXJ2YXRpb24YAiABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iGgoYTGlzdFBheW1lbnRDb3VudHNSZXF1ZXN0IlcKDVBheW1lbnRDb3VudHMSEgoKY29uY2VydF9pZBgBIAEoCRIPCgdwZW5kaW5nGAIgASgFEhEKCXN1Y2NlZWRlZBgDIAEoBRIOCgZmYWlsZWQYBCABKAUiUgoZTGlzdFBheW1lbnRDb3VudHNSZXNwb25zZRI1Cghjb25jZXJ0cxgBIAMoCzIjLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRDb3VudHMqfwoMUGF5bWVudFN0YXRlEh0KGVBBWU1FTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVQQVlNRU5UX1NUQVRFX1BFTkRJTkcQARIbChdQQVlNRU5UX1NUQVRFX1NVQ0NFRURFRBACEhgKFFBBWU1FTlRfU1RBVEVfRkFJTEVEEAMyvwIKDlBheW1lbnRTZXJ2aWNlElMKA1BheRIgLmJveG9mZmljZS5wYXltZW50LnYxLlBheVJlcXVlc3QaIS5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlSZXNwb25zZSIHkAICiLUYBxJoCgpHZXRQYXltZW50EicuYm94b2ZmaWNlLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaKC5ib3hvZmZpY2UucGF5bWVudC52MS5HZXRQYXltZW50UmVzcG9uc2UiB5ACAYi1GAISbgoMTGlzdFBheW1lbnRzEikuYm94b2ZmaWNlLnBheW1lbnQudjEuTGlzdFBheW1lbnRzUmVxdWVzdBoqLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50c1Jlc3BvbnNlIgeQAgGItRgCMoIBChZQYXltZW50SW50ZXJuYWxTZXJ2aWNlEmgKClBheUZvclVzZXISJy5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlGb3JVc2VyUmVxdWVzdBooLmJveG9mZmljZS5wYXltZW50LnYxLlBheUZvclVzZXJSZXNwb25zZSIHkAICiLUYBTKUAQoTUGF5bWVudEFkbWluU2VydmljZRJ9ChFMaXN0UGF5bWVudENvdW50cxIuLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50Q291bnRzUmVxdWVzdBovLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50Q291bnRzUmVzcG9uc2UiB5ACAYi1GAZiBnByb3RvMw", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_boxoffice_reservation_v1_reservation, file_google_protobuf_timestamp]);
 
 /**
  * Payment is one attempt to pay for a reservation.
@@ -347,6 +347,84 @@ export const PayForUserResponseSchema: GenMessage<PayForUserResponse> = /*@__PUR
   messageDesc(file_boxoffice_payment_v1_payment, 8);
 
 /**
+ * ListPaymentCountsRequest has no fields: every concert is counted.
+ *
+ * @generated from message boxoffice.payment.v1.ListPaymentCountsRequest
+ */
+export type ListPaymentCountsRequest = Message<"boxoffice.payment.v1.ListPaymentCountsRequest"> & {
+};
+
+/**
+ * Describes the message boxoffice.payment.v1.ListPaymentCountsRequest.
+ * Use `create(ListPaymentCountsRequestSchema)` to create a new message.
+ */
+export const ListPaymentCountsRequestSchema: GenMessage<ListPaymentCountsRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_payment_v1_payment, 9);
+
+/**
+ * PaymentCounts counts one concert's payments by state.
+ *
+ * @generated from message boxoffice.payment.v1.PaymentCounts
+ */
+export type PaymentCounts = Message<"boxoffice.payment.v1.PaymentCounts"> & {
+  /**
+   * The concert.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+
+  /**
+   * Payments under way (PENDING).
+   *
+   * @generated from field: int32 pending = 2;
+   */
+  pending: number;
+
+  /**
+   * Payments that sold seats (SUCCEEDED).
+   *
+   * @generated from field: int32 succeeded = 3;
+   */
+  succeeded: number;
+
+  /**
+   * Payments that sold nothing (FAILED).
+   *
+   * @generated from field: int32 failed = 4;
+   */
+  failed: number;
+};
+
+/**
+ * Describes the message boxoffice.payment.v1.PaymentCounts.
+ * Use `create(PaymentCountsSchema)` to create a new message.
+ */
+export const PaymentCountsSchema: GenMessage<PaymentCounts> = /*@__PURE__*/
+  messageDesc(file_boxoffice_payment_v1_payment, 10);
+
+/**
+ * ListPaymentCountsResponse counts the payments of every concert that has any.
+ *
+ * @generated from message boxoffice.payment.v1.ListPaymentCountsResponse
+ */
+export type ListPaymentCountsResponse = Message<"boxoffice.payment.v1.ListPaymentCountsResponse"> & {
+  /**
+   * One entry per concert with at least one payment; a concert left out has none.
+   *
+   * @generated from field: repeated boxoffice.payment.v1.PaymentCounts concerts = 1;
+   */
+  concerts: PaymentCounts[];
+};
+
+/**
+ * Describes the message boxoffice.payment.v1.ListPaymentCountsResponse.
+ * Use `create(ListPaymentCountsResponseSchema)` to create a new message.
+ */
+export const ListPaymentCountsResponseSchema: GenMessage<ListPaymentCountsResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_payment_v1_payment, 11);
+
+/**
  * PaymentState is where a payment stands.
  *
  * @generated from enum boxoffice.payment.v1.PaymentState
@@ -456,4 +534,24 @@ export const PaymentInternalService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_payment_v1_payment, 1);
+
+/**
+ * PaymentAdminService lets operators watch payments.
+ *
+ * @generated from service boxoffice.payment.v1.PaymentAdminService
+ */
+export const PaymentAdminService: GenService<{
+  /**
+   * ListPaymentCounts counts payments by state for every concert that has any
+   * (the operator console's payments pending).
+   *
+   * @generated from rpc boxoffice.payment.v1.PaymentAdminService.ListPaymentCounts
+   */
+  listPaymentCounts: {
+    methodKind: "unary";
+    input: typeof ListPaymentCountsRequestSchema;
+    output: typeof ListPaymentCountsResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_boxoffice_payment_v1_payment, 2);
 

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/queue/v1/queue.proto.
  */
 export const file_boxoffice_queue_v1_queue: GenFile = /*@__PURE__*/
-  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSKcAgoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkSKwoGcmVhc29uGAcgASgOMhsuYm94b2ZmaWNlLmNvbW1vbi52MS5SZWFzb24SDgoGZGV0YWlsGAggASgJIrkBCg9BZG1pc3Npb25Qb2xpY3kSEgoKbWF4X2FjdGl2ZRgBIAEoBRIcCg9yYXRlX3Blcl9taW51dGUYAiABKAVIAIgBARIuCgtzZXNzaW9uX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1hYmFuZG9uX2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhIKEF9yYXRlX3Blcl9taW51dGUiJwoRRW50ZXJRdWV1ZVJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJaChJFbnRlclF1ZXVlUmVzcG9uc2USEwoLcXVldWVfdG9rZW4YASABKAkSLwoGc3RhdHVzGAIgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIhcKFUdldFF1ZXVlU3RhdHVzUmVxdWVzdCJJChZHZXRRdWV1ZVN0YXR1c1Jlc3BvbnNlEi8KBnN0YXR1cxgBIAEoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyITChFMZWF2ZVF1ZXVlUmVxdWVzdCJFChJMZWF2ZVF1ZXVlUmVzcG9uc2USLwoGc3RhdHVzGAEgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIlEKFUNoZWNrQWRtaXNzaW9uUmVxdWVzdBITCgtxdWV1ZV90b2tlbhgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkicQoWQ2hlY2tBZG1pc3Npb25SZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSMgoOYWRtaXR0ZWRfdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKF0dldFF1ZXVlU3RhdHVzZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkSFAoMcXVldWVfdG9rZW5zGAIgAygJIk0KGEdldFF1ZXVlU3RhdHVzZXNSZXNwb25zZRIxCghzdGF0dXNlcxgBIAMoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyIqChRTdXBwbHlDaGFuZ2VkUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhcKFVN1cHBseUNoYW5nZWRSZXNwb25zZSI9ChZDb21wbGV0ZVNlc3Npb25SZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCSIZChdDb21wbGV0ZVNlc3Npb25SZXNwb25zZSIqChRHZXRRdWV1ZVN0YXRzUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIsEBChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USDwoHd2FpdGluZxgBIAEoAxIQCghhZG1pdHRlZBgCIAEoAxIbChNhZG1pdHRlZF9wZXJfbWludXRlGAMgASgDEhEKCWFiYW5kb25lZBgEIAEoAxIOCgZwYXVzZWQYBSABKAgSMwoGcG9saWN5GAYgASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeRIQCghzb2xkX291dBgHIAEoCCIrChVQYXVzZUFkbWlzc2lvblJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSIYChZQYXVzZUFkbWlzc2lvblJlc3BvbnNlIiwKFlJlc3VtZUFkbWlzc2lvblJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSIZChdSZXN1bWVBZG1pc3Npb25SZXNwb25zZSJkChlTZXRBZG1pc3Npb25Qb2xpY3lSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkSMwoGcG9saWN5GAIgASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeSJRChpTZXRBZG1pc3Npb25Qb2xpY3lSZXNwb25zZRIzCgZwb2xpY3kYASABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5KsABCgpRdWV1ZVN0YXRlEhsKF1FVRVVFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTUVVFVUVfU1RBVEVfV0FJVElORxABEhgKFFFVRVVFX1NUQVRFX0FETUlUVEVEEAISFwoTUVVFVUVfU1RBVEVfRVhQSVJFRBADEhQKEFFVRVVFX1NUQVRFX0xFRlQQBBIZChVRVUVVRV9TVEFURV9DT01QTEVURUQQBRIYChRRVUVVRV9TVEFURV9TT0xEX09VVBAGMswCCgxRdWV1ZVNlcnZpY2USZAoKRW50ZXJRdWV1ZRIlLmJveG9mZmljZS5xdWV1ZS52MS5FbnRlclF1ZXVlUmVxdWVzdBomLmJveG9mZmljZS5xdWV1ZS52MS5FbnRlclF1ZXVlUmVzcG9uc2UiB5ACAoi1GAIScAoOR2V0UXVldWVTdGF0dXMSKS5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNSZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLkdldFF1ZXVlU3RhdHVzUmVzcG9uc2UiB5ACAoi1GAQSZAoKTGVhdmVRdWV1ZRIlLmJveG9mZmljZS5xdWV1ZS52MS5MZWF2ZVF1ZXVlUmVxdWVzdBomLmJveG9mZmljZS5xdWV1ZS52MS5MZWF2ZVF1ZXVlUmVzcG9uc2UiB5ACAoi1GAQy5AMKFFF1ZXVlSW50ZXJuYWxTZXJ2aWNlEnAKDkNoZWNrQWRtaXNzaW9uEikuYm94b2ZmaWNlLnF1ZXVlLnYxLkNoZWNrQWRtaXNzaW9uUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5DaGVja0FkbWlzc2lvblJlc3BvbnNlIgeQAgGItRgFEnYKEEdldFF1ZXVlU3RhdHVzZXMSKy5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNlc1JlcXVlc3QaLC5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNlc1Jlc3BvbnNlIgeQAgKItRgFEm0KDVN1cHBseUNoYW5nZWQSKC5ib3hvZmZpY2UucXVldWUudjEuU3VwcGx5Q2hhbmdlZFJlcXVlc3QaKS5ib3hvZmZpY2UucXVldWUudjEuU3VwcGx5Q2hhbmdlZFJlc3BvbnNlIgeQAgKItRgFEnMKD0NvbXBsZXRlU2Vzc2lvbhIqLmJveG9mZmljZS5xdWV1ZS52MS5Db21wbGV0ZVNlc3Npb25SZXF1ZXN0GisuYm94b2ZmaWNlLnF1ZXVlLnYxLkNvbXBsZXRlU2Vzc2lvblJlc3BvbnNlIgeQAgKItRgFMucDChFRdWV1ZUFkbWluU2VydmljZRJtCg1HZXRRdWV1ZVN0YXRzEiguYm94b2ZmaWNlLnF1ZXVlLnYxLkdldFF1ZXVlU3RhdHNSZXF1ZXN0GikuYm94b2ZmaWNlLnF1ZXVlLnYxLkdldFF1ZXVlU3RhdHNSZXNwb25zZSIHkAIBiLUYBhJwCg5QYXVzZUFkbWlzc2lvbhIpLmJveG9mZmljZS5xdWV1ZS52MS5QYXVzZUFkbWlzc2lvblJlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuUGF1c2VBZG1pc3Npb25SZXNwb25zZSIHkAICiLUYBhJzCg9SZXN1bWVBZG1pc3Npb24SKi5ib3hvZmZpY2UucXVldWUudjEuUmVzdW1lQWRtaXNzaW9uUmVxdWVzdBorLmJveG9mZmljZS5xdWV1ZS52MS5SZXN1bWVBZG1pc3Npb25SZXNwb25zZSIHkAICiLUYBhJ8ChJTZXRBZG1pc3Npb25Qb2xpY3kSLS5ib3hvZmZpY2UucXVldWUudjEuU2V0QWRtaXNzaW9uUG9saWN5UmVxdWVzdBouLmJveG9mZmljZS5xdWV1ZS52MS5TZXRBZG1pc3Npb25Qb2xpY3lSZXNwb25zZSIHkAICiLUYBmIGcHJvdG8z", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSKcAgoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkSKwoGcmVhc29uGAcgASgOMhsuYm94b2ZmaWNlLmNvbW1vbi52MS5SZWFzb24SDgoGZGV0YWlsGAggASgJIrkBCg9BZG1pc3Npb25Qb2xpY3kSEgoKbWF4X2FjdGl2ZRgBIAEoBRIcCg9yYXRlX3Blcl9taW51dGUYAiABKAVIAIgBARIuCgtzZXNzaW9uX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1hYmFuZG9uX2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhIKEF9yYXRlX3Blcl9taW51dGUiJwoRRW50ZXJRdWV1ZVJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJaChJFbnRlclF1ZXVlUmVzcG9uc2USEwoLcXVldWVfdG9rZW4YASABKAkSLwoGc3RhdHVzGAIgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIhcKFUdldFF1ZXVlU3RhdHVzUmVxdWVzdCJJChZHZXRRdWV1ZVN0YXR1c1Jlc3BvbnNlEi8KBnN0YXR1cxgBIAEoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyITChFMZWF2ZVF1ZXVlUmVxdWVzdCJFChJMZWF2ZVF1ZXVlUmVzcG9uc2USLwoGc3RhdHVzGAEgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIlEKFUNoZWNrQWRtaXNzaW9uUmVxdWVzdBITCgtxdWV1ZV90b2tlbhgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkicQoWQ2hlY2tBZG1pc3Npb25SZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSMgoOYWRtaXR0ZWRfdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKF0dldFF1ZXVlU3RhdHVzZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkSFAoMcXVldWVfdG9rZW5zGAIgAygJIk0KGEdldFF1ZXVlU3RhdHVzZXNSZXNwb25zZRIxCghzdGF0dXNlcxgBIAMoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyIqChRTdXBwbHlDaGFuZ2VkUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhcKFVN1cHBseUNoYW5nZWRSZXNwb25zZSI9ChZDb21wbGV0ZVNlc3Npb25SZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCSIZChdDb21wbGV0ZVNlc3Npb25SZXNwb25zZSIqChRHZXRRdWV1ZVN0YXRzUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIvIBChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USDwoHd2FpdGluZxgBIAEoAxIQCghhZG1pdHRlZBgCIAEoAxIbChNhZG1pdHRlZF9wZXJfbWludXRlGAMgASgDEhEKCWFiYW5kb25lZBgEIAEoAxIOCgZwYXVzZWQYBSABKAgSMwoGcG9saWN5GAYgASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeRIQCghzb2xkX291dBgHIAEoCBIvCgx3YWl0X2F0X2JhY2sYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iKwoVUGF1c2VBZG1pc3Npb25SZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiGAoWUGF1c2VBZG1pc3Npb25SZXNwb25zZSIsChZSZXN1bWVBZG1pc3Npb25SZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiGQoXUmVzdW1lQWRtaXNzaW9uUmVzcG9uc2UiZAoZU2V0QWRtaXNzaW9uUG9saWN5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJEjMKBnBvbGljeRgCIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kiUQoaU2V0QWRtaXNzaW9uUG9saWN5UmVzcG9uc2USMwoGcG9saWN5GAEgASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeSIsChVMaXN0UXVldWVTdGF0c1JlcXVlc3QSEwoLY29uY2VydF9pZHMYASADKAki+wEKClF1ZXVlU3RhdHMSEgoKY29uY2VydF9pZBgBIAEoCRIPCgd3YWl0aW5nGAIgASgDEhAKCGFkbWl0dGVkGAMgASgDEhsKE2FkbWl0dGVkX3Blcl9taW51dGUYBCABKAMSEQoJYWJhbmRvbmVkGAUgASgDEg4KBnBhdXNlZBgGIAEoCBIQCghzb2xkX291dBgHIAEoCBIzCgZwb2xpY3kYCCABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5Ei8KDHdhaXRfYXRfYmFjaxgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJHChZMaXN0UXVldWVTdGF0c1Jlc3BvbnNlEi0KBXN0YXRzGAEgAygLMh4uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHMqwAEKClF1ZXVlU3RhdGUSGwoXUVVFVUVfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNRVUVVRV9TVEFURV9XQUlUSU5HEAESGAoUUVVFVUVfU1RBVEVfQURNSVRURUQQAhIXChNRVUVVRV9TVEFURV9FWFBJUkVEEAMSFAoQUVVFVUVfU1RBVEVfTEVGVBAEEhkKFVFVRVVFX1NUQVRFX0NPTVBMRVRFRBAFEhgKFFFVRVVFX1NUQVRFX1NPTERfT1VUEAYyzAIKDFF1ZXVlU2VydmljZRJkCgpFbnRlclF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXNwb25zZSIHkAICiLUYAhJwCg5HZXRRdWV1ZVN0YXR1cxIpLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c1JlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNSZXNwb25zZSIHkAICiLUYBBJkCgpMZWF2ZVF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXNwb25zZSIHkAICiLUYBDLkAwoUUXVldWVJbnRlcm5hbFNlcnZpY2UScAoOQ2hlY2tBZG1pc3Npb24SKS5ib3hvZmZpY2UucXVldWUudjEuQ2hlY2tBZG1pc3Npb25SZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNoZWNrQWRtaXNzaW9uUmVzcG9uc2UiB5ACAYi1GAUSdgoQR2V0UXVldWVTdGF0dXNlcxIrLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVxdWVzdBosLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVzcG9uc2UiB5ACAoi1GAUSbQoNU3VwcGx5Q2hhbmdlZBIoLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVxdWVzdBopLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVzcG9uc2UiB5ACAoi1GAUScwoPQ29tcGxldGVTZXNzaW9uEiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QaKy5ib3hvZmZpY2UucXVldWUudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiB5ACAoi1GAUy2QQKEVF1ZXVlQWRtaW5TZXJ2aWNlEm0KDUdldFF1ZXVlU3RhdHMSKC5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaKS5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlIgeQAgGItRgGEnAKDlBhdXNlQWRtaXNzaW9uEikuYm94b2ZmaWNlLnF1ZXVlLnYxLlBhdXNlQWRtaXNzaW9uUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5QYXVzZUFkbWlzc2lvblJlc3BvbnNlIgeQAgKItRgGEnMKD1Jlc3VtZUFkbWlzc2lvbhIqLmJveG9mZmljZS5xdWV1ZS52MS5SZXN1bWVBZG1pc3Npb25SZXF1ZXN0GisuYm94b2ZmaWNlLnF1ZXVlLnYxLlJlc3VtZUFkbWlzc2lvblJlc3BvbnNlIgeQAgKItRgGEnwKElNldEFkbWlzc2lvblBvbGljeRItLmJveG9mZmljZS5xdWV1ZS52MS5TZXRBZG1pc3Npb25Qb2xpY3lSZXF1ZXN0Gi4uYm94b2ZmaWNlLnF1ZXVlLnYxLlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlIgeQAgKItRgGEnAKDkxpc3RRdWV1ZVN0YXRzEikuYm94b2ZmaWNlLnF1ZXVlLnYxLkxpc3RRdWV1ZVN0YXRzUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5MaXN0UXVldWVTdGF0c1Jlc3BvbnNlIgeQAgGItRgGYgZwcm90bzM", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * QueueStatus is the waiting info of one queue token.
@@ -530,6 +530,15 @@ export type GetQueueStatsResponse = Message<"boxoffice.queue.v1.GetQueueStatsRes
    * @generated from field: bool sold_out = 7;
    */
   soldOut: boolean;
+
+  /**
+   * Expected wait of the fan at the back of the line, as QueueStatus.estimated_wait
+   * tells that fan. Unset while nobody waits, while paused, or while no seat is
+   * free to sell.
+   *
+   * @generated from field: google.protobuf.Duration wait_at_back = 8;
+   */
+  waitAtBack?: Duration | undefined;
 };
 
 /**
@@ -659,6 +668,126 @@ export type SetAdmissionPolicyResponse = Message<"boxoffice.queue.v1.SetAdmissio
  */
 export const SetAdmissionPolicyResponseSchema: GenMessage<SetAdmissionPolicyResponse> = /*@__PURE__*/
   messageDesc(file_boxoffice_queue_v1_queue, 23);
+
+/**
+ * ListQueueStatsRequest names the concerts.
+ *
+ * @generated from message boxoffice.queue.v1.ListQueueStatsRequest
+ */
+export type ListQueueStatsRequest = Message<"boxoffice.queue.v1.ListQueueStatsRequest"> & {
+  /**
+   * The concerts whose waiting rooms to report (1..1,000).
+   *
+   * @generated from field: repeated string concert_ids = 1;
+   */
+  concertIds: string[];
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.ListQueueStatsRequest.
+ * Use `create(ListQueueStatsRequestSchema)` to create a new message.
+ */
+export const ListQueueStatsRequestSchema: GenMessage<ListQueueStatsRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 24);
+
+/**
+ * QueueStats carries the counts of one concert's waiting room, as GetQueueStatsResponse.
+ *
+ * @generated from message boxoffice.queue.v1.QueueStats
+ */
+export type QueueStats = Message<"boxoffice.queue.v1.QueueStats"> & {
+  /**
+   * The concert.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+
+  /**
+   * Fans waiting in line.
+   *
+   * @generated from field: int64 waiting = 2;
+   */
+  waiting: bigint;
+
+  /**
+   * Sessions admitted now.
+   *
+   * @generated from field: int64 admitted = 3;
+   */
+  admitted: bigint;
+
+  /**
+   * Admissions in the last minute.
+   *
+   * @generated from field: int64 admitted_per_minute = 4;
+   */
+  admittedPerMinute: bigint;
+
+  /**
+   * Waiting places dropped for silence so far.
+   *
+   * @generated from field: int64 abandoned = 5;
+   */
+  abandoned: bigint;
+
+  /**
+   * Whether admission is paused.
+   *
+   * @generated from field: bool paused = 6;
+   */
+  paused: boolean;
+
+  /**
+   * Whether every seat is sold.
+   *
+   * @generated from field: bool sold_out = 7;
+   */
+  soldOut: boolean;
+
+  /**
+   * The policy in force.
+   *
+   * @generated from field: boxoffice.queue.v1.AdmissionPolicy policy = 8;
+   */
+  policy?: AdmissionPolicy | undefined;
+
+  /**
+   * Expected wait of the fan at the back of the line; unset while nobody
+   * waits, while paused, or while no seat is free to sell.
+   *
+   * @generated from field: google.protobuf.Duration wait_at_back = 9;
+   */
+  waitAtBack?: Duration | undefined;
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.QueueStats.
+ * Use `create(QueueStatsSchema)` to create a new message.
+ */
+export const QueueStatsSchema: GenMessage<QueueStats> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 25);
+
+/**
+ * ListQueueStatsResponse reports each concert in request order.
+ *
+ * @generated from message boxoffice.queue.v1.ListQueueStatsResponse
+ */
+export type ListQueueStatsResponse = Message<"boxoffice.queue.v1.ListQueueStatsResponse"> & {
+  /**
+   * One entry per requested concert.
+   *
+   * @generated from field: repeated boxoffice.queue.v1.QueueStats stats = 1;
+   */
+  stats: QueueStats[];
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.ListQueueStatsResponse.
+ * Use `create(ListQueueStatsResponseSchema)` to create a new message.
+ */
+export const ListQueueStatsResponseSchema: GenMessage<ListQueueStatsResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 26);
 
 /**
  * QueueState is where a queue token stands.
@@ -862,6 +991,19 @@ export const QueueAdminService: GenService<{
     methodKind: "unary";
     input: typeof SetAdmissionPolicyRequestSchema;
     output: typeof SetAdmissionPolicyResponseSchema;
+  },
+  /**
+   * ListQueueStats returns what GetQueueStats does for many concerts in one
+   * call (the operator console's live table): one entry per concert_id, in the
+   * order given. A concert whose room nobody has entered yet reads as an empty
+   * room with the default policy.
+   *
+   * @generated from rpc boxoffice.queue.v1.QueueAdminService.ListQueueStats
+   */
+  listQueueStats: {
+    methodKind: "unary";
+    input: typeof ListQueueStatsRequestSchema;
+    output: typeof ListQueueStatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_queue_v1_queue, 2);
