@@ -33,13 +33,16 @@ async function main(): Promise<void> {
   // Beside the start, not before it: an absent Redis is said within 2 s, and delays nothing.
   void warnIfRedisAway(config).catch(() => {});
 
-  const [{ startSuite }, { modules }, { webPage }, { logger }] = await Promise.all([
+  const [{ startSuite }, { modules }, { webPage }, { logger }, { setupTracing, shutdownTracing }] = await Promise.all([
     import("./platform/suite.js"),
     import("./modules.js"),
     import("./web/index.js"),
     import("./platform/log.js"),
+    import("./platform/tracing.js"),
   ]);
   const log = logger("main");
+  // Once per process, before the suite: traceparent always, spans only with an OTLP endpoint (tracing.ts).
+  if (setupTracing({ services: config.services })) log.info("tracing: spans exported over OTLP (OTEL_EXPORTER_OTLP_*)");
   const servesPage = pageServices.every((name) => config.services.includes(name));
   const suite = await startSuite(config, modules, { fallback: servesPage ? await webPage() : undefined });
   // Before the lines that say it listens: a caller that sends SIGTERM as soon as it reads them must find the handler.
@@ -49,6 +52,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, `${signal}: shutting down`);
     await suite.close();
+    await shutdownTracing();
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

@@ -8,6 +8,7 @@ import {
 import { queueTokenHeader } from "../platform/access.js";
 import { callDependency } from "../platform/clients.js";
 import { shutdownError } from "../platform/host.js";
+import { outsideTrace } from "../platform/tracing.js";
 
 export interface WatchUpdate {
   status: QueueStatus;
@@ -134,7 +135,8 @@ export class QueueWatch {
     let watchers = this.#rooms.get(concertId);
     if (!watchers) this.#rooms.set(concertId, (watchers = new Set()));
     watchers.add(watcher);
-    this.#timer ??= setInterval(() => void this.#refresh(), this.options.refreshMs);
+    // Shared by every watcher: not in the trace of the one that happened to start it.
+    this.#timer ??= outsideTrace(() => setInterval(() => void this.#refresh(), this.options.refreshMs));
   }
 
   #remove(concertId: string, watcher: Watcher) {

@@ -3,6 +3,7 @@ import type http from "node:http";
 import client from "prom-client";
 import { untilEnd } from "./call-end.js";
 import { logger, why } from "./log.js";
+import { storeSpan } from "./tracing.js";
 
 /**
  * Prometheus metrics of one process (`GET /metrics`, prom-client): calls and
@@ -151,7 +152,10 @@ interface PoolLike {
  * the driver's own `query`.
  */
 export function observePool(metrics: Metrics, service: string, pool: PoolLike): void {
+  const timed = new WeakSet<object>();
   const time = (client: { query: (...args: unknown[]) => unknown }) => {
+    if (timed.has(client)) return;
+    timed.add(client);
     const query = client.query.bind(client);
     client.query = (...args: unknown[]) => {
       const started = process.hrtime.bigint();
@@ -159,13 +163,19 @@ export function observePool(metrics: Metrics, service: string, pool: PoolLike): 
       if (answer instanceof Promise) {
         const text = typeof args[0] === "string" ? args[0] : ((args[0] as { text?: string } | undefined)?.text ?? "");
         const operation = /^\s*(\w+)/.exec(text)?.[1]?.toLowerCase() ?? "query";
-        const done = () => metrics.storeSeconds.observe({ store: "postgresql", operation }, Number(process.hrtime.bigint() - started) / 1e9);
-        answer.then(done, done);
+        const span = storeSpan("postgresql", operation);
+        const done = (error?: unknown) => {
+          metrics.storeSeconds.observe({ store: "postgresql", operation }, Number(process.hrtime.bigint() - started) / 1e9);
+          span?.end(error);
+        };
+        answer.then(() => done(), done);
       }
       return answer;
     };
   };
   pool.on("connect", time);
+  // The connections opened before (the migrations at start, on the same pool) are idle in it, and used first.
+  for (const client of (pool as { _clients?: { query: (...args: unknown[]) => unknown }[] })._clients ?? []) time(client);
   let pools = poolsOf.get(metrics);
   if (!pools) {
     poolsOf.set(metrics, (pools = new Map()));

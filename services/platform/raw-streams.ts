@@ -4,6 +4,8 @@ import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grp
 import http2 from "node:http2";
 import { once } from "node:events";
 import { bodyTimeoutMs, maxDeadlineMs, readError, sayable } from "./edge.js";
+import { context } from "@opentelemetry/api";
+import { rawServerSpan } from "./tracing.js";
 
 /**
  * A server-streaming RPC served over gRPC (h2c) straight on Node's
@@ -232,6 +234,7 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
     stream: http2.ServerHttp2Stream,
     call: ReturnType<typeof callSignal>,
     opened: Promise<AsyncIterable<MessageInitShape<O>> | undefined>,
+    ended?: (error: ConnectError | undefined) => void,
   ) {
     const started = process.hrtime.bigint();
     let failure: ConnectError | undefined;
@@ -254,6 +257,7 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
       call.done();
     }
     finish(stream, failure);
+    ended?.(failure);
     rules.served?.(method.parent.typeName, method.name, failure, started);
   }
 
@@ -263,8 +267,13 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
       stream.on("error", () => {}); // a reset or a lost connection: the close handler has aborted the call
       const timeout = parseTimeout((headers["grpc-timeout"] as string | undefined) ?? null, Number.MAX_SAFE_INTEGER);
       const call = callSignal(stream, timeout.timeoutMs, host.shutdown);
-      const opened = timeout.error ? Promise.reject(timeout.error) : open(stream, headers, call.signal, host.readMaxBytes, timeout.timeoutMs);
-      void serve(stream, call, opened).catch(() => stream.destroy());
+      // The caller's trace (traceparent), continued by a SERVER span when spans are recorded (tracing.ts).
+      const traced = rawServerSpan(method.parent.typeName, method.name, headers);
+      const run = () => {
+        const opened = timeout.error ? Promise.reject(timeout.error) : open(stream, headers, call.signal, host.readMaxBytes, timeout.timeoutMs);
+        return serve(stream, call, opened, traced?.end);
+      };
+      void (traced ? context.with(traced.context, run) : run()).catch(() => stream.destroy());
     },
   };
 }

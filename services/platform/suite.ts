@@ -17,6 +17,7 @@ import { rawServerStream, type RawStream, type RawStreamSpec } from "./raw-strea
 import { reflectionRoutes } from "./reflection.js";
 import { UserTokens } from "./tokens.js";
 import { accessLog, log, why } from "./log.js";
+import { tracingClient, tracingServer } from "./tracing.js";
 
 /** What the platform hands a service when it is brought up. */
 export interface ServiceDeps {
@@ -115,7 +116,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     const metrics = new Metrics();
     const calls = accessLog({ sample: config.accessLogSample });
     const clients = new ServiceClients({
-      interceptors: [metrics.client],
+      interceptors: [tracingClient, metrics.client],
       internalCredential: config.internalCredential,
       owners,
       localRoutes: () => routes,
@@ -148,7 +149,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     });
     const health = new HealthStatus();
     for (const { service, orm } of running) {
-      const interceptors = [metrics.server, calls, ...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
+      const interceptors = [tracingServer, metrics.server, calls, ...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
       if (orm) interceptors.push(entityManagerInterceptor(orm));
       const probes = [...(orm ? [databaseProbe(orm)] : []), ...(service.probes ?? [])];
       for (const { service: desc, impl } of service.implementations) {

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Redis, ReplyError } from "ioredis";
 import { DependencyDown } from "../platform/errors.js";
+import { storeSpan } from "../platform/tracing.js";
 import { minuteMs, sampleSize } from "./policy.js";
 import { commandTimeoutMs, connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "../platform/redis-connection.js";
 import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
@@ -307,11 +308,14 @@ export class RedisQueueStore implements QueueStore {
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("Command timed out")), commandTimeoutMs)));
     const started = process.hrtime.bigint();
+    const span = storeSpan("redis", operation);
     try {
       const answer = await Promise.race([call(), timedOut]);
       this.observe(operation, Number(process.hrtime.bigint() - started) / 1e9);
+      span?.end();
       return answer;
     } catch (error) {
+      span?.end(error);
       if (error instanceof ReplyError && !unavailableReply.test((error as Error).message)) throw error;
       if ((error as Error).message === "Command timed out" && this.#redis instanceof Redis) this.#watchHung();
       throw down();
