@@ -1,7 +1,20 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 const root = join(import.meta.dirname, "..");
+
+/**
+ * The Node flags `npm start` gives the server (package.json: `exec node <flags> --import tsx services/main.ts`),
+ * so that a server started here runs as it does in production: the V8 heap settings that bound its memory
+ * (BENCHMARKS.md, "Memory under load") are among them.
+ */
+export const startFlags: string[] = (() => {
+  const start = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts.start ?? "";
+  const flags = /\bnode((?: --[^\s]+)*) --import tsx services\/main\.ts$/.exec(start)?.[1];
+  if (flags === undefined) throw new Error(`package.json's start script is not "exec node [flags] --import tsx services/main.ts": ${start}`);
+  return flags.split(" ").filter(Boolean);
+})();
 
 export interface ServerProcess {
   process: ChildProcess;
@@ -14,7 +27,7 @@ export interface ServerProcess {
 export async function startServerProcess(env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<ServerProcess> {
   // node --import tsx, as `npm start` runs it: one process, so SIGTERM reaches the server itself
   // (the tsx wrapper SIGKILLs a child that has not acknowledged a forwarded signal within 30 ms).
-  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "services/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...startFlags, ...nodeArgs, "--import", "tsx", "services/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const url = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer) => {

@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --quick] [-- --only=<text>] [-- --profile]
+ * npm run bench -- --soak [--soak-minutes=10]   (server memory under load over time; see soak.ts)
  *
  * Starts the suite as its own process on PostgreSQL and Redis, and drives it
  * from this process (the load driver) over gRPC h2c, 32 calls in flight spread
@@ -34,6 +35,16 @@ import { admitFans, enterFans } from "./setup.js";
 import { measureWatchStreams } from "./watch-streams.js";
 
 const args = process.argv.slice(2);
+if (args.includes("--soak")) {
+  // The memory soak is a run of its own (soak.ts): the booking mix for minutes, then ChargePoints over HTTP/1.1.
+  await (await import("./soak.js")).runSoak(args);
+  process.exit();
+}
+if (args.includes("--workers")) {
+  // WORKERS=1 against WORKERS=2, back to back (workers.ts).
+  await (await import("./workers.js")).runWorkers(args);
+  process.exit();
+}
 const quick = args.includes("--quick");
 const profiling = args.includes("--profile");
 const only = args.find((a) => a.startsWith("--only="))?.slice("--only=".length).toLowerCase().split(",");
