@@ -27,7 +27,12 @@ export interface ServerProcess {
 export async function startServerProcess(env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<ServerProcess> {
   // node --import tsx, as `npm start` runs it: one process, so SIGTERM reaches the server itself
   // (the tsx wrapper SIGKILLs a child that has not acknowledged a forwarded signal within 30 ms).
-  const child = spawn(process.execPath, [...startFlags, ...nodeArgs, "--import", "tsx", "services/main.ts"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  // Small pools unless the test says otherwise: test files share one PostgreSQL (see testConfig).
+  const child = spawn(process.execPath, [...startFlags, ...nodeArgs, "--import", "tsx", "services/main.ts"], {
+    cwd: root,
+    env: { DATABASE_POOL_SIZE: "3", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   const url = await new Promise<string>((resolve, reject) => {
     const onData = (chunk: Buffer) => {

@@ -42,6 +42,9 @@ export function testConfig(env: Record<string, string> = {}): Config {
     WATCH_REFRESH_MS: "100",
     // Its own rooms (and Redis keys): suites of other test files share the database. Suites meant to share a waiting room pass one.
     REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
+    // Test files run side by side on one PostgreSQL (max_connections 100): pools of 10 for each of five services,
+    // in several suites and processes at once, ran it out of connections ("too many clients").
+    DATABASE_POOL_SIZE: "4",
     ...testSecrets,
     ...roomyLimits,
     ...env,
