@@ -73,6 +73,8 @@ function startServer(databaseUrl: string) {
       PORT: "0",
       HOST: "127.0.0.1",
       DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-bench-")),
+      // npm start's pool (config.ts), not the small one test/server-process.ts gives test servers.
+      DATABASE_POOL_SIZE: process.env.DATABASE_POOL_SIZE ?? "10",
       // Thousands of fans from 127.0.0.1, a few hundred users calling hundreds of times each: the limits are
       // counted (their cost is in the figures) but set far above what the bench asks.
       ...Object.fromEntries(

@@ -176,6 +176,10 @@ export async function runSoak(args: string[]) {
       PORT: "0",
       HOST: "127.0.0.1",
       DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-soak-")),
+      // One process: its RSS is the figure (where the suite can run several workers, they are not asked for).
+      WORKERS: "1",
+      // npm start's pool (config.ts), not the small one test/server-process.ts gives test servers.
+      DATABASE_POOL_SIZE: process.env.DATABASE_POOL_SIZE ?? "10",
       // Thousands of fans from 127.0.0.1: the rate limits (where the suite has them) set far above what the soak asks.
       ...Object.fromEntries(
         ["ACCOUNT", "QUEUE", "CHARGE", "HOLD"].flatMap((rule) => ["ADDRESS", "USER"].map((per) => [`RATE_LIMIT_${rule}_PER_${per}`, "1000000"])),

@@ -42,6 +42,7 @@ export async function runWorkers(args: string[]): Promise<void> {
       SEED_DEMO: "false",
       WORKERS: String(workers),
       RATE_LIMITS: "false",
+      DATABASE_POOL_SIZE: "10",
       DATA_DIR: mkdtempSync(join(tmpdir(), "boxoffice-bench-workers-")),
     });
     try {
