@@ -6,7 +6,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import dgram from "node:dgram";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,7 +19,7 @@ import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 import { dropKeys } from "./redis-keys.js";
-import { startServerProcess, type ServerProcess } from "./server-process.js";
+import { freePorts, startServerProcess, type ServerProcess } from "./server-process.js";
 import { bearer, failure, gated, operator, testSecrets, withQueueToken } from "./support.js";
 
 /**
@@ -77,23 +76,6 @@ function deployEnv(): Record<string, string> {
   return env;
 }
 
-/** Free ports on every address (so one serves all the loopback addresses of the instances). */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const server = createServer();
-          server.once("error", reject);
-          server.listen(0, "0.0.0.0", () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((server) => (server.address() as AddressInfo).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
 
 /**
  * A DNS server that answers A queries for each name with its addresses (TTL 1 s), as
@@ -183,7 +165,7 @@ beforeAll(async () => {
   if (!existsSync(haproxy)) throw new Error(`${haproxy} is missing: apt-get install haproxy (.ci/run installs it)`);
   const [databaseUrl, ports, dnsServer] = await Promise.all([
     createDatabase(databaseName),
-    freePorts(4),
+    freePorts(4, "0.0.0.0"),
     startDns(new Map(services.map((service) => [service, [addressOf(service, 1), addressOf(service, 2)]]))),
   ]);
   dns = dnsServer;

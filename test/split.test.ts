@@ -4,7 +4,6 @@ import { Code, ConnectError, createClient, type Client, type Transport } from "@
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
-import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,7 +18,7 @@ import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1
 import { reasonOf, Reason } from "../services/platform/errors.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 import { dropKeys } from "./redis-keys.js";
-import { startServerProcess, type ServerProcess } from "./server-process.js";
+import { freePorts, startServerProcess, type ServerProcess } from "./server-process.js";
 import { bearer, failure, gated, operator, testSecrets, withQueueToken } from "./support.js";
 
 /**
@@ -45,23 +44,6 @@ const urls = {} as Record<Role, string>;
 const output: Partial<Record<Role, string>> = {};
 let closing = false;
 
-/** Free ports, chosen up front so that every process can be told every other's URL before any starts. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const server = createServer();
-          server.once("error", reject);
-          server.listen(0, "127.0.0.1", () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((server) => (server.address() as AddressInfo).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
 
 beforeAll(async () => {
   const databaseUrl = await createDatabase(databaseName);

@@ -6,7 +6,7 @@ import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trac
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import http from "node:http";
-import { createServer, type AddressInfo, type Server } from "node:net";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,7 +20,7 @@ import type { Suite } from "../services/platform/suite.js";
 import { otlpConfigured, setupTracing } from "../services/platform/tracing.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 import { dropKeys } from "./redis-keys.js";
-import { startServerProcess, type ServerProcess } from "./server-process.js";
+import { freePorts, startServerProcess, type ServerProcess } from "./server-process.js";
 import { bearer, client, concertOnSale, gated, inDays, operator, startTestSuite, testSecrets, withQueueToken } from "./support.js";
 
 /**
@@ -191,22 +191,6 @@ function otlpReceiver() {
   return { spans, server };
 }
 
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const server = createServer();
-          server.once("error", reject);
-          server.listen(0, "127.0.0.1", () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((server) => (server.address() as AddressInfo).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
-  return ports;
-}
 
 /** SIGTERM to the node process under the tsx wrapper, as test/split.test.ts stops its processes. */
 async function stopService(server: ServerProcess): Promise<number | string | null> {
