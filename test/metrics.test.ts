@@ -80,3 +80,22 @@ describe("GET /metrics", () => {
     expect(sample(after, "boxoffice_nodejs_eventloop_lag_seconds")).toBeGreaterThanOrEqual(0);
   });
 });
+
+describe("GET /metrics on the embedded default (PGlite, the in-process waiting room)", () => {
+  it("answers with the pools, the rooms and the calls", async () => {
+    const embedded = await startTestSuite({ DATABASE_URL: "" });
+    try {
+      const { concertId } = await concertOnSale(embedded, [{ seatCount: 5, price: 100n }]);
+      await client(embedded, QueueService).enterQueue({ concertId }, bearer((await newUser(embedded)).token));
+      const res = await fetch(`${embedded.host.url}/metrics`, { headers: { authorization: `Bearer ${testSecrets.OPERATOR_KEY}` } });
+      const text = await res.text();
+      expect(res.status).toBe(200);
+      expect(sample(text, "boxoffice_db_pool_connections", { service: "concert", state: "open" })).toBeGreaterThan(0);
+      const room = (name: string) => sample(text, name, { concert_id: concertId }) ?? 0;
+      expect(room("boxoffice_queue_waiting") + room("boxoffice_queue_admitted")).toBe(1);
+      expect(sample(text, "boxoffice_rpc_server_calls_total", { service: "boxoffice.queue.v1.QueueService", method: "EnterQueue", code: "ok" })).toBe(1);
+    } finally {
+      await embedded.close();
+    }
+  }, 60_000);
+});
