@@ -138,6 +138,8 @@ describe("a start with a setting that cannot work stops on one line naming it", 
 
   it.concurrent("REDIS_URL that is no Redis URL", async () => {
     expectOneLine(await runToExit({ REDIS_URL: "not-a-url" }), /^configuration error: REDIS_URL must be a Redis URL like redis:\/\/host:6379 \(rediss:\/\/ for TLS\), got "not-a-url"$/);
+    // WORKERS above 1 on the embedded stores: each worker would have its own database and waiting room.
+    expectOneLine(await runToExit({ WORKERS: "2" }), /^configuration error: WORKERS above 1 needs DATABASE_URL: the embedded database belongs to one process$/);
   });
 
   it.concurrent("DATA_DIR whose embedded database another live process has open", async () => {
