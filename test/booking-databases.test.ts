@@ -1,9 +1,12 @@
 import type { DescService } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { toJsonString } from "@bufbuild/protobuf";
+import { timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -12,7 +15,8 @@ import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice
 import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { PaymentService, PaymentState, type Payment } from "../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/point_pb.js";
-import { QueueAdminService, QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
+import { GetSaleFairnessResponseSchema, QueueAdminService, QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
+import { reasonOf } from "../services/platform/errors.js";
 import { ReservationService, ReservationState, type Reservation } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { createDatabase, dropDatabase } from "./databases.js";
@@ -387,6 +391,57 @@ describe.each([embedded(), postgresql()])("booking on a real server process, $na
     expect((await ledgerOf(fan)).filter((row) => row.kind === "USE")).toEqual([{ kind: "USE", amount: -1_200n, paymentId: booked.payment!.id }]);
     expect((await paymentsOf(fan)).map((p) => p.id)).toEqual([booked.payment!.id]);
     expect(await seatStates(onlooker, scheduleId, [5, 6])).toEqual(["AVAILABLE", "SOLD"]);
+  });
+
+  it("a scheduled sale: the pre-queue waits with no place, is drawn at the opening in the verifier's order, and a fan buys at most the concert's limit", async () => {
+    const opensAt = Date.now() + 3_000;
+    const { concert, schedules } = await c.admin.createConcert(
+      {
+        title: `Scheduled ${mode.name} ${randomUUID().slice(0, 8)}`,
+        venue: "Test Hall",
+        schedules: [20, 21, 22].map((days) => ({ startsAt: inDays(days), seatCount: 10, price: 10n })),
+        prequeueOpensAt: timestampFromDate(new Date(Date.now() - 1_000)),
+        saleOpensAt: timestampFromDate(new Date(opensAt)),
+        seatLimit: 3,
+      },
+      operator,
+    );
+    const concertId = concert!.id;
+    await createClient(QueueAdminService, createGrpcTransport({ baseUrl: server.url })).setAdmissionPolicy({ concertId, policy: { maxActive: 3 } }, operator);
+    const fans = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const user = await c.tokens.issueUserToken({});
+        const { queueToken, status } = await c.queue.enterQueue({ concertId }, bearer(user.token));
+        expect(status).toMatchObject({ state: QueueState.WAITING, position: 0n, reason: Reason.SALE_NOT_OPEN });
+        return { user, queueToken, entryId: status!.entryId };
+      }),
+    );
+    expect((await c.queue.getSaleFairness({ concertId })).seed).toBe("");
+    let fairness = await c.queue.getSaleFairness({ concertId });
+    while (fairness.entryIds.length === 0) {
+      // Nobody is admitted before the opening.
+      if (Date.now() < opensAt - 200) expect((await c.queue.getQueueStatus({}, withQueueToken(fans[0]!.queueToken))).status!.state).toBe(QueueState.WAITING);
+      await sleep(50);
+      fairness = await c.queue.getSaleFairness({ concertId });
+    }
+    expect(Date.now()).toBeGreaterThanOrEqual(opensAt);
+    const dir = mkdtempSync(join(tmpdir(), "boxoffice-fairness-"));
+    writeFileSync(join(dir, "fairness.json"), toJsonString(GetSaleFairnessResponseSchema, fairness));
+    const verified = JSON.parse((await promisify(execFile)(process.execPath, ["services/queue/verify-draw.ts", "--file", join(dir, "fairness.json")])).stdout) as { order: string[] };
+    rmSync(dir, { recursive: true, force: true });
+    // The line is in the verifier's order: the first three (max_active) admitted, the others waiting 1..5 behind them.
+    expect([...verified.order].sort()).toEqual(fans.map((fan) => fan.entryId).sort());
+    const inOrder = verified.order.map((entryId) => fans.find((fan) => fan.entryId === entryId)!);
+    const states = await Promise.all(inOrder.map(async (fan) => (await c.queue.getQueueStatus({}, withQueueToken(fan.queueToken))).status!));
+    expect(states.map((status) => (status.state === QueueState.ADMITTED ? 0 : Number(status.position)))).toEqual([0, 0, 0, 1, 2, 3, 4, 5]);
+    const fan = inOrder[0]!;
+    const headers = gated(fan.user.token, fan.queueToken);
+    // Three seats over the concert's dates at most, however they are asked for at once.
+    const asks = schedules.map((schedule) => c.reservations.holdSeats({ scheduleId: schedule.id, seatNumbers: [1, 2] }, headers));
+    const outcomes = await Promise.allSettled(asks);
+    const held = outcomes.flatMap((outcome) => (outcome.status === "fulfilled" ? outcome.value.reservation!.seatNumbers : []));
+    expect(held).toHaveLength(2); // one hold of two; a second would make four
+    for (const outcome of outcomes) if (outcome.status === "rejected") expect(reasonOf(ConnectError.from(outcome.reason))).toBe(Reason.FAN_LIMIT_REACHED);
   });
 
   it("a restart (SIGTERM, started again on the same data) keeps the waiting line: a fan waiting before it keeps the place, the pause stays, and is admitted after it", async () => {

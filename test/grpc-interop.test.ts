@@ -1,6 +1,6 @@
 import { ConnectError, Code } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { modules } from "../services/modules.js";
 import type { RawStreamSpec } from "../services/platform/raw-streams.js";
@@ -307,6 +307,25 @@ describe("QueueService", () => {
     expect(timestampMs(admitted.admittedUntil)).toBeGreaterThan(Date.now());
   });
 
+  it("GetSaleFairness (anyone): the commitment before the sale, then the seed it hashes to; unknown and malformed concerts refused", async () => {
+    const { concert } = await g.unary(
+      CONCERT_ADMIN,
+      "CreateConcert",
+      { title: `gRPC fairness ${randomUUID().slice(0, 8)}`, schedules: [{ startsAt: inDays(20), seatCount: 2, price: "10" }], saleOpensAt: inDays(2) },
+      operator,
+    );
+    const before = await g.unary(QUEUE, "GetSaleFairness", { concertId: concert.id });
+    expect(before).toMatchObject({ state: "DRAW_STATE_COMMITTED", seedCommitment: concert.seedCommitment, seed: "", entryIds: [] });
+    expect(before.method).toContain("HMAC-SHA256");
+    // A concert on sale at once, which nobody pre-queued for: drawn, with the seed and an empty list.
+    const { concertId } = await createConcert();
+    const opened = await g.unary(QUEUE, "GetSaleFairness", { concertId });
+    expect(opened).toMatchObject({ state: "DRAW_STATE_DRAWN", entryIds: [] });
+    expect(createHash("sha256").update(Buffer.from(opened.seed as string, "hex")).digest("hex")).toBe(opened.seedCommitment);
+    await expectFailure(g.unary(QUEUE, "GetSaleFairness", { concertId: "nope" }), "INVALID_ARGUMENT", "REASON_INVALID_ARGUMENT", "concert_id");
+    await expectFailure(g.unary(QUEUE, "GetSaleFairness", { concertId: randomUUID() }), "NOT_FOUND", "REASON_CONCERT_NOT_FOUND");
+  });
+
   it("refuses: no user token, malformed and unknown concert ids, missing and forged queue tokens", async () => {
     const user = await newUser();
     await expectFailure(g.unary(QUEUE, "EnterQueue", { concertId: randomUUID() }), "UNAUTHENTICATED", "REASON_TOKEN_MISSING");
@@ -416,6 +435,27 @@ describe("ConcertService and ConcertAdminService", () => {
     await expectFailure(g.unary(CONCERT_ADMIN, "CreateConcert", { ...request, title: "" }, operator), "INVALID_ARGUMENT", "REASON_INVALID_ARGUMENT", "title");
     await expectFailure(g.unary(CONCERT, "ListSchedules", { concertId: "42" }), "INVALID_ARGUMENT", "REASON_INVALID_ARGUMENT", "concert_id");
     await expectFailure(g.unary(CONCERT, "ListSchedules", { concertId: randomUUID() }), "NOT_FOUND", "REASON_CONCERT_NOT_FOUND");
+  });
+
+  it("a concert's life (operator): a draft updated, published, unlisted, relisted and cancelled; ListAllConcerts shows it in any phase", async () => {
+    const { concert } = await g.unary(
+      CONCERT_ADMIN,
+      "CreateConcert",
+      { title: `gRPC draft ${randomUUID().slice(0, 8)}`, schedules: [{ startsAt: inDays(20), seatCount: 2, price: "10" }], saleOpensAt: inDays(2), draft: true },
+      operator,
+    );
+    const concertId = concert.id as string;
+    expect(concert).toMatchObject({ phase: "CONCERT_PHASE_DRAFT", seatLimit: 4, minPrice: "10", maxPrice: "10", listed: true });
+    const updated = await g.unary(CONCERT_ADMIN, "UpdateConcert", { concertId, title: "Renamed", seatLimit: 2, saleOpensAt: inDays(3) }, operator);
+    expect(updated.concert).toMatchObject({ title: "Renamed", seatLimit: 2, saleOpensAt: inDays(3) });
+    expect((await g.unary(CONCERT_ADMIN, "PublishConcert", { concertId }, operator)).concert.phase).toBe("CONCERT_PHASE_SCHEDULED");
+    expect((await g.unary(CONCERT_ADMIN, "UnlistConcert", { concertId }, operator)).concert.listed).toBe(false);
+    expect((await g.unary(CONCERT_ADMIN, "RelistConcert", { concertId }, operator)).concert.listed).toBe(true);
+    expect((await g.unary(CONCERT_ADMIN, "CancelConcert", { concertId, reason: "Postponed" }, operator)).concert.phase).toBe("CONCERT_PHASE_CANCELLED");
+    const { concerts } = await g.unary(CONCERT_ADMIN, "ListAllConcerts", {}, operator);
+    expect(concerts.find((c: Message) => c.id === concertId)).toMatchObject({ title: "Renamed", phase: "CONCERT_PHASE_CANCELLED" });
+    await expectFailure(g.unary(CONCERT_ADMIN, "UpdateConcert", { concertId, title: "x" }, operator), "FAILED_PRECONDITION", "REASON_CONCERT_CANCELLED");
+    await expectFailure(g.unary(CONCERT_ADMIN, "ListAllConcerts", {}), "PERMISSION_DENIED", "REASON_OPERATOR_ONLY");
   });
 
   it("ListSeats is gated: an admitted fan sees the seats; no user token, no queue token, or a waiting one are refused", async () => {

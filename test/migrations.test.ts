@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEmbeddedPostgres } from "../services/platform/embedded-postgres.js";
 import { afterAll, describe, expect, it } from "vitest";
-import { createConcert } from "../services/concert/concert-service.js";
 import { Holds, holdStateNow } from "../services/concert/holds.js";
 import { concertModule } from "../services/concert/index.js";
 import { SeatMaps } from "../services/concert/seat-maps.js";
@@ -65,13 +64,16 @@ describe.each(upgradeDatabases)("upgrading a $name database at the schema before
     try {
       // The concert schema as it stood, and the reservation service's table as its last migration made it.
       const before = await openDatabase({ ...concertSpec, migrations: concertSpec.migrations.slice(0, 3) }, { url, poolSize });
-      const { concert, schedules } = await createConcert(before.em.fork(), { title: "Before", venue: "Hall", schedules: [{ startsAt: new Date(Date.now() + 864e5), seatCount: 5, price: 100 }] });
-      const [schedule] = schedules;
+      const db = before.em.getConnection();
+      const [concert, schedule] = [{ id: randomUUID() }, { id: randomUUID() }];
+      // A concert with one date of five seats, as that schema stored it (today's createConcert writes the sale's columns too).
+      await db.execute(`insert into "concert"."concert" (id, title, venue, created_at) values (?, 'Before', 'Hall', now())`, [concert.id]);
+      await db.execute(`insert into "concert"."schedule" (id, concert_id, starts_at, seat_count) values (?, ?, now() + interval '1 day', 5)`, [schedule.id, concert.id]);
+      await db.execute(`insert into "concert"."seat" (schedule_id, number, price) select ?, number, 100 from generate_series(1, 5) number`, [schedule.id]);
       const fan = randomUUID();
       const [live, sold, stale, payment] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
       // A crash of the old layout between selling the seats and recording the sale: seat 5 SOLD, its record still HELD.
       const [soldFirst, soldFirstPayment, otherFan] = [randomUUID(), randomUUID(), randomUUID()];
-      const db = before.em.getConnection();
       await db.execute(`create schema "reservation"`);
       await db.execute(legacyReservationTable);
       await db.execute(

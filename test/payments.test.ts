@@ -702,7 +702,8 @@ describe("a randomized run (HOLD_SECONDS=2)", () => {
     const random = seededRandom(seed);
     const seatCount = 10;
     const dates = [400n, 700n, 1_100n, 1_600n].map((price) => ({ seatCount, price }));
-    const { concertId, scheduleIds } = await concertOnSale(run, dates);
+    // The plans hold and buy on every date: a per-fan limit above what one fan can come to.
+    const { concertId, scheduleIds } = await concertOnSale(run, dates, { seatLimit: 100 });
     const fans = await Promise.all(Array.from({ length: 30 }, () => admittedFan(run, concertId)));
     const plans = fans.map(() => drawPlan(random, 14, dates.length, seatCount));
 

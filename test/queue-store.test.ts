@@ -47,9 +47,9 @@ afterAll(async () => {
   await cluster?.stop(); // and its keys with it
 });
 
-const defaults: Policy = { maxActive: 3, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
+const defaults: Policy = { maxActive: 3, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000, random: false };
 /** The settings PostgreSQL gives a room nobody configured: the store's copy is made from them at the first tick. */
-const plain: RoomSettings = { paused: false, soldOut: false, overrides: {}, version: 1 };
+const plain: RoomSettings = { paused: false, soldOut: false, closed: false, overrides: {}, version: 1 };
 /** Ticks here jump minutes at a time; only the test of an outage's grace uses a real stall bound. */
 const neverStalled = 86_400_000;
 const open = (now: number, settings = plain): TickInput => ({ now, supplyOpen: true, batch: 1000, settings, stalledAfterMs: neverStalled });
@@ -283,7 +283,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
     it("admits no more than ratePerMinute in any 60 s window", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
-      const rated: Policy = { ...defaults, maxActive: 100, ratePerMinute: 2, sessionTtlMs: 600_000, abandonAfterMs: 600_000 };
+      const rated: Policy = { ...defaults, maxActive: 100, ratePerMinute: 2, sessionTtlMs: 600_000, abandonAfterMs: 600_000, random: false };
       const tickets = await line(concertId, 10, t0);
       const admittedAt = async (at: number) => (await store.tick(concertId, rated, open(at))).admitted;
 
@@ -308,8 +308,8 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const roomy: Policy = { ...defaults, maxActive: 10 };
       const tickets = await line(concertId, 7, t0);
       const step = (now: number, supplyOpen: boolean) => store.tick(concertId, roomy, { now, supplyOpen, batch: 2, settings: plain, stalledAfterMs: neverStalled });
-      expect(await step(t0, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: false });
-      expect(await step(t0 + 1, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: false });
+      expect(await step(t0, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: false, drawPending: false });
+      expect(await step(t0 + 1, true)).toEqual({ admitted: 2, expired: 0, abandoned: 0, restored: false, drawPending: false });
       expect(await where(concertId, tickets, t0 + 1)).toEqual([
         ...Array<string>(4).fill("ADMITTED"),
         "WAITING 1",
@@ -317,9 +317,9 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
         "WAITING 3",
       ]);
       // Later, four sessions have run out and three waiting fans are silent past abandonAfterMs.
-      expect(await step(t0 + 130_000, false)).toEqual({ admitted: 0, expired: 2, abandoned: 2, restored: false });
-      expect(await step(t0 + 130_001, false)).toEqual({ admitted: 0, expired: 2, abandoned: 1, restored: false });
-      expect(await step(t0 + 130_002, false)).toEqual({ admitted: 0, expired: 0, abandoned: 0, restored: false });
+      expect(await step(t0 + 130_000, false)).toEqual({ admitted: 0, expired: 2, abandoned: 2, restored: false, drawPending: false });
+      expect(await step(t0 + 130_001, false)).toEqual({ admitted: 0, expired: 2, abandoned: 1, restored: false, drawPending: false });
+      expect(await step(t0 + 130_002, false)).toEqual({ admitted: 0, expired: 0, abandoned: 0, restored: false, drawPending: false });
     });
 
     it("admits exactly the first maxActive by seq from a line of 5,000", async () => {
@@ -350,7 +350,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const a = store;
       const b = backend.another(store);
       extraStores.push(b);
-      const policy: Policy = { maxActive: 5, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000 };
+      const policy: Policy = { maxActive: 5, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000, random: false };
       let live = await line(concertId, 200, t0); // not left nor completed, in seq order
       const everAdmitted = new Set<string>();
       let admittedByTicks = 0;
@@ -504,7 +504,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
 
   describe("abandonment", () => {
     // One admitted fan holds the only slot for long, so the waiting stay waiting.
-    const held: Policy = { maxActive: 1, ratePerMinute: 0, sessionTtlMs: 600_000, abandonAfterMs: 120_000 };
+    const held: Policy = { maxActive: 1, ratePerMinute: 0, sessionTtlMs: 600_000, abandonAfterMs: 120_000, random: false };
 
     it("drops waiting fans silent past abandonAfterMs and the line closes up; touched fans stay", async () => {
       const concertId = randomUUID();
@@ -577,9 +577,9 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
     it("reports admissions of the last minute (how many, oldest, newest), the first admission, sessions admitted, supply, pause and overrides", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
-      const roomy: Policy = { ...defaults, maxActive: 10, sessionTtlMs: 600_000, abandonAfterMs: 600_000 };
+      const roomy: Policy = { ...defaults, maxActive: 10, sessionTtlMs: 600_000, abandonAfterMs: 600_000, random: false };
       const [a] = await line(concertId, 5, t0);
-      const none = { admittedLastMinute: 0, recentSample: [], firstAdmissionAt: 0, admitted: 0, sessionEndsSample: [], paused: false, supplyOpen: true, overrides: {} };
+      const none = { admittedLastMinute: 0, recentSample: [], firstAdmissionAt: 0, admitted: 0, sessionEndsSample: [], paused: false, supplyOpen: true, draw: "OPEN", overrides: {} };
       expect(await paceOf(concertId, t0)).toEqual(none);
 
       await store.tick(concertId, { ...roomy, maxActive: 2 }, open(t0 + 5_000));
@@ -677,6 +677,118 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
     });
   });
 
+  describe("pre-queue and draw", () => {
+    const big: Policy = { ...defaults, maxActive: 100 };
+    /** Fans entering one after the other at `now`, before a sale that opens at `opensAt`. */
+    async function enterAll(concertId: string, count: number, now: number, opensAt: number): Promise<Ticket[]> {
+      const tickets: Ticket[] = [];
+      for (let i = 0; i < count; i++) {
+        const userId = randomUUID();
+        tickets.push({ userId, seq: (await store.enter(concertId, userId, now + i, opensAt)).seq });
+      }
+      return tickets;
+    }
+
+    it("keeps entries before the opening in a pre-queue with no place; nobody is admitted; leaving there removes the entry", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const opensAt = t0 + 60_000;
+      await store.apply(concertId, plain);
+      const tickets = await enterAll(concertId, 4, t0, opensAt);
+      expect((await store.enter(concertId, tickets[0]!.userId, t0 + 10, opensAt)).view).toEqual({ state: "PREQUEUED", position: 0, admittedUntil: 0 });
+      for (let i = 0; i < 3; i++) expect(await store.tick(concertId, big, { ...open(t0 + 1_000 * (i + 1)), saleOpensAt: opensAt })).toMatchObject({ admitted: 0, drawPending: false });
+      await store.leave(concertId, tickets[3]!, t0 + 5_000);
+      expect(await where(concertId, tickets, t0 + 5_000)).toEqual(["PREQUEUED", "PREQUEUED", "PREQUEUED", "LEFT"]);
+      expect(await store.prequeue(concertId)).toEqual({ draw: "PREQUEUE", tickets: [] });
+      expect((await store.counts(concertId, t0 + 5_000)).waiting).toBe(3);
+      // Silence in the pre-queue loses nothing, whatever abandon_after says.
+      expect(await store.tick(concertId, big, { ...open(t0 + 50_000), saleOpensAt: opensAt })).toMatchObject({ abandoned: 0 });
+    });
+
+    it("freezes the pre-queue at the first call after the opening; later arrivals wait behind it; the drawn order is the line's order", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      const opensAt = t0 + 10_000;
+      await store.apply(concertId, plain);
+      const early = await enterAll(concertId, 5, t0, opensAt);
+      // The first call at the opening is an entry: it freezes the pre-queue and joins the line behind it.
+      const late = await enterAll(concertId, 2, opensAt, opensAt);
+      expect(await where(concertId, late, opensAt + 5)).toEqual(["WAITING 6", "WAITING 7"]);
+      expect(await store.tick(concertId, big, { ...open(opensAt + 100), saleOpensAt: opensAt })).toMatchObject({ admitted: 0, drawPending: true });
+      const frozen = await store.prequeue(concertId);
+      expect(frozen).toEqual({ draw: "DRAWING", tickets: early });
+      // One of the pre-queue leaves while the draw is made: the frozen list keeps it, the draw skips it.
+      await store.leave(concertId, early[1]!, opensAt + 150);
+      expect((await store.prequeue(concertId)).tickets).toEqual(early);
+      const drawn = [early[3]!, early[0]!, early[1]!, early[4]!, early[2]!];
+      await store.place(concertId, drawn.slice(0, 2), 1, false, opensAt + 200);
+      await store.place(concertId, drawn.slice(2), 3, true, opensAt + 200);
+      // Placing again (a second drawer) changes nothing.
+      await store.place(concertId, drawn, 1, true, opensAt + 300);
+      expect(await store.prequeue(concertId)).toEqual({ draw: "OPEN", tickets: [] });
+      expect(await where(concertId, [early[3]!, early[0]!, early[4]!, early[2]!, ...late], opensAt + 300)).toEqual([
+        "WAITING 1",
+        "WAITING 2",
+        "WAITING 3",
+        "WAITING 4",
+        "WAITING 5",
+        "WAITING 6",
+      ]);
+      expect(await store.tick(concertId, { ...big, maxActive: 3 }, { ...open(opensAt + 400), saleOpensAt: opensAt })).toMatchObject({ admitted: 3, drawPending: false });
+      expect(await where(concertId, [early[3]!, early[0]!, early[4]!, early[2]!], opensAt + 400)).toEqual(["ADMITTED", "ADMITTED", "ADMITTED", "WAITING 1"]);
+      // Placed fans count as present from the draw (200 ms after the opening); the later arrivals, silent since they entered, do not.
+      expect(await store.tick(concertId, { ...big, maxActive: 3, abandonAfterMs: 1_000 }, { ...open(opensAt + 1_150), saleOpensAt: opensAt })).toMatchObject({ abandoned: 2 });
+      expect(await where(concertId, [early[2]!, ...late], opensAt + 1_150)).toEqual(["WAITING 1", "EXPIRED", "EXPIRED"]);
+    });
+
+    it("a tick at the opening freezes the pre-queue too; a room first seen after the opening has no pre-queue", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      await store.apply(concertId, plain);
+      const early = await enterAll(concertId, 2, t0, t0 + 1_000);
+      expect(await store.tick(concertId, big, { ...open(t0 + 1_000), saleOpensAt: t0 + 1_000 })).toMatchObject({ drawPending: true, admitted: 0 });
+      expect((await store.prequeue(concertId)).tickets).toEqual(early);
+
+      const later = randomUUID();
+      await store.apply(later, plain);
+      const [fan] = await enterAll(later, 1, t0 + 2_000, t0 + 1_000);
+      expect(await store.view(later, fan!, t0 + 2_000, false)).toMatchObject({ state: "WAITING", position: 1 });
+      expect(await store.prequeue(later)).toEqual({ draw: "OPEN", tickets: [] });
+      expect(await store.tick(later, big, { ...open(t0 + 2_100), saleOpensAt: t0 + 1_000 })).toMatchObject({ drawPending: false, admitted: 1 });
+    });
+
+    it("a closed sale turns the pre-queue and the line CLOSED and keeps newcomers out", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      await store.apply(concertId, plain);
+      const early = await enterAll(concertId, 2, t0, t0 + 60_000);
+      await store.apply(concertId, { ...plain, closed: true, version: 2 });
+      expect(await where(concertId, early, t0 + 100)).toEqual(["CLOSED", "CLOSED"]);
+      expect(await store.enter(concertId, randomUUID(), t0 + 100, t0 + 60_000)).toMatchObject({ seq: 0, view: { state: "CLOSED" } });
+      expect((await store.counts(concertId, t0 + 100)).waiting).toBe(0);
+    });
+  });
+
+  describe("random queueing method", () => {
+    it("admits distinct fans from anywhere in the line, never more than there is room for", async () => {
+      const counts = new Map<number, number>();
+      for (let round = 0; round < 30; round++) {
+        const concertId = randomUUID();
+        const t0 = Date.now();
+        const tickets = await line(concertId, 10, t0);
+        const settings = { ...plain, overrides: { random: true }, version: 2 };
+        expect((await store.tick(concertId, { ...defaults, maxActive: 3 }, open(t0 + 1_000, settings))).admitted).toBe(3);
+        const states = await where(concertId, tickets, t0 + 1_000);
+        expect(states.filter((state) => state === "ADMITTED")).toHaveLength(3);
+        states.forEach((state, i) => state === "ADMITTED" && counts.set(i, (counts.get(i) ?? 0) + 1));
+        expect((await store.views(concertId, [], t0 + 1_000, false)).pace.overrides).toEqual({ random: true });
+      }
+      // 90 admissions over 10 places: FIFO would give the first three 30 each; by lot every place gets some.
+      expect(counts.size).toBeGreaterThanOrEqual(8);
+      expect(Math.max(...counts.values())).toBeLessThan(20);
+    });
+  });
+
   describe("lost data", () => {
     it("a ticket the store has no entry for is LOST, and entering again puts the fan at the back", async () => {
       const concertId = randomUUID();
@@ -712,7 +824,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
     it("after a stretch with no tick (the store or every queue instance away), nobody is dropped for silence until abandon_after has passed again", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();
-      const watched: Policy = { ...defaults, maxActive: 0, abandonAfterMs: 60_000 };
+      const watched: Policy = { ...defaults, maxActive: 0, abandonAfterMs: 60_000, random: false };
       const [a] = await line(concertId, 1, t0);
       const tick = (now: number) => store.tick(concertId, watched, { ...open(now), stalledAfterMs: 5_000 });
       await tick(t0);
@@ -730,8 +842,8 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
 });
 
 describe("the in-process store across a restart (the embedded default)", () => {
-  const defaultsHere: Policy = { maxActive: 1, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000 };
-  const settings: RoomSettings = { paused: false, soldOut: false, overrides: {}, version: 1 };
+  const defaultsHere: Policy = { maxActive: 1, ratePerMinute: 0, sessionTtlMs: 60_000, abandonAfterMs: 120_000, random: false };
+  const settings: RoomSettings = { paused: false, soldOut: false, closed: false, overrides: {}, version: 1 };
   const tickAt = (now: number): TickInput => ({ now, supplyOpen: true, batch: 1000, settings, stalledAfterMs: 86_400_000 });
 
   it("is written at close and read back once by the next start: places, sessions and arrival numbers carry on", async () => {

@@ -117,13 +117,15 @@ export const inDays = (days: number) => timestampFromDate(new Date(Date.now() + 
 /**
  * A concert put on sale with one date per spec; its id and the date ids in the
  * order given (later specs start later, so ListSchedules keeps that order).
+ * `seatLimit`: most seats one fan may hold and buy over its dates (4 unless given).
  */
-export async function concertOnSale(suite: Suite, specs: { seatCount: number; price: bigint }[]) {
+export async function concertOnSale(suite: Suite, specs: { seatCount: number; price: bigint }[], { seatLimit = 0 } = {}) {
   const created = await client(suite, ConcertAdminService).createConcert(
     {
       title: `Test concert ${randomUUID().slice(0, 8)}`,
       venue: "Test Hall",
       schedules: specs.map((spec, i) => ({ startsAt: inDays(10 + i), seatCount: spec.seatCount, price: spec.price })),
+      seatLimit,
     },
     operator,
   );

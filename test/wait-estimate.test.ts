@@ -9,7 +9,7 @@ import { QueueTokens } from "../services/queue/queue-tokens.js";
 import { RedisQueueStore } from "../services/queue/redis-store.js";
 import { Rooms } from "../services/queue/rooms.js";
 import type { Policy, QueueStore } from "../services/queue/store.js";
-import type { Supply, SupplySource } from "../services/queue/supply.js";
+import type { Sale, Supply, SupplySource } from "../services/queue/supply.js";
 import { WaitingRoom } from "../services/queue/waiting-room.js";
 import { dropKeys } from "./redis-keys.js";
 
@@ -26,10 +26,12 @@ const prefix = `test:estimate:${randomUUID()}:`;
 const tickMs = 1_000;
 
 /** Seats are always free here: the concert service is not what this test is about. */
+const onSale: Sale = { published: true, cancelled: false, cancelReason: "", prequeueOpensAt: 0, saleOpensAt: 0, saleEndsAt: Number.MAX_SAFE_INTEGER };
 const plenty: SupplySource = {
-  of: async (): Promise<Supply> => ({ total: 1_000, available: 1_000, held: 0, sold: 0 }),
+  of: async (): Promise<Supply> => ({ total: 1_000, available: 1_000, held: 0, sold: 0, sale: onSale }),
   exists: async () => {},
-  current: async () => ({ total: 1_000, available: 1_000, held: 0, sold: 0 }),
+  sale: async () => onSale,
+  current: async () => ({ total: 1_000, available: 1_000, held: 0, sold: 0, sale: onSale }),
   forget: () => {},
 };
 
@@ -122,7 +124,7 @@ describe.each(stores)("the estimated wait on the %s store", (_name, open) => {
 
   it("with a rate limit in force (10 a minute, 45 fans arriving over 30 s), every estimate is within ±25% of the wait that follows", async () => {
     const { told, admittedAt } = await simulate(store, {
-      policy: { maxActive: 1_000, ratePerMinute: 10, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000 },
+      policy: { maxActive: 1_000, ratePerMinute: 10, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000, random: false },
       fans: 45,
       arrivesAt: (i) => Math.floor(i * 667),
       durationMs: 5 * 60_000,
@@ -135,7 +137,7 @@ describe.each(stores)("the estimated wait on the %s store", (_name, open) => {
 
   it("with a burst admitted at once (2 a minute, the issue's case), the fan at the front is told about a minute, not 5 s", async () => {
     const { told, admittedAt } = await simulate(store, {
-      policy: { maxActive: 1_000, ratePerMinute: 2, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000 },
+      policy: { maxActive: 1_000, ratePerMinute: 2, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000, random: false },
       fans: 5,
       arrivesAt: () => 0,
       durationMs: 3 * 60_000,
@@ -148,7 +150,7 @@ describe.each(stores)("the estimated wait on the %s store", (_name, open) => {
 
   it("with the room full (5 at once, each booking in 10 s, no rate limit), estimates follow the pace at which sessions end, within ±25%", async () => {
     const { told, admittedAt } = await simulate(store, {
-      policy: { maxActive: 5, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000 },
+      policy: { maxActive: 5, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000, random: false },
       fans: 40,
       arrivesAt: () => 0,
       bookingMs: 10_000,

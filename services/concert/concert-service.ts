@@ -1,91 +1,112 @@
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import type { EntityManager } from "@mikro-orm/postgresql";
-import { randomUUID } from "node:crypto";
 import {
   ConcertAdminService as ConcertAdminServiceDesc,
   ConcertInternalService as ConcertInternalServiceDesc,
-  type GetConcertSupplyRequest,
+  ConcertPhase,
   ConcertService as ConcertServiceDesc,
   SeatState,
+  type CancelConcertRequest,
+  type ConcertSchema,
   type CreateConcertRequest,
+  type GetConcertSupplyRequest,
+  type GetSaleRequest,
   type ListSchedulesRequest,
   type ListSeatsRequest,
+  type PublishConcertRequest,
+  type RelistConcertRequest,
+  type UnlistConcertRequest,
+  type UpdateConcertRequest,
 } from "../../gen/boxoffice/concert/v1/concert_pb.js";
-import { entityManager } from "../platform/database.js";
 import { admission } from "../platform/access.js";
-import { Forbidden, NotFound, Reason } from "../platform/errors.js";
-import { check } from "../platform/validate.js";
-import { Concert, Schedule, Seat } from "./concert.entity.js";
-import { seatStateNow } from "./holds.js";
-import { SeatMaps } from "./seat-maps.js";
+import { entityManager } from "../platform/database.js";
+import { Forbidden, InvalidInput, NotFound, Reason } from "../platform/errors.js";
 import { audit } from "../platform/log.js";
+import { check } from "../platform/validate.js";
+import {
+  cancelConcert,
+  concertNow,
+  concertsWhere,
+  createConcert,
+  defaultSeatCount,
+  defaultSeatLimit,
+  listConcert,
+  publishConcert,
+  saleSecretOf,
+  schedulesOf,
+  supplyOf,
+  updateConcert,
+  type ConcertView,
+  type ScheduleRow,
+} from "./catalog.js";
+import { seatStateNow } from "./holds.js";
+import { cataloguedPhases, saleEndsAt } from "./sale.js";
+import { SeatMaps } from "./seat-maps.js";
 
-export const defaultSeatCount = 50;
+export { createConcert, defaultSeatCount, type ConcertDraft, type ScheduleDraft } from "./catalog.js";
+
 const seatStates = { AVAILABLE: SeatState.AVAILABLE, HELD: SeatState.HELD, SOLD: SeatState.SOLD } as const;
 
-export interface ScheduleDraft {
-  startsAt: Date;
-  seatCount: number;
-  price: number;
-}
-
-export interface ConcertDraft {
-  title: string;
-  venue: string;
-  schedules: ScheduleDraft[];
-}
-
-function scheduleMessage(schedule: { id: string; startsAt: Date; seatCount: number; concert: { id: string } }, available: number) {
+function scheduleMessage(concertId: string, schedule: ScheduleRow) {
   return {
     id: schedule.id,
-    concertId: schedule.concert.id,
+    concertId,
     startsAt: timestampFromDate(schedule.startsAt),
-    availableSeats: available,
+    availableSeats: schedule.available,
     totalSeats: schedule.seatCount,
   };
 }
 
-/** Puts a concert on sale: the concert, its dates and every seat, in one transaction. */
-export async function createConcert(em: EntityManager, draft: ConcertDraft) {
-  return em.transactional(async (tx) => {
-    const concert = tx.create(Concert, { id: randomUUID(), title: draft.title, venue: draft.venue });
-    const schedules = draft.schedules.map((spec) =>
-      tx.create(Schedule, { id: randomUUID(), concert, startsAt: spec.startsAt, seatCount: spec.seatCount }),
-    );
-    await tx.flush();
-    const seats = draft.schedules.flatMap((spec, i) =>
-      Array.from({ length: spec.seatCount }, (_, n) => ({ scheduleId: schedules[i]!.id, number: n + 1, price: spec.price, state: "AVAILABLE" as const })),
-    );
-    await tx.insertMany(Seat, seats);
-    return { concert, schedules };
-  });
+function concertMessage(concert: ConcertView): MessageInitShape<typeof ConcertSchema> {
+  const { sale } = concert;
+  return {
+    id: concert.id,
+    title: concert.title,
+    venue: concert.venue,
+    phase: concert.phase,
+    prequeueOpensAt: timestampFromDate(sale.prequeueOpensAt),
+    saleOpensAt: timestampFromDate(sale.saleOpensAt),
+    saleClosesAt: sale.saleClosesAt === null ? undefined : timestampFromDate(sale.saleClosesAt),
+    minPrice: BigInt(concert.minPrice),
+    maxPrice: BigInt(concert.maxPrice),
+    firstStartsAt: timestampFromDate(sale.firstStartsAt),
+    lastStartsAt: timestampFromDate(sale.lastStartsAt),
+    seatLimit: concert.seatLimit,
+    seedCommitment: concert.seedCommitment,
+    listed: concert.listed,
+  };
 }
+
+/** What an operator's change is audited as: the concert's settings and sale (never its seed). */
+const audited = ({ title, venue, listed, seatLimit, cancelReason, sale }: ConcertView) => ({ title, venue, listed, seatLimit, cancelReason, ...sale });
+
+const onSale = (concert: ConcertView) => concert.phase === ConcertPhase.ON_SALE || concert.phase === ConcertPhase.SOLD_OUT;
+
+/** The catalog's order: on sale (or sold out) first, by their first date; then the coming ones, the soonest sale first; then id. */
+function catalogOrder(a: ConcertView, b: ConcertView): number {
+  if (onSale(a) !== onSale(b)) return onSale(a) ? -1 : 1;
+  const key = (c: ConcertView) => (onSale(c) ? c.sale.firstStartsAt : c.sale.saleOpensAt).getTime();
+  return key(a) - key(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+const optionalTime = (value: Timestamp | undefined, field: string) => (value === undefined ? undefined : check.time(value, field));
 
 export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
   constructor(private readonly maps: SeatMaps) {}
 
+  /** The listed, published concerts on sale or coming, in one query (the phase is worked out from each row). */
   async listConcerts(_req: unknown, ctx: HandlerContext) {
-    const concerts = await entityManager(ctx).find(Concert, {}, { orderBy: { createdAt: "asc", id: "asc" } });
-    return { concerts: concerts.map(({ id, title, venue }) => ({ id, title, venue })) };
+    const concerts = await concertsWhere(entityManager(ctx), `concert.status = 'PUBLISHED' and concert.listed`, []);
+    return { concerts: concerts.filter((c) => cataloguedPhases.has(c.phase)).sort(catalogOrder).map(concertMessage) };
   }
 
   async listSchedules(req: ListSchedulesRequest, ctx: HandlerContext) {
     const concertId = check.id(req.concertId, "concert_id");
-    const em = entityManager(ctx);
-    // One round trip: the dates with their free seats counted (a concert always has at least one date).
-    const rows = await em.getConnection().execute<{ id: string; starts_at: string | Date; seat_count: number; available: string }[]>(
-      `select schedule.id, schedule.starts_at, schedule.seat_count,
-              (select count(*) from "concert"."seat" seat where seat.schedule_id = schedule.id and ${seatStateNow} = 'AVAILABLE') as available
-         from "concert"."schedule" schedule where schedule.concert_id = ? order by schedule.starts_at, schedule.id`,
-      [concertId],
-    );
-    if (rows.length === 0) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
-    return {
-      schedules: rows.map((row) =>
-        scheduleMessage({ id: row.id, startsAt: new Date(row.starts_at), seatCount: row.seat_count, concert: { id: concertId } }, Number(row.available)),
-      ),
-    };
+    // A concert always has at least one date.
+    const schedules = await schedulesOf(entityManager(ctx), concertId);
+    if (schedules.length === 0) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
+    return { schedules: schedules.map((s) => scheduleMessage(concertId, s)) };
   }
 
   async listSeats(req: ListSeatsRequest, ctx: HandlerContext) {
@@ -100,29 +121,39 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
   }
 }
 
-/** Answers other boxoffice services (the queue's supply-aware admission). */
+/** Answers other boxoffice services (the queue's supply-aware admission and its pre-queue draw). */
 export class ConcertInternalService implements ServiceImpl<typeof ConcertInternalServiceDesc> {
   async getConcertSupply(req: GetConcertSupplyRequest, ctx: HandlerContext) {
     const concertId = check.id(req.concertId, "concert_id");
-    const em = entityManager(ctx);
-    const rows: { state: string; seats: string }[] = await em
-      .getConnection()
-      .execute(
-        `select ${seatStateNow} as state, count(*) as seats from "concert"."seat" seat join "concert"."schedule" schedule on schedule.id = seat.schedule_id where schedule.concert_id = ? group by 1`,
-        [concertId],
-      );
-    if (rows.length === 0 && !(await em.findOne(Concert, { id: concertId }))) {
-      throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
-    }
-    const count = (state: string) => Number(rows.find((row) => row.state === state)?.seats ?? 0);
-    const [available, held, sold] = [count("AVAILABLE"), count("HELD"), count("SOLD")];
-    return { total: available + held + sold, available, held, sold };
+    const supply = await supplyOf(entityManager(ctx), concertId);
+    if (!supply) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
+    const { sale, cancelReason, ...counts } = supply;
+    return {
+      ...counts,
+      prequeueOpensAt: timestampFromDate(sale.prequeueOpensAt),
+      saleOpensAt: timestampFromDate(sale.saleOpensAt),
+      saleEndsAt: timestampFromDate(saleEndsAt(sale)),
+      cancelReason: cancelReason ?? "",
+    };
+  }
+
+  async getSale(req: GetSaleRequest, ctx: HandlerContext) {
+    const concertId = check.id(req.concertId, "concert_id");
+    const sale = await saleSecretOf(entityManager(ctx), concertId);
+    if (!sale) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
+    return { saleOpensAt: timestampFromDate(sale.saleOpensAt), seedCommitment: sale.seedCommitment, seed: sale.seed };
   }
 }
 
 export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServiceDesc> {
   async createConcert(req: CreateConcertRequest, ctx: HandlerContext) {
-    const draft: ConcertDraft = {
+    let requestId: string | undefined;
+    if (req.requestId !== "") {
+      requestId = check.idempotencyKey(req.requestId, "request_id");
+      if (requestId.length > 100) throw new InvalidInput("request_id", "must be at most 100 characters");
+    }
+    const em = entityManager(ctx);
+    const created = await createConcert(em, {
       title: check.text(req.title, "title", { max: 200 }),
       venue: check.text(req.venue, "venue", { min: 0, max: 200 }),
       schedules: check.count(req.schedules, "schedules", 1, 100).map((spec, i) => ({
@@ -130,14 +161,65 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
         seatCount: spec.seatCount === 0 ? defaultSeatCount : check.integer(spec.seatCount, `schedules[${i}].seat_count`, 1, 1000),
         price: check.integer(spec.price, `schedules[${i}].price`, 1, 10_000_000),
       })),
-    };
-    const { concert, schedules } = await createConcert(entityManager(ctx), draft);
-    audit(ctx, { subject: `concert ${concert.id}`, after: { title: concert.title, venue: concert.venue, schedules: schedules.map((s) => s.id) } });
-    return {
-      concert: { id: concert.id, title: concert.title, venue: concert.venue },
-      schedules: schedules.map((s, i) => scheduleMessage(s, draft.schedules[i]!.seatCount)),
-    };
+      prequeueOpensAt: optionalTime(req.prequeueOpensAt, "prequeue_opens_at"),
+      saleOpensAt: optionalTime(req.saleOpensAt, "sale_opens_at"),
+      saleClosesAt: optionalTime(req.saleClosesAt, "sale_closes_at"),
+      seatLimit: req.seatLimit === 0 ? defaultSeatLimit : check.integer(req.seatLimit, "seat_limit", 1, 100),
+      draft: req.draft,
+      requestId,
+    });
+    const [concert, dates] = await Promise.all([concertNow(em, created.concert.id), schedulesOf(em, created.concert.id)]);
+    if (!created.replayed) audit(ctx, { subject: `concert ${concert.id}`, after: { ...audited(concert), schedules: created.schedules.map((s) => s.id) } });
+    const byId = new Map(dates.map((date) => [date.id, date]));
+    return { concert: concertMessage(concert), schedules: created.schedules.map(({ id }) => scheduleMessage(concert.id, byId.get(id)!)) };
   }
+
+  async updateConcert(req: UpdateConcertRequest, ctx: HandlerContext) {
+    const concertId = check.id(req.concertId, "concert_id");
+    if (req.clearSaleClosesAt && req.saleClosesAt) throw new InvalidInput("clear_sale_closes_at", "must not be set with sale_closes_at");
+    const { before, after } = await updateConcert(entityManager(ctx), concertId, {
+      title: req.title === undefined ? undefined : check.text(req.title, "title", { max: 200 }),
+      venue: req.venue === undefined ? undefined : check.text(req.venue, "venue", { min: 0, max: 200 }),
+      prequeueOpensAt: optionalTime(req.prequeueOpensAt, "prequeue_opens_at"),
+      saleOpensAt: optionalTime(req.saleOpensAt, "sale_opens_at"),
+      saleClosesAt: req.clearSaleClosesAt ? null : optionalTime(req.saleClosesAt, "sale_closes_at"),
+      seatLimit: req.seatLimit === undefined ? undefined : check.integer(req.seatLimit, "seat_limit", 1, 100),
+    });
+    audit(ctx, { subject: `concert ${concertId}`, before: audited(before), after: audited(after) });
+    return { concert: concertMessage(after) };
+  }
+
+  publishConcert(req: PublishConcertRequest, ctx: HandlerContext) {
+    return this.#change(ctx, req.concertId, (em, id) => publishConcert(em, id));
+  }
+
+  unlistConcert(req: UnlistConcertRequest, ctx: HandlerContext) {
+    return this.#change(ctx, req.concertId, (em, id) => listConcert(em, id, false));
+  }
+
+  relistConcert(req: RelistConcertRequest, ctx: HandlerContext) {
+    return this.#change(ctx, req.concertId, (em, id) => listConcert(em, id, true));
+  }
+
+  cancelConcert(req: CancelConcertRequest, ctx: HandlerContext) {
+    const reason = check.text(req.reason, "reason", { min: 0, max: 500 });
+    return this.#change(ctx, req.concertId, (em, id) => cancelConcert(em, id, reason));
+  }
+
+  /** A change that is idempotent: audited when it changed something, answered with the concert now either way. */
+  async #change(ctx: HandlerContext, id: string, change: (em: ReturnType<typeof entityManager>, concertId: string) => Promise<{ changed: boolean; after: ConcertView }>) {
+    const concertId = check.id(id, "concert_id");
+    const { changed, after } = await change(entityManager(ctx), concertId);
+    if (changed) audit(ctx, { subject: `concert ${concertId}`, after: audited(after) });
+    return { concert: concertMessage(after) };
+  }
+
+  /** Every concert in any phase, newest first, in one query. */
+  async listAllConcerts(_req: unknown, ctx: HandlerContext) {
+    const concerts = await concertsWhere(entityManager(ctx), "true", []);
+    return { concerts: concerts.map(concertMessage) };
+  }
+
   /** Every concert's seats by state (expired holds count as available, as fans see them), in one query. */
   async listSeatCounts(_req: unknown, ctx: HandlerContext) {
     const rows = await entityManager(ctx).getConnection().execute<{ id: string; available: string; held: string; sold: string }[]>(
@@ -159,4 +241,3 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
     };
   }
 }
-

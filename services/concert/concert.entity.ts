@@ -1,6 +1,7 @@
 import { defineEntity, p } from "@mikro-orm/postgresql";
+import { concertStatuses } from "./sale.js";
 
-/** A show on sale. */
+/** A show and its sale: when fans may queue, when they may buy, and how many seats each. */
 export const Concert = defineEntity({
   name: "Concert",
   schema: "concert",
@@ -10,6 +11,26 @@ export const Concert = defineEntity({
     title: p.string().length(200),
     venue: p.string().length(200),
     createdAt: p.datetime().onCreate(() => new Date()),
+    status: p.enum(concertStatuses).default("PUBLISHED"),
+    /** Whether ListConcerts shows it; an unlisted concert sells to those who have its id. */
+    listed: p.boolean().default(true),
+    prequeueOpensAt: p.datetime(),
+    saleOpensAt: p.datetime(),
+    /** Null: the sale ends when the last date starts. */
+    saleClosesAt: p.datetime().nullable(),
+    /** Most seats one fan may hold and own over all the dates. */
+    seatLimit: p.integer().default(4),
+    /** The secret (32 bytes, hex) that orders the pre-queue; told only by GetSale once the sale has opened. */
+    seed: p.string().length(64).hidden().lazy(),
+    /** SHA-256 (hex) of the seed's 32 bytes, public from the start. */
+    seedCommitment: p.string().length(64),
+    minPrice: p.bigint("number"),
+    maxPrice: p.bigint("number"),
+    /** The operator's id for an idempotent CreateConcert, and the SHA-256 of the request it came with. */
+    requestId: p.string().length(100).nullable().unique(),
+    requestHash: p.string().length(64).nullable(),
+    cancelReason: p.string().length(500).nullable(),
+    cancelledAt: p.datetime().nullable(),
   },
 });
 

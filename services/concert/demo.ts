@@ -1,6 +1,6 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { Concert } from "./concert.entity.js";
-import { createConcert, defaultSeatCount, type ConcertDraft } from "./concert-service.js";
+import { createConcert, defaultSeatCount, type ConcertDraft } from "./catalog.js";
 
 const day = 24 * 3600 * 1000;
 

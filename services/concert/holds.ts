@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { NotFound, Reason, Refused } from "../platform/errors.js";
 import { newestFirst } from "../platform/pagination.js";
 import { Hold, type HoldState } from "./concert.entity.js";
+import { holdableNow, holdRefusal, saleColumns, saleOf, saleRefusal, sellableNow, type SaleRow } from "./sale.js";
 import type { SeatMaps } from "./seat-maps.js";
 
 /** A hold as its owner sees it (the record behind a reservation). */
@@ -29,6 +30,9 @@ export const heldPastItsEnd = (state: string, until: number | null, now: number)
 export const seatStateNow = `(case when seat.state = 'HELD' and seat.held_until <= now() then 'AVAILABLE' else seat.state end)`;
 const seatFree = `(seat.state = 'AVAILABLE' or (seat.state = 'HELD' and seat.held_until <= now()))`;
 const holdLive = `(hold.state = 'HELD' and hold.expires_at > now())`;
+/** The seats a fan (the parameter) holds live or has bought of a concert: what its per-fan limit counts. */
+const seatsOfFan = (concertId: string) => `(select coalesce(sum(jsonb_array_length(hold.seat_numbers)), 0) from "concert"."hold" hold
+  where hold.user_id = ? and hold.concert_id = ${concertId} and (hold.state = 'CONFIRMED' or ${holdLive}))`;
 
 /** A hold record's state now: HELD past expires_at reads EXPIRED. */
 export function holdStateNow(hold: Pick<HoldRecord, "state" | "expiresAt">, now = Date.now()): HoldState {
@@ -113,46 +117,62 @@ export class Holds {
    * never deadlock; one meeting a seat another hold is taking waits for that
    * statement, at most the pool's 2 s lock_timeout, then sees it taken or free
    * again), taken only if every one of them is, and the hold is inserted from
-   * what was taken. The one-hold-per-date index refuses a second live hold of the
-   * fan, which undoes the whole statement.
+   * what was taken. The same statement takes nothing unless the date's seats may
+   * be held now (the sale open, the date to come) and the fan's seats of the
+   * concert, held and owned, stay within its limit. The one-hold-per-date index
+   * refuses a second live hold of the fan, which undoes the whole statement.
+   *
+   * The limit counts holds of other dates, which no seat lock orders, and a
+   * READ COMMITTED statement sees what was committed when it began: so the
+   * statement runs in a transaction that first takes an advisory lock of the
+   * fan and concert. Holds of one fan at one concert are decided one after the
+   * other, each seeing the one before.
    */
   async hold(em: EntityManager, request: HoldRequest, retried = false): Promise<HoldRecord & { reused?: true }> {
     const id = randomUUID();
     const numbers = `{${request.seatNumbers.join(",")}}`;
     let rows: HoldRow[];
     try {
-      rows = await em.getConnection().execute<HoldRow[]>(
-        `with free as (
-           select seat.schedule_id, seat.number from "concert"."seat" seat
-            where seat.schedule_id = ? and seat.number = any(?::int[]) and ${seatFree}
-              and exists (select 1 from "concert"."schedule" schedule where schedule.id = seat.schedule_id and schedule.concert_id = ?)
-            order by seat.number
-            for update of seat),
-         taken as (
-           update "concert"."seat" seat
-              set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
-             from free
-            where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
-           returning seat.number, seat.price, seat.held_until)
-         insert into "concert"."hold" (${columns})
-         select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
-           from taken having count(*) = ?
-         returning ${columns}`,
-        [
-          request.scheduleId,
-          numbers,
-          request.concertId,
-          id,
-          this.holdMs,
-          request.seatNumbers.length,
-          id,
-          request.userId,
-          request.concertId,
-          request.scheduleId,
-          new Date(),
-          request.seatNumbers.length,
-        ],
-      );
+      rows = await em.transactional(async (tx) => {
+        await tx.execute(`select pg_advisory_xact_lock(hashtextextended(?, 0))`, [`hold:${request.userId}:${request.concertId}`]);
+        return tx.execute<HoldRow[]>(
+          `with sale as (
+             select 1 from "concert"."schedule" schedule join "concert"."concert" concert on concert.id = schedule.concert_id
+              where schedule.id = ? and concert.id = ? and ${holdableNow} and ${seatsOfFan("concert.id")} + ?::int <= concert.seat_limit),
+           free as (
+             select seat.schedule_id, seat.number from "concert"."seat" seat
+              where seat.schedule_id = ? and seat.number = any(?::int[]) and ${seatFree} and exists (select 1 from sale)
+              order by seat.number
+              for update of seat),
+           taken as (
+             update "concert"."seat" seat
+                set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
+               from free
+              where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
+             returning seat.number, seat.price, seat.held_until)
+           insert into "concert"."hold" (${columns})
+           select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
+             from taken having count(*) = ?
+           returning ${columns}`,
+          [
+            request.scheduleId,
+            request.concertId,
+            request.userId,
+            request.seatNumbers.length,
+            request.scheduleId,
+            numbers,
+            id,
+            this.holdMs,
+            request.seatNumbers.length,
+            id,
+            request.userId,
+            request.concertId,
+            request.scheduleId,
+            new Date(),
+            request.seatNumbers.length,
+          ],
+        );
+      });
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       // A deadlock with the sweeper tidying the fan's own run-out hold on the date (it locks that hold, then
@@ -167,9 +187,9 @@ export class Holds {
       return this.#ownLiveHold(em, request);
     }
     if (rows.length === 0) {
-      // Refused seats the fan holds already (a retry of a hold whose answer was lost, say): name that hold.
+      // Refused seats the fan holds already, or a limit their own hold fills (a retry of a hold whose answer was lost, say): name that hold.
       const refusal = await this.#whyNot(em, request);
-      if (refusal.reason === Reason.SEAT_UNAVAILABLE) return this.#ownLiveHold(em, request, refusal);
+      if (refusal.reason === Reason.SEAT_UNAVAILABLE || refusal.reason === Reason.FAN_LIMIT_REACHED) return this.#ownLiveHold(em, request, refusal);
       throw refusal;
     }
     this.maps.forget([request.scheduleId]);
@@ -216,25 +236,40 @@ export class Holds {
          returning seat.schedule_id)`;
   }
 
-  /** Why a hold took nothing: no such date, another concert's date, no such seat, or seats taken. */
-  async #whyNot(em: EntityManager, request: HoldRequest): Promise<Refused | NotFound> {
-    const [schedule] = await em.getConnection().execute<{ concert_id: string; seat_count: number; taken: number[] | null }[]>(
-      `select schedule.concert_id, schedule.seat_count,
+  /** A date, its concert's sale and the fan's seats of it (held or owned), and which of `seatNumbers` are taken now. */
+  async #dateOf(em: EntityManager, scheduleId: string, userId: string, seatNumbers: number[]) {
+    const [date] = await em.getConnection().execute<(SaleRow & { concert_id: string; seat_count: number; starts_at: string | Date; seat_limit: number; owned: string; taken: number[] | null })[]>(
+      `select schedule.concert_id, schedule.seat_count, schedule.starts_at, concert.seat_limit, ${saleColumns},
+              ${seatsOfFan("concert.id")} as owned,
               (select array_agg(seat.number order by seat.number) from "concert"."seat" seat
                 where seat.schedule_id = schedule.id and seat.number = any(?::int[]) and not ${seatFree}) as taken
-         from "concert"."schedule" schedule where schedule.id = ?`,
-      [`{${request.seatNumbers.join(",")}}`, request.scheduleId],
+         from "concert"."schedule" schedule join "concert"."concert" concert on concert.id = schedule.concert_id where schedule.id = ?`,
+      [userId, `{${seatNumbers.join(",")}}`, scheduleId],
     );
-    if (!schedule) return new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${request.scheduleId}`);
-    if (schedule.concert_id !== request.concertId) return new Refused(Reason.NOT_ADMITTED, "that date belongs to another concert");
-    const missing = request.seatNumbers.filter((n) => n > schedule.seat_count);
+    return date && { ...date, sale: saleOf(date), startsAt: new Date(date.starts_at), now: new Date(date.now), owned: Number(date.owned) };
+  }
+
+  /** Why a hold took nothing: no such date, another concert's date, the sale, no such seat, the fan's limit, or seats taken. */
+  async #whyNot(em: EntityManager, request: HoldRequest): Promise<Refused | NotFound> {
+    const date = await this.#dateOf(em, request.scheduleId, request.userId, request.seatNumbers);
+    if (!date) return new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${request.scheduleId}`);
+    if (date.concert_id !== request.concertId) return new Refused(Reason.NOT_ADMITTED, "that date belongs to another concert");
+    const closed = holdRefusal(date.sale, date.startsAt, date.now);
+    if (closed) return closed;
+    const missing = request.seatNumbers.filter((n) => n > date.seat_count);
     if (missing.length > 0) {
-      return new NotFound(Reason.SEAT_NOT_FOUND, `that date has seats 1..${schedule.seat_count}; no seat ${missing.join(", ")}`, {
+      return new NotFound(Reason.SEAT_NOT_FOUND, `that date has seats 1..${date.seat_count}; no seat ${missing.join(", ")}`, {
         seats: missing.join(","),
       });
     }
+    if (date.owned + request.seatNumbers.length > date.seat_limit) {
+      return new Refused(Reason.FAN_LIMIT_REACHED, `you may buy at most ${date.seat_limit} seats of this concert; you hold or own ${date.owned}`, {
+        limit: String(date.seat_limit),
+        held: String(date.owned),
+      });
+    }
     // Seats that are free again by now were taken by a hold that has since failed: they count as taken too.
-    const taken = schedule.taken?.length ? schedule.taken : request.seatNumbers;
+    const taken = date.taken?.length ? date.taken : request.seatNumbers;
     return new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
   }
 
@@ -272,10 +307,13 @@ export class Holds {
   /**
    * Turns a live hold into a sale for a payment, in one statement: the live
    * hold and its seats are locked (hold first, then seats), and only if every
-   * seat is still the hold's are the seats SOLD and the hold CONFIRMED;
-   * otherwise nothing changes. Seats already SOLD to the hold count (a hold
-   * carried over from the old layout, whose seats were sold before its record
-   * was; now a hold's seats are SOLD only with it CONFIRMED). Idempotent per payment.
+   * seat is still the hold's, the date has not started and the concert is not
+   * cancelled are the seats SOLD and the hold CONFIRMED; otherwise nothing
+   * changes. The concert row is taken FOR KEY SHARE, which only a cancel's
+   * FOR UPDATE waits for (catalog.ts): a sale and a cancel never pass each
+   * other. Seats already SOLD to the hold count (a hold carried over from the
+   * old layout, whose seats were sold before its record was; now a hold's seats
+   * are SOLD only with it CONFIRMED). Idempotent per payment.
    */
   async confirm(em: EntityManager, confirmation: Confirmation): Promise<HoldRecord> {
     const { userId, reservationId, paymentId, amount } = confirmation;
@@ -284,11 +322,16 @@ export class Holds {
          select hold.id, hold.schedule_id, jsonb_array_length(hold.seat_numbers) as seats from "concert"."hold" hold
           where hold.id = ? and hold.user_id = ? and ${holdLive} and (?::bigint is null or hold.amount = ?::bigint)
           for update),
+       selling as (
+         select concert.id from live join "concert"."schedule" schedule on schedule.id = live.schedule_id
+           join "concert"."concert" concert on concert.id = schedule.concert_id
+          where ${sellableNow}
+          for key share of concert),
        held as (
          select seat.schedule_id, seat.number from "concert"."seat" seat join live on seat.schedule_id = live.schedule_id
           where seat.reservation_id = live.id and seat.state in ('HELD', 'SOLD')
           for update of seat),
-       whole as (select live.id from live where (select count(*) from held) = live.seats),
+       whole as (select live.id from live where (select count(*) from held) = live.seats and exists (select 1 from selling)),
        sold as (
          update "concert"."seat" seat set state = 'SOLD', held_until = null
            from held where seat.schedule_id = held.schedule_id and seat.number = held.number and exists (select 1 from whole)
@@ -311,6 +354,9 @@ export class Holds {
       throw new Refused(Reason.RESERVATION_CONFIRMED, "the reservation is already paid for by another payment");
     }
     if (state === "RELEASED") throw new Refused(Reason.HOLD_RELEASED, "the hold was released; its seats are free again");
+    const date = await this.#dateOf(em, hold.scheduleId, userId, []);
+    const unsellable = date && saleRefusal(date.sale, date.startsAt, date.now);
+    if (unsellable) throw unsellable;
     if (state === "HELD" && amount !== undefined && amount !== hold.amount) {
       throw new Refused(Reason.AMOUNT_MISMATCH, `the reservation costs ${hold.amount} points, not ${amount}`);
     }

@@ -17,6 +17,7 @@ import { Migration20261124000000_concerts } from "./migrations/Migration20261124
 import { Migration20261124010000_seat_holds } from "./migrations/Migration20261124010000_seat_holds.js";
 import { Migration20261124020000_seat_notify } from "./migrations/Migration20261124020000_seat_notify.js";
 import { Migration20261201000000_holds } from "./migrations/Migration20261201000000_holds.js";
+import { Migration20261202000000_sale_events } from "./migrations/Migration20261202000000_sale_events.js";
 import { queueSupplyAnnouncer } from "./neighbours.js";
 import { ReservationHandlers, ReservationInternalHandlers } from "./reservation-service.js";
 import { SeatMaps } from "./seat-maps.js";
@@ -29,7 +30,13 @@ export const concertModule: ServiceModule = {
   database: {
     schema: "concert",
     entities: [Concert, Schedule, Seat, Hold],
-    migrations: [Migration20261124000000_concerts, Migration20261124010000_seat_holds, Migration20261124020000_seat_notify, Migration20261201000000_holds],
+    migrations: [
+      Migration20261124000000_concerts,
+      Migration20261124010000_seat_holds,
+      Migration20261124020000_seat_notify,
+      Migration20261201000000_holds,
+      Migration20261202000000_sale_events,
+    ],
     // The longest a hold waits for another hold on the same seats before it is refused.
     settings: { lock_timeout: "2s" },
   },

@@ -22,7 +22,7 @@ export interface QueueWatchOptions {
   heartbeatMs: number;
 }
 
-const finalStates = new Set([QueueState.ADMITTED, QueueState.EXPIRED, QueueState.LEFT, QueueState.COMPLETED, QueueState.SOLD_OUT]);
+const finalStates = new Set([QueueState.ADMITTED, QueueState.EXPIRED, QueueState.LEFT, QueueState.COMPLETED, QueueState.SOLD_OUT, QueueState.CLOSED]);
 const batchSize = 1_000;
 
 /** One open watch stream: its token, what it was last told, and where the next update waits. */

@@ -1,4 +1,5 @@
 import { Repeating } from "../platform/background.js";
+import type { SaleDraw } from "./draws.js";
 import type { Rooms } from "./rooms.js";
 import type { Policy, QueueStore, RoomSettings } from "./store.js";
 import type { SupplySource } from "./supply.js";
@@ -41,6 +42,7 @@ export class AdmissionWorker {
     private readonly supply: SupplySource,
     private readonly defaults: Policy,
     private readonly options: AdmissionWorkerOptions,
+    private readonly draw?: SaleDraw,
   ) {
     this.#clock = options.clock ?? Date.now;
     this.#loop = new Repeating("queue admission", options.tickMs, () => this.tick());
@@ -103,12 +105,19 @@ export class AdmissionWorker {
     // if that is recent: while the concert service is down for longer, the line waits.
     const supply = await this.supply.current(concertId, this.options.tickMs, lastKnownSupplyMaxAgeMs);
     if (supply.total > 0 && supply.sold === supply.total && !settings.soldOut) settings = await this.rooms.change(concertId, { soldOut: true });
-    await this.store.tick(concertId, this.defaults, {
-      now: this.#clock(),
-      supplyOpen: supply.available > 0,
-      batch: this.options.batch ?? 1_000,
-      settings,
-      stalledAfterMs: Math.max(5_000, 5 * this.options.tickMs),
-    });
+    const { sale } = supply;
+    // The sale's end closes the room for good: the line is told, and nobody enters any more.
+    if ((sale.cancelled || this.#clock() >= sale.saleEndsAt) && !settings.closed) settings = await this.rooms.change(concertId, { closed: true });
+    const tick = () =>
+      this.store.tick(concertId, this.defaults, {
+        now: this.#clock(),
+        saleOpensAt: sale.saleOpensAt,
+        supplyOpen: supply.available > 0,
+        batch: this.options.batch ?? 1_000,
+        settings,
+        stalledAfterMs: Math.max(5_000, 5 * this.options.tickMs),
+      });
+    // The sale has opened on a frozen pre-queue: draw it, then admit in the same tick.
+    if ((await tick()).drawPending && this.draw && (await this.draw.run(concertId))) await tick();
   }
 }

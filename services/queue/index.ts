@@ -10,7 +10,9 @@ import { QueueAdminHandlers, QueueHandlers, QueueInternalHandlers } from "./queu
 import { QueueTokens } from "./queue-tokens.js";
 import { Migration20261201100000_rooms } from "./migrations/Migration20261201100000_rooms.js";
 import { RedisQueueStore } from "./redis-store.js";
-import { Room } from "./room.entity.js";
+import { Draw, Room } from "./room.entity.js";
+import { Migration20261202100000_draws } from "./migrations/Migration20261202100000_draws.js";
+import { concertSeeds, Draws, SaleDraw, saleFairness } from "./draws.js";
 import { Rooms } from "./rooms.js";
 import type { QueueStore } from "./store.js";
 import { ConcertSupply } from "./supply.js";
@@ -24,7 +26,7 @@ export const queueModule: ServiceModule = {
   name: "queue",
   serves: [QueueService, QueueInternalService, QueueAdminService],
   // The rooms and what operators set for them (the line itself is in the store).
-  database: { schema: "queue", entities: [Room], migrations: [Migration20261201100000_rooms] },
+  database: { schema: "queue", entities: [Room, Draw], migrations: [Migration20261201100000_rooms, Migration20261202100000_draws] },
   create: ({ config, clients, orm, metrics }) => {
     const { queue } = config;
     const redis = config.redisCluster ? { clusterNodes: config.redisCluster } : config.redisUrl ? { url: config.redisUrl } : undefined;
@@ -36,13 +38,17 @@ export const queueModule: ServiceModule = {
       ratePerMinute: queue.ratePerMinute,
       sessionTtlMs: queue.sessionTtlMs,
       abandonAfterMs: queue.abandonAfterMs,
+      random: false,
     };
-    const room = new WaitingRoom(store, rooms, new QueueTokens(config.tokenSecret), supply, defaults);
-    const worker = new AdmissionWorker(store, rooms, supply, defaults, { tickMs: queue.tickMs });
+    const tokens = new QueueTokens(config.tokenSecret);
+    const room = new WaitingRoom(store, rooms, tokens, supply, defaults);
+    const draws = new Draws(orm!, queue.redisKeyPrefix);
+    const seeds = concertSeeds(clients.for(ConcertInternalService));
+    const worker = new AdmissionWorker(store, rooms, supply, defaults, { tickMs: queue.tickMs }, new SaleDraw(store, draws, seeds, tokens));
     roomMetrics(metrics, store, rooms);
     return {
       implementations: [
-        implementation(QueueService, new QueueHandlers(room)),
+        implementation(QueueService, new QueueHandlers(room, (concertId) => saleFairness(concertId, draws, seeds, store))),
         implementation(QueueInternalService, new QueueInternalHandlers(room, worker)),
         implementation(QueueAdminService, new QueueAdminHandlers(room)),
       ],

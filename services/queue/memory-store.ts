@@ -1,6 +1,7 @@
+import { randomInt } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import type { EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
+import type { DrawState, EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 import { minuteMs, overlay, sampleSize } from "./policy.js";
 import { logger, why } from "../platform/log.js";
 
@@ -14,6 +15,19 @@ class Ranks {
   add(seq: number, delta: number) {
     while (seq >= this.#tree.length) this.#grow();
     for (let i = seq; i < this.#tree.length; i += i & -i) this.#tree[i]! += delta;
+  }
+
+  /** The k-th present number (1-based k, at most the count present). */
+  find(k: number): number {
+    let at = 0;
+    for (let step = this.#tree.length >> 1; step > 0; step >>= 1) {
+      const next = at + step;
+      if (next < this.#tree.length && this.#tree[next]! < k) {
+        at = next;
+        k -= this.#tree[next]!;
+      }
+    }
+    return at + 1;
   }
 
   /** How many present sequence numbers are ≤ seq. */
@@ -37,6 +51,8 @@ interface Entry {
   seq: number;
   state: EntryState;
   admittedUntil: number;
+  /** While in the line: its place there (the drawn place for the pre-queue, else seq); 0 in the pre-queue. */
+  place?: number;
 }
 
 /** A room as written to disk at shutdown. */
@@ -48,6 +64,8 @@ interface RoomSnapshot {
   recent: number[];
   entries: [string, Entry][];
   settings: RoomSettings | undefined;
+  draw?: DrawState;
+  pre?: [string, number][];
   supplyOpen: boolean;
   abandoned: number;
   firstAdmissionAt: number;
@@ -58,7 +76,7 @@ interface RoomSnapshot {
 
 class Room {
   seq = 0;
-  /** Waiting users by seq, and the lowest seq that may still be waiting. */
+  /** Waiting users by place, and the lowest place that may still be waiting. */
   line = new Map<number, string>();
   head = 1;
   ranks = new Ranks();
@@ -70,6 +88,10 @@ class Room {
   entries = new Map<string, Entry>();
   /** The copy of the room's settings; undefined until the first tick or operator change. */
   settings: RoomSettings | undefined;
+  /** See DrawState; undefined until the first entry or tick. */
+  draw: DrawState | undefined;
+  /** The pre-queue: user -> seq, in arrival order. */
+  pre = new Map<string, number>();
   supplyOpen = true;
   abandoned = 0;
   firstAdmissionAt = 0;
@@ -83,14 +105,41 @@ class Room {
     return this.settings?.soldOut ?? false;
   }
 
+  /** The state a waiting entry of an ended sale reads, if it has ended. */
+  get ended(): EntryState | undefined {
+    if (this.settings?.closed) return "CLOSED";
+    return this.soldOut ? "SOLD_OUT" : undefined;
+  }
+
+  /** The draw state as of now: the first call at or after the opening freezes the pre-queue. */
+  drawState(now: number, saleOpensAt: number): DrawState {
+    if (now >= saleOpensAt) {
+      if (this.draw === "PREQUEUE") this.draw = "DRAWING";
+      else if (this.draw === undefined) this.draw = "OPEN";
+    } else if (this.draw === undefined) {
+      this.draw = "PREQUEUE";
+    }
+    return this.draw;
+  }
+
+  /** Into the line at `place`. */
+  addWaiting(userId: string, entry: Entry, place: number, now: number) {
+    entry.place = place;
+    this.line.set(place, userId);
+    this.ranks.add(place, 1);
+    this.head = Math.min(this.head, place);
+    this.seen.set(userId, now);
+  }
+
   /** Takes settings newer than the copy; true when there was no copy. */
   apply(settings: RoomSettings): boolean {
     const had = this.settings;
     if (had && had.version >= settings.version) return false;
     this.settings = settings;
-    if (settings.soldOut) {
+    if (settings.soldOut || settings.closed) {
       this.line.clear();
       this.seen.clear();
+      this.pre.clear();
       this.ranks = new Ranks();
     }
     return had === undefined;
@@ -101,9 +150,12 @@ class Room {
     if (!entry) return ended("LOST");
     if (entry.seq !== ticket.seq) return ended("EXPIRED");
     switch (entry.state) {
-      case "WAITING":
-        if (this.soldOut) return ended("SOLD_OUT");
-        return { state: "WAITING", position: this.ranks.upTo(entry.seq), admittedUntil: 0 };
+      case "WAITING": {
+        const over = this.ended;
+        if (over) return ended(over);
+        if (entry.place) return { state: "WAITING", position: this.ranks.upTo(entry.place) + this.pre.size, admittedUntil: 0 };
+        return ended(this.pre.has(ticket.userId) ? "PREQUEUED" : "EXPIRED");
+      }
       case "ADMITTED":
         return entry.admittedUntil > now ? { state: "ADMITTED", position: 0, admittedUntil: entry.admittedUntil } : ended("EXPIRED");
       default:
@@ -121,6 +173,8 @@ class Room {
       recent: this.recent,
       entries: [...this.entries],
       settings: this.settings,
+      draw: this.draw,
+      pre: [...this.pre],
       supplyOpen: this.supplyOpen,
       abandoned: this.abandoned,
       firstAdmissionAt: this.firstAdmissionAt,
@@ -138,11 +192,15 @@ class Room {
       seen: new Map(saved.seen),
       admitted: new Map(saved.admitted),
       entries: new Map(saved.entries),
+      pre: new Map(saved.pre ?? []),
     });
     room.head = room.seq + 1;
-    for (const seq of room.line.keys()) {
-      room.ranks.add(seq, 1);
-      room.head = Math.min(room.head, seq);
+    for (const [place, userId] of room.line) {
+      room.ranks.add(place, 1);
+      room.head = Math.min(room.head, place);
+      // A snapshot from before places: the place was the seq.
+      const entry = room.entries.get(userId);
+      if (entry && !entry.place) entry.place = place;
     }
     return room;
   }
@@ -167,9 +225,14 @@ class Room {
   }
 
   removeWaiting(userId: string, entry: Entry) {
-    this.line.delete(entry.seq);
-    this.ranks.add(entry.seq, -1);
+    if (entry.place) {
+      this.line.delete(entry.place);
+      this.ranks.add(entry.place, -1);
+      entry.place = 0;
+    }
     this.seen.delete(userId);
+    // A pre-queue frozen for its draw keeps every entry it had (the published list).
+    if (this.draw !== "DRAWING") this.pre.delete(userId);
   }
 
   trimRecent(now: number) {
@@ -195,6 +258,7 @@ class Room {
       sessionEndsSample: this.#sessionEnds(now),
       paused: this.settings?.paused ?? false,
       supplyOpen: this.supplyOpen,
+      draw: this.draw ?? "PREQUEUE",
       overrides: this.settings?.overrides ?? {},
     };
   }
@@ -250,23 +314,26 @@ export class MemoryQueueStore implements QueueStore {
     return this.#rooms.get(concertId) ?? new Room();
   }
 
-  async enter(concertId: string, userId: string, now: number): Promise<Entered> {
+  async enter(concertId: string, userId: string, now: number, saleOpensAt = 0): Promise<Entered> {
     const room = this.#room(concertId);
     const entry = room.entries.get(userId);
     if (entry) {
       const view = room.view({ userId, seq: entry.seq }, now);
-      if (view.state === "WAITING" || view.state === "ADMITTED") {
+      if (view.state === "WAITING" || view.state === "ADMITTED" || view.state === "PREQUEUED") {
         room.touch(userId, now);
         return { seq: entry.seq, view, pace: room.pace(now) };
       }
       if (entry.state === "ADMITTED") room.admitted.delete(userId);
     }
-    if (room.soldOut) return { seq: 0, view: ended("SOLD_OUT"), pace: room.pace(now) };
+    const over = room.ended;
+    if (over) return { seq: 0, view: ended(over), pace: room.pace(now) };
+    const draw = room.drawState(now, saleOpensAt);
     const seq = ++room.seq;
-    room.entries.set(userId, { seq, state: "WAITING", admittedUntil: 0 });
-    room.line.set(seq, userId);
-    room.ranks.add(seq, 1);
-    room.seen.set(userId, now);
+    const created: Entry = { seq, state: "WAITING", admittedUntil: 0 };
+    room.entries.set(userId, created);
+    // The pre-queue is not dropped for silence: its presence counts from the draw.
+    if (draw === "PREQUEUE") room.pre.set(userId, seq);
+    else room.addWaiting(userId, created, seq, now);
     return { seq, view: room.view({ userId, seq }, now), pace: room.pace(now) };
   }
 
@@ -305,15 +372,16 @@ export class MemoryQueueStore implements QueueStore {
     return true;
   }
 
-  async tick(concertId: string, defaults: Policy, { now, supplyOpen, batch, settings, stalledAfterMs }: TickInput): Promise<TickResult> {
+  async tick(concertId: string, defaults: Policy, { now, saleOpensAt = 0, supplyOpen, batch, settings, stalledAfterMs }: TickInput): Promise<TickResult> {
     const room = this.#room(concertId);
     const restored = room.apply(settings);
+    const draw = room.drawState(now, saleOpensAt);
     const policy = overlay(defaults, room.settings!.overrides);
     room.supplyOpen = supplyOpen;
     // No tick for a while (the process was down): presence could not be counted meanwhile.
     if (room.lastTickAt > 0 && now - room.lastTickAt > stalledAfterMs) room.presenceFrom = now;
     room.lastTickAt = now;
-    const result: TickResult = { admitted: 0, expired: 0, abandoned: 0, restored };
+    const result: TickResult = { admitted: 0, expired: 0, abandoned: 0, restored, drawPending: draw === "DRAWING" };
 
     for (const [userId, until] of room.admitted) {
       if (result.expired >= batch) break;
@@ -334,13 +402,19 @@ export class MemoryQueueStore implements QueueStore {
     room.abandoned += result.abandoned;
 
     room.trimRecent(now);
-    // As on Redis: a copy just restored admits from the next tick on.
-    if (supplyOpen && !restored && !room.settings!.paused && !room.soldOut) {
+    // As on Redis: a copy just restored admits from the next tick on; nobody before the pre-queue is in its drawn order.
+    if (supplyOpen && !restored && draw === "OPEN" && !room.settings!.paused && !room.ended) {
       let free = Math.min(policy.maxActive - room.admitted.size, batch);
       if (policy.ratePerMinute > 0) free = Math.min(free, policy.ratePerMinute - room.recent.length);
       while (free > 0 && room.line.size > 0) {
-        while (!room.line.has(room.head)) room.head++;
-        const userId = room.line.get(room.head)!;
+        let place: number;
+        if (policy.random) {
+          place = room.ranks.find(randomInt(room.line.size) + 1);
+        } else {
+          while (!room.line.has(room.head)) room.head++;
+          place = room.head;
+        }
+        const userId = room.line.get(place)!;
         const entry = room.entries.get(userId)!;
         room.removeWaiting(userId, entry);
         entry.state = "ADMITTED";
@@ -360,11 +434,31 @@ export class MemoryQueueStore implements QueueStore {
     this.#room(concertId).apply(settings);
   }
 
+  async prequeue(concertId: string): Promise<{ draw: DrawState; tickets: Ticket[] }> {
+    const room = this.#read(concertId);
+    const draw = room.draw ?? "PREQUEUE";
+    return { draw, tickets: draw === "DRAWING" ? [...room.pre].map(([userId, seq]) => ({ userId, seq })) : [] };
+  }
+
+  async place(concertId: string, tickets: Ticket[], firstPlace: number, last: boolean, now: number): Promise<void> {
+    const room = this.#read(concertId);
+    if (room.draw !== "DRAWING") return;
+    tickets.forEach(({ userId, seq }, i) => {
+      if (!room.pre.delete(userId)) return;
+      const entry = room.entries.get(userId);
+      if (entry?.seq === seq && entry.state === "WAITING") room.addWaiting(userId, entry, firstPlace + i, now);
+    });
+    if (last) {
+      room.draw = "OPEN";
+      room.pre.clear();
+    }
+  }
+
   async counts(concertId: string, now: number): Promise<RoomCounts> {
     const room = this.#read(concertId);
     let admitted = 0;
     for (const until of room.admitted.values()) if (until > now) admitted++;
-    return { waiting: room.line.size, admitted, admittedLastMinute: room.pace(now).admittedLastMinute, abandoned: room.abandoned };
+    return { waiting: room.line.size + room.pre.size, admitted, admittedLastMinute: room.pace(now).admittedLastMinute, abandoned: room.abandoned };
   }
 
   async markLife() {

@@ -7,7 +7,7 @@ export function overlay(defaults: Policy, overrides: Partial<Policy>): Policy {
   const policy = { ...defaults };
   for (const key of Object.keys(defaults) as (keyof Policy)[]) {
     const value = overrides[key];
-    if (value !== undefined && Number.isFinite(value)) policy[key] = value;
+    if (value !== undefined && (typeof value !== "number" || Number.isFinite(value))) (policy as Record<keyof Policy, unknown>)[key] = value;
   }
   return policy;
 }

@@ -3,7 +3,10 @@ import { durationFromMs, durationMs, timestampFromDate, timestampFromMs, type Du
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   AdmissionPolicySchema,
+  DrawState,
+  QueueingMethod,
   QueueState,
+  type GetSaleFairnessRequest,
   QueueStatusSchema,
   type AdmissionPolicy,
   type CheckAdmissionRequest,
@@ -26,6 +29,8 @@ import { InvalidInput, NotAuthenticated, Reason } from "../platform/errors.js";
 import { audit } from "../platform/log.js";
 import { check } from "../platform/validate.js";
 import type { AdmissionWorker } from "./admission.js";
+import { drawMethod } from "./draw.js";
+import type { Fairness } from "./draws.js";
 import type { Policy } from "./store.js";
 import type { RoomStats, RoomStatus, WaitingRoom } from "./waiting-room.js";
 
@@ -36,6 +41,7 @@ const stateOf = {
   LEFT: QueueState.LEFT,
   COMPLETED: QueueState.COMPLETED,
   SOLD_OUT: QueueState.SOLD_OUT,
+  CLOSED: QueueState.CLOSED,
 } as const;
 
 export function statusMessage(status: RoomStatus): QueueStatus {
@@ -48,6 +54,8 @@ export function statusMessage(status: RoomStatus): QueueStatus {
     admittedUntil: status.admittedUntil === undefined ? undefined : timestampFromMs(status.admittedUntil),
     reason: status.reason,
     detail: status.detail,
+    saleOpensAt: status.saleOpensAt === undefined ? undefined : timestampFromMs(status.saleOpensAt),
+    entryId: status.entryId,
   });
 }
 
@@ -70,6 +78,7 @@ function policyMessage(policy: Policy): AdmissionPolicy {
     ratePerMinute: policy.ratePerMinute,
     sessionTtl: durationFromMs(policy.sessionTtlMs),
     abandonAfter: durationFromMs(policy.abandonAfterMs),
+    method: policy.random ? QueueingMethod.RANDOM : QueueingMethod.FIFO,
   });
 }
 
@@ -90,7 +99,23 @@ function queueToken(ctx: HandlerContext): string {
 
 /** The fan's side of the waiting room. */
 export class QueueHandlers implements ServiceImpl<typeof QueueService> {
-  constructor(private readonly room: WaitingRoom) {}
+  constructor(
+    private readonly room: WaitingRoom,
+    private readonly fairness: (concertId: string) => Promise<Fairness>,
+  ) {}
+
+  async getSaleFairness(req: GetSaleFairnessRequest) {
+    const { drawn, commitment, saleOpensAt, draw } = await this.fairness(check.id(req.concertId, "concert_id"));
+    return {
+      state: drawn ? DrawState.DRAWN : DrawState.COMMITTED,
+      seedCommitment: commitment,
+      seed: draw?.seed ?? "",
+      entryIds: draw?.entryIds ?? [],
+      saleOpensAt: saleOpensAt && timestampFromDate(saleOpensAt),
+      drawnAt: draw && timestampFromDate(draw.drawnAt),
+      method: drawMethod,
+    };
+  }
 
   async enterQueue(req: EnterQueueRequest, ctx: HandlerContext) {
     const entered = await this.room.enter(caller(ctx).userId, check.id(req.concertId, "concert_id"));
@@ -177,6 +202,7 @@ export class QueueAdminHandlers implements ServiceImpl<typeof QueueAdminService>
       ratePerMinute: policy.ratePerMinute === undefined ? undefined : check.integer(policy.ratePerMinute, "policy.rate_per_minute", 0, 1_000_000),
       sessionTtlMs: policyDuration(policy.sessionTtl, "policy.session_ttl"),
       abandonAfterMs: policyDuration(policy.abandonAfter, "policy.abandon_after"),
+      random: policy.method === QueueingMethod.UNSPECIFIED ? undefined : check.integer(policy.method, "policy.method", QueueingMethod.FIFO, QueueingMethod.RANDOM) === QueueingMethod.RANDOM,
     };
     const { before, after } = await this.room.setPolicy(concertId, change);
     audit(ctx, { subject: `admission policy of concert ${concertId}`, before, after });

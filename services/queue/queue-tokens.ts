@@ -38,6 +38,15 @@ export class QueueTokens {
     return { concertId, userId, seq: Number(seq) };
   }
 
+  /**
+   * The entry's id in a sale's draw: 128 bits of an HMAC of the entry under
+   * this service's key, in hex. Random to anyone else, and it does not name the
+   * fan; the same entry always has the same id, so it needs no storing.
+   */
+  entryId(ticket: QueueTicket): string {
+    return createHmac("sha256", this.#key).update(`entry.${ticket.concertId}.${ticket.userId}.${ticket.seq}`).digest().subarray(0, 16).toString("hex");
+  }
+
   /** 128 bits of HMAC-SHA256, as 22 base64url characters. */
   #mac(body: string): string {
     return createHmac("sha256", this.#key).update(body).digest().subarray(0, 16).toString("base64url");

@@ -5,6 +5,7 @@ import type { Policy, RoomSettings } from "./store.js";
 export interface RoomChange {
   paused?: boolean;
   soldOut?: boolean;
+  closed?: boolean;
   overrides?: Partial<Policy>;
 }
 
@@ -12,6 +13,8 @@ interface RoomRow {
   concert_id: string;
   paused: boolean;
   sold_out: boolean;
+  closed: boolean;
+  random_admission: boolean | null;
   max_active: number | null;
   rate_per_minute: number | null;
   session_ttl_ms: number | null;
@@ -19,19 +22,28 @@ interface RoomRow {
   version: string | number;
 }
 
-const columns = `concert_id, paused, sold_out, max_active, rate_per_minute, session_ttl_ms, abandon_after_ms, version`;
-const overrideColumns = { maxActive: "max_active", ratePerMinute: "rate_per_minute", sessionTtlMs: "session_ttl_ms", abandonAfterMs: "abandon_after_ms" } as const;
+const columns = `concert_id, paused, sold_out, closed, random_admission, max_active, rate_per_minute, session_ttl_ms, abandon_after_ms, version`;
+const overrideColumns = {
+  maxActive: "max_active",
+  ratePerMinute: "rate_per_minute",
+  sessionTtlMs: "session_ttl_ms",
+  abandonAfterMs: "abandon_after_ms",
+  random: "random_admission",
+} as const;
 
 /** A room nobody has set anything for: version 0, older than any stored row. */
-export const unsetRoom: RoomSettings = { paused: false, soldOut: false, overrides: {}, version: 0 };
+export const unsetRoom: RoomSettings = { paused: false, soldOut: false, closed: false, overrides: {}, version: 0 };
 
 function settingsOf(row: RoomRow): RoomSettings {
-  const overrides: Partial<Policy> = {};
-  for (const [field, column] of Object.entries(overrideColumns) as [keyof Policy, (typeof overrideColumns)[keyof Policy]][]) {
+  const overrides: Record<string, unknown> = {};
+  for (const [field, column] of Object.entries(overrideColumns)) {
     if (row[column] !== null) overrides[field] = row[column];
   }
-  return { paused: row.paused, soldOut: row.sold_out, overrides, version: Number(row.version) };
+  return { paused: row.paused, soldOut: row.sold_out, closed: row.closed, overrides: overrides as Partial<Policy>, version: Number(row.version) };
 }
+
+/** A closed room is moved this long after it closed (its sessions run out), then no more. */
+const closedRoomsKeptFor = `interval '1 day'`;
 
 /**
  * The rooms and their operator settings in PostgreSQL (queue.room), the
@@ -68,9 +80,12 @@ export class Rooms {
     return row ? settingsOf(row) : unsetRoom;
   }
 
-  /** Every listed room with its settings: the admission worker's round. */
+  /** Every listed room with its settings, but those closed over a day ago: the admission worker's round. */
   async all(): Promise<Map<string, RoomSettings>> {
-    const rows = await this.#execute<RoomRow[]>(`select ${columns} from "queue"."room" where scope = ?`, [this.scope]);
+    const rows = await this.#execute<RoomRow[]>(
+      `select ${columns} from "queue"."room" where scope = ? and (closed_at is null or closed_at > now() - ${closedRoomsKeptFor})`,
+      [this.scope],
+    );
     return new Map(rows.map((row) => [row.concert_id, settingsOf(row)]));
   }
 
@@ -79,6 +94,8 @@ export class Rooms {
     const values = new Map<string, unknown>();
     if (change.paused !== undefined) values.set("paused", change.paused);
     if (change.soldOut !== undefined) values.set("sold_out", change.soldOut);
+    if (change.closed !== undefined) values.set("closed", change.closed);
+    if (change.closed) values.set("closed_at", new Date());
     for (const [field, column] of Object.entries(overrideColumns) as [keyof Policy, string][]) {
       const value = change.overrides?.[field];
       if (value !== undefined) values.set(column, value);
@@ -86,7 +103,12 @@ export class Rooms {
     const changed = [...values.keys()];
     const [row] = await this.#execute<RoomRow[]>(
       `insert into "queue"."room" as room (${["scope", "concert_id", ...changed].join(", ")}) values (${["?", "?", ...changed.map(() => "?")].join(", ")})
-       on conflict (scope, concert_id) do update set ${[...changed.map((column) => `${column} = excluded.${column}`), "version = room.version + 1", "updated_at = now()"].join(", ")}
+       on conflict (scope, concert_id) do update set ${[
+         // When it first closed stays.
+         ...changed.map((column) => (column === "closed_at" ? `closed_at = coalesce(room.closed_at, excluded.closed_at)` : `${column} = excluded.${column}`)),
+         "version = room.version + 1",
+         "updated_at = now()",
+       ].join(", ")}
        returning ${columns}`,
       [this.scope, concertId, ...values.values()],
     );

@@ -9,12 +9,23 @@
  */
 
 /**
- * Where an entry stands. LOST is the store's own: it has no entry for the
+ * Where an entry stands. PREQUEUED: waiting in the pre-queue, before the sale
+ * opens and its draw puts the pre-queue in order (no place yet). CLOSED: the
+ * sale ended. LOST is the store's own: it has no entry for the
  * ticket at all, because it lost its data (a Redis restart without
  * persistence, a failover to an empty replica, an eviction; a restart of the
  * in-process store). Fans see it as EXPIRED, told to enter again.
  */
-export type EntryState = "WAITING" | "ADMITTED" | "EXPIRED" | "LEFT" | "COMPLETED" | "SOLD_OUT" | "LOST";
+export type EntryState = "WAITING" | "PREQUEUED" | "ADMITTED" | "EXPIRED" | "LEFT" | "COMPLETED" | "SOLD_OUT" | "CLOSED" | "LOST";
+
+/**
+ * How far a room's draw has got. PREQUEUE: entries go into the pre-queue.
+ * DRAWING: the sale has opened, the pre-queue is frozen and waits to be put in
+ * the drawn order; newcomers join the line behind it; nobody is admitted yet.
+ * OPEN: the line is in order and moves. The first store call at or after the
+ * sale's opening moves PREQUEUE to DRAWING; a room first seen after it starts OPEN.
+ */
+export type DrawState = "PREQUEUE" | "DRAWING" | "OPEN";
 
 /** The admission rules of one concert's waiting room. */
 export interface Policy {
@@ -26,6 +37,8 @@ export interface Policy {
   sessionTtlMs: number;
   /** A waiting fan silent this long loses the place, ms. */
   abandonAfterMs: number;
+  /** Admit by lot among those waiting instead of from the head (the random queueing method). */
+  random: boolean;
 }
 
 /**
@@ -37,6 +50,8 @@ export interface Policy {
 export interface RoomSettings {
   paused: boolean;
   soldOut: boolean;
+  /** The sale has ended (closed, cancelled, or every date started): nobody waits or enters any more. */
+  closed: boolean;
   overrides: Partial<Policy>;
   /** Rises with every change. */
   version: number;
@@ -61,6 +76,8 @@ export interface Pace {
    * interpolate between.
    */
   recentSample: number[];
+  /** Where the room's draw is (PREQUEUE for a room nobody entered yet). */
+  draw: DrawState;
   /** When the first admission of this room happened (ms), 0 if none yet. */
   firstAdmissionAt: number;
   /** Sessions admitted now. */
@@ -90,6 +107,8 @@ export interface Entered {
 
 export interface TickInput {
   now: number;
+  /** When the sale opens (ms): nobody is admitted before, and the first tick after freezes the pre-queue. Unset: open. */
+  saleOpensAt?: number;
   /** False while the concert has no AVAILABLE seat: nobody new is admitted. */
   supplyOpen: boolean;
   /** Most entries moved per step (admitted, expired, abandoned) in one tick. */
@@ -110,6 +129,8 @@ export interface TickResult {
   abandoned: number;
   /** The store had no copy of the room's settings (a new room, or lost data) and took this tick's. */
   restored: boolean;
+  /** The pre-queue is frozen and waits for its draw (see QueueStore.prequeue and place). */
+  drawPending: boolean;
 }
 
 export interface RoomCounts {
@@ -124,9 +145,10 @@ export interface QueueStore {
    * Puts the user in line, or returns their live entry (WAITING, or ADMITTED
    * and not run out) unchanged. A user whose last entry ended gets a new one at
    * the back. In a sold-out room nobody enters: seq 0 and SOLD_OUT.
-   * Entering counts as presence.
+   * Entering counts as presence. Before `saleOpensAt` a new entry goes into
+   * the pre-queue (PREQUEUED); from it (by default, at once), into the line behind the pre-queue.
    */
-  enter(concertId: string, userId: string, now: number): Promise<Entered>;
+  enter(concertId: string, userId: string, now: number, saleOpensAt?: number): Promise<Entered>;
 
   /** The entry the ticket names; `touch` counts it as presence for a waiting fan. */
   view(concertId: string, ticket: Ticket, now: number, touch: boolean): Promise<EntryView>;
@@ -152,6 +174,21 @@ export interface QueueStore {
 
   /** Takes the settings when newer than the store's copy (an operator's change, at once); a sold-out room's line is emptied. */
   apply(concertId: string, settings: RoomSettings): Promise<void>;
+
+  /**
+   * The room's draw state and, while DRAWING, the frozen pre-queue (every
+   * entry in it when the sale opened, also those who left since), in arrival order.
+   */
+  prequeue(concertId: string): Promise<{ draw: DrawState; tickets: Ticket[] }>;
+
+  /**
+   * Puts part of the frozen pre-queue into the line in the drawn order: the
+   * tickets are the drawn places `firstPlace`, `firstPlace + 1`, … (1-based);
+   * entries no longer waiting keep their place number unused. `last` opens the
+   * room. Idempotent (a second drawer, or one after a crash, changes nothing
+   * more); a no-op unless DRAWING. Placed fans count as present from `now`.
+   */
+  place(concertId: string, tickets: Ticket[], firstPlace: number, last: boolean, now: number): Promise<void>;
 
   /** The room's counts. */
   counts(concertId: string, now: number): Promise<RoomCounts>;

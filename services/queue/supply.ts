@@ -1,13 +1,46 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
-import type { ConcertInternalService } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { ConcertPhase, type ConcertInternalService, type GetConcertSupplyResponse } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { callDependency } from "../platform/clients.js";
 
-/** A concert's seats by state, over all its dates. */
+/** A concert's sale as the waiting room goes by it: its times (ms) and whether it can happen at all. */
+export interface Sale {
+  /** Published and not cancelled (a draft's room cannot be entered). */
+  published: boolean;
+  cancelled: boolean;
+  cancelReason: string;
+  prequeueOpensAt: number;
+  saleOpensAt: number;
+  /** The earlier of sale_closes_at and the start of the last date. */
+  saleEndsAt: number;
+}
+
+/** A concert's seats by state, over all its dates, and its sale. */
 export interface Supply {
   total: number;
   available: number;
   held: number;
   sold: number;
+  sale: Sale;
+}
+
+function supplyOf(answer: GetConcertSupplyResponse): Supply {
+  const ms = (at: typeof answer.saleOpensAt, otherwise: number) => (at ? timestampMs(at) : otherwise);
+  const saleOpensAt = ms(answer.saleOpensAt, 0);
+  return {
+    total: answer.total,
+    available: answer.available,
+    held: answer.held,
+    sold: answer.sold,
+    sale: {
+      published: answer.phase !== ConcertPhase.DRAFT && answer.phase !== ConcertPhase.UNSPECIFIED,
+      cancelled: answer.phase === ConcertPhase.CANCELLED,
+      cancelReason: answer.cancelReason,
+      prequeueOpensAt: ms(answer.prequeueOpensAt, saleOpensAt),
+      saleOpensAt,
+      saleEndsAt: ms(answer.saleEndsAt, Number.MAX_SAFE_INTEGER),
+    },
+  };
 }
 
 /** Where the queue learns what is left to sell. Throws NotFound for an unknown concert. */
@@ -15,6 +48,12 @@ export interface SupplySource {
   of(concertId: string): Promise<Supply>;
   /** Throws NotFound for an unknown concert; a concert once found is not looked up again (concerts are never deleted). */
   exists(concertId: string): Promise<void>;
+  /**
+   * The concert's sale: as last read when that was recent (`of`'s cache),
+   * else as last read while a fresh read runs, so that a crowd entering costs
+   * no lookup per fan; read now only the first time. NotFound for an unknown concert.
+   */
+  sale(concertId: string): Promise<Sale>;
   /**
    * The supply as fresh as it can be had within `waitMs`: when a lookup takes
    * longer or fails, the last supply known, if it was asked for within
@@ -57,6 +96,13 @@ export class ConcertSupply implements SupplySource {
     await this.of(concertId);
   }
 
+  async sale(concertId: string): Promise<Sale> {
+    const known = this.#last.get(concertId);
+    if (!known) return (await this.of(concertId)).sale;
+    if (this.clock() - known.askedAt >= this.maxAgeMs) this.of(concertId).catch(() => undefined);
+    return known.supply.sale;
+  }
+
   async current(concertId: string, waitMs: number, maxAgeMs: number): Promise<Supply> {
     const lookup = this.of(concertId);
     const known = this.#last.get(concertId);
@@ -75,7 +121,7 @@ export class ConcertSupply implements SupplySource {
     const now = this.clock();
     const cached = this.#cache.get(concertId);
     if (cached && now - cached.at < this.maxAgeMs) return cached.result;
-    const result = callDependency("concert", () => this.concerts.getConcertSupply({ concertId }));
+    const result = callDependency("concert", () => this.concerts.getConcertSupply({ concertId })).then(supplyOf);
     this.#cache.set(concertId, { at: now, result });
     result.then(
       (supply) => {

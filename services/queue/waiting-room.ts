@@ -4,19 +4,23 @@ import { estimatedWaitMs, overlay } from "./policy.js";
 import type { QueueTicket, QueueTokens } from "./queue-tokens.js";
 import { unsetRoom, type Rooms } from "./rooms.js";
 import type { EntryState, EntryView, Pace, Policy, QueueStore, RoomCounts, RoomSettings } from "./store.js";
-import type { SupplySource } from "./supply.js";
+import type { Sale, SupplySource } from "./supply.js";
 
 /** A queue token's waiting info, as fans see it. */
 export interface RoomStatus {
   concertId: string;
-  /** LOST never reaches a fan: it is told EXPIRED, with the reason. */
-  state: Exclude<EntryState, "LOST">;
+  /** LOST never reaches a fan: it is told EXPIRED, with the reason; PREQUEUED is told WAITING with no place yet. */
+  state: Exclude<EntryState, "LOST" | "PREQUEUED">;
   position: number;
   estimatedWaitMs: number | undefined;
   admittedUntil: number | undefined;
-  /** Why, where there is something to say (paused; place lost). */
+  /** Why, where there is something to say (paused; place lost; pre-queue; by lot; closed). */
   reason?: Reason;
   detail?: string;
+  /** In the pre-queue: when the sale opens and the draw is made. */
+  saleOpensAt?: number;
+  /** The entry's id in the sale's draw. */
+  entryId?: string;
 }
 
 /** A room's counts and the settings in force (GetQueueStats). */
@@ -36,8 +40,11 @@ const noPace: Pace = {
   sessionEndsSample: [],
   paused: false,
   supplyOpen: true,
+  draw: "OPEN",
   overrides: {},
 };
+
+const at = (ms: number) => new Date(ms).toISOString();
 
 const placeLost = "your place was lost when the waiting room was reset; enter the queue again";
 
@@ -56,22 +63,43 @@ export class WaitingRoom {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  /** Enters the user into the concert's waiting room (or finds their live place). */
+  /**
+   * Enters the user into the concert's waiting room (or finds their live
+   * place): from the pre-queue's opening until the sale ends. Before the sale
+   * opens the entry waits in the pre-queue, for the draw.
+   */
   async enter(userId: string, concertId: string): Promise<{ queueToken: string; status: RoomStatus }> {
-    await this.supply.exists(concertId); // NotFound for a concert that does not exist
-    await this.rooms.list(concertId);
+    const sale = await this.supply.sale(concertId); // NotFound for a concert that does not exist
     const now = this.clock();
-    const { seq, view, pace } = await this.store.enter(concertId, userId, now);
-    const queueToken = seq > 0 ? this.tokens.sign({ concertId, userId, seq }) : "";
-    return { queueToken, status: this.#status(concertId, view, pace, now) };
+    mayEnter(sale, now);
+    await this.rooms.list(concertId);
+    const { seq, view, pace } = await this.store.enter(concertId, userId, now, sale.saleOpensAt);
+    const ticket = { concertId, userId, seq };
+    const queueToken = seq > 0 ? this.tokens.sign(ticket) : "";
+    return { queueToken, status: this.#status(concertId, view, pace, now, sale, seq > 0 ? ticket : undefined) };
   }
 
   /** The waiting info of a queue token; looking counts as presence. */
   async status(queueToken: string): Promise<RoomStatus> {
     const ticket = this.#ticket(queueToken);
     const now = this.clock();
-    const { views, pace } = await this.store.views(ticket.concertId, [ticket], now, true);
-    return this.#status(ticket.concertId, views[0]!, pace, now);
+    const [{ views, pace }, sale] = await Promise.all([this.store.views(ticket.concertId, [ticket], now, true), this.#sale(ticket.concertId)]);
+    return this.#status(ticket.concertId, views[0]!, pace, now, await this.#explaining(ticket.concertId, views, sale, now), ticket);
+  }
+
+  /** The sale, to explain a status with; a status is still told while the concert service cannot say. */
+  #sale(concertId: string): Promise<Sale | undefined> {
+    return this.supply.sale(concertId).catch(() => undefined);
+  }
+
+  /** The sale, read afresh when a room closed that the sale as last read says is open (just cancelled): the reason must be right. */
+  async #explaining(concertId: string, views: EntryView[], sale: Sale | undefined, now: number): Promise<Sale | undefined> {
+    if (!sale || sale.cancelled || now >= sale.saleEndsAt || !views.some((view) => view.state === "CLOSED")) return sale;
+    this.supply.forget(concertId);
+    return this.supply
+      .of(concertId)
+      .then((supply) => supply.sale)
+      .catch(() => sale);
   }
 
   /**
@@ -82,16 +110,17 @@ export class WaitingRoom {
     const tickets = queueTokens.map((token) => this.tokens.verify(token));
     const valid = tickets.filter((ticket): ticket is QueueTicket => ticket?.concertId === concertId);
     const now = this.clock();
-    const { views, pace } = await this.store.views(concertId, valid, now, true);
+    const [{ views, pace }, read] = await Promise.all([this.store.views(concertId, valid, now, true), this.#sale(concertId)]);
+    const sale = await this.#explaining(concertId, views, read, now);
     let next = 0;
-    return tickets.map((ticket) => (ticket?.concertId === concertId ? this.#status(concertId, views[next++]!, pace, now) : undefined));
+    return tickets.map((ticket) => (ticket?.concertId === concertId ? this.#status(concertId, views[next++]!, pace, now, sale, ticket) : undefined));
   }
 
   /** Gives the place up; an admitted session frees its slot at once. */
   async leave(queueToken: string): Promise<RoomStatus> {
     const ticket = this.#ticket(queueToken);
     const now = this.clock();
-    return this.#status(ticket.concertId, await this.store.leave(ticket.concertId, ticket, now), noPace, now);
+    return this.#status(ticket.concertId, await this.store.leave(ticket.concertId, ticket, now), noPace, now, undefined, ticket);
   }
 
   /** The gate: proves the token is admitted now (for this user and concert when given), or says why not. */
@@ -112,8 +141,14 @@ export class WaitingRoom {
         throw new Refused(Reason.NOT_ADMITTED, `not admitted yet: ${view.position - 1} ahead in the queue`, {
           position: String(view.position),
         });
+      case "PREQUEUED":
+        throw new Refused(Reason.NOT_ADMITTED, "not admitted yet: the sale has not opened, and the pre-queue's order is drawn when it does", {
+          position: "0",
+        });
       case "SOLD_OUT":
         throw new Refused(Reason.SOLD_OUT, "the concert is sold out");
+      case "CLOSED":
+        throw new Refused(Reason.SALE_CLOSED, "the sale has ended");
       case "LOST":
         throw new Refused(Reason.QUEUE_TOKEN_EXPIRED, placeLost, { state: "EXPIRED" });
       default:
@@ -185,19 +220,57 @@ export class WaitingRoom {
     return ticket;
   }
 
-  #status(concertId: string, view: EntryView, pace: Pace, now: number): RoomStatus {
+  #status(concertId: string, view: EntryView, pace: Pace, now: number, sale: Sale | undefined, ticket: QueueTicket | undefined): RoomStatus {
     const status: RoomStatus = {
       concertId,
-      state: view.state === "LOST" ? "EXPIRED" : view.state,
+      state: view.state === "LOST" ? "EXPIRED" : view.state === "PREQUEUED" ? "WAITING" : view.state,
       position: view.position,
       estimatedWaitMs: undefined,
       admittedUntil: view.state === "ADMITTED" ? view.admittedUntil : undefined,
+      entryId: ticket ? this.tokens.entryId(ticket) : undefined,
     };
-    if (view.state === "WAITING") {
-      status.estimatedWaitMs = estimatedWaitMs(view.position, pace, overlay(this.defaults, pace.overrides), now);
-      if (pace.paused) Object.assign(status, { reason: Reason.QUEUE_PAUSED, detail: "admission is paused by the organiser; your place is kept" });
+    switch (view.state) {
+      case "WAITING":
+        if (pace.paused) Object.assign(status, { reason: Reason.QUEUE_PAUSED, detail: "admission is paused by the organiser; your place is kept" });
+        else if (overlay(this.defaults, pace.overrides).random) {
+          Object.assign(status, { position: 0, reason: Reason.RANDOM_ADMISSION, detail: "fans are admitted by lot from everyone waiting; stay on this page" });
+          break;
+        }
+        status.estimatedWaitMs = estimatedWaitMs(view.position, pace, overlay(this.defaults, pace.overrides), now);
+        break;
+      case "PREQUEUED":
+        Object.assign(status, {
+          reason: Reason.SALE_NOT_OPEN,
+          saleOpensAt: sale?.saleOpensAt,
+          detail:
+            sale && now < sale.saleOpensAt
+              ? `the sale opens at ${at(sale.saleOpensAt)}; then everyone in the pre-queue gets a place in line by a random draw, whenever they arrived`
+              : "the sale has opened; your place in line is being drawn",
+        });
+        break;
+      case "CLOSED":
+        Object.assign(
+          status,
+          sale?.cancelled
+            ? { reason: Reason.CONCERT_CANCELLED, detail: `the concert was cancelled${sale.cancelReason ? `: ${sale.cancelReason}` : ""}` }
+            : { reason: Reason.SALE_CLOSED, detail: "the sale has ended" },
+        );
+        break;
+      case "LOST":
+        Object.assign(status, { reason: Reason.QUEUE_TOKEN_EXPIRED, detail: placeLost });
+        break;
     }
-    if (view.state === "LOST") Object.assign(status, { reason: Reason.QUEUE_TOKEN_EXPIRED, detail: placeLost });
     return status;
   }
+}
+
+/** Who may enter a room: from the pre-queue's opening until the sale ends, of a published concert. */
+function mayEnter(sale: Sale, now: number): void {
+  if (sale.cancelled) throw new Refused(Reason.CONCERT_CANCELLED, `the concert was cancelled${sale.cancelReason ? `: ${sale.cancelReason}` : ""}`);
+  const times = { prequeue_opens_at: at(sale.prequeueOpensAt), sale_opens_at: at(sale.saleOpensAt) };
+  if (!sale.published) throw new Refused(Reason.SALE_NOT_OPEN, "the concert is not on sale yet");
+  if (now < sale.prequeueOpensAt) {
+    throw new Refused(Reason.SALE_NOT_OPEN, `the waiting room opens at ${times.prequeue_opens_at}; the sale at ${times.sale_opens_at}`, times);
+  }
+  if (now >= sale.saleEndsAt) throw new Refused(Reason.SALE_CLOSED, "the sale has ended");
 }

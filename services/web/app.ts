@@ -115,6 +115,7 @@ const queueStateText: Record<QueueState, string> = {
   [QueueState.LEFT]: "You left the queue",
   [QueueState.COMPLETED]: "Done — your booking is complete",
   [QueueState.SOLD_OUT]: "Sold out",
+  [QueueState.CLOSED]: "The sale has ended",
 };
 
 const seatStateName = (seat: Seat) => {

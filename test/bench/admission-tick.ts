@@ -29,12 +29,12 @@ async function fill(store: QueueStore, concertId: string, fans: number) {
 }
 
 async function timeTicks(store: QueueStore, concertId: string): Promise<number> {
-  let policy: Policy = { maxActive: 0, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000 };
+  let policy: Policy = { maxActive: 0, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000, random: false };
   let total = 0;
   for (let round = 0; round < rounds; round++) {
     policy = { ...policy, maxActive: policy.maxActive + perTick };
     const started = performance.now();
-    const result = await store.tick(concertId, policy, { now: Date.now(), supplyOpen: true, batch: 1_000, settings: { paused: false, soldOut: false, overrides: {}, version: 1 }, stalledAfterMs: 60_000 });
+    const result = await store.tick(concertId, policy, { now: Date.now(), supplyOpen: true, batch: 1_000, settings: { paused: false, soldOut: false, closed: false, overrides: {}, version: 1 }, stalledAfterMs: 60_000 });
     total += performance.now() - started;
     if (result.admitted !== perTick) throw new Error(`a tick admitted ${result.admitted}, expected ${perTick}`);
   }

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/concert/v1/concert.proto.
  */
 export const file_boxoffice_concert_v1_concert: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSIzCgdDb25jZXJ0EgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg0KBXZlbnVlGAMgASgJIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiawoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjInoKFUNyZWF0ZUNvbmNlcnRSZXNwb25zZRIuCgdjb25jZXJ0GAEgASgLMh0uYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydBIxCglzY2hlZHVsZXMYAiADKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TY2hlZHVsZSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIlgKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFIhcKFUxpc3RTZWF0Q291bnRzUmVxdWVzdCJeCgpTZWF0Q291bnRzEhIKCmNvbmNlcnRfaWQYASABKAkSDQoFdG90YWwYAiABKAUSEQoJYXZhaWxhYmxlGAMgASgFEgwKBGhlbGQYBCABKAUSDAoEc29sZBgFIAEoBSJMChZMaXN0U2VhdENvdW50c1Jlc3BvbnNlEjIKCGNvbmNlcnRzGAEgAygLMiAuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdENvdW50cyprCglTZWF0U3RhdGUSGgoWU0VBVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFNFQVRfU1RBVEVfQVZBSUxBQkxFEAESEwoPU0VBVF9TVEFURV9IRUxEEAISEwoPU0VBVF9TVEFURV9TT0xEEAMy2gIKDkNvbmNlcnRTZXJ2aWNlEm4KDExpc3RDb25jZXJ0cxIpLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1JlcXVlc3QaKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0Q29uY2VydHNSZXNwb25zZSIHkAIBiLUYARJxCg1MaXN0U2NoZWR1bGVzEiouYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiB5ACAYi1GAESZQoJTGlzdFNlYXRzEiYuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVxdWVzdBonLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0c1Jlc3BvbnNlIgeQAgGItRgDMvsBChNDb25jZXJ0QWRtaW5TZXJ2aWNlEm4KDUNyZWF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5DcmVhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXNwb25zZSIEiLUYBhJ0Cg5MaXN0U2VhdENvdW50cxIrLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0Q291bnRzUmVxdWVzdBosLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0Q291bnRzUmVzcG9uc2UiB5ACAYi1GAYylAEKFkNvbmNlcnRJbnRlcm5hbFNlcnZpY2USegoQR2V0Q29uY2VydFN1cHBseRItLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXF1ZXN0Gi4uYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0Q29uY2VydFN1cHBseVJlc3BvbnNlIgeQAgGItRgFYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSLQAwoHQ29uY2VydBIKCgJpZBgBIAEoCRINCgV0aXRsZRgCIAEoCRINCgV2ZW51ZRgDIAEoCRIxCgVwaGFzZRgEIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1pbl9wcmljZRgIIAEoAxIRCgltYXhfcHJpY2UYCSABKAMSMwoPZmlyc3Rfc3RhcnRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3N0YXJ0c19hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9saW1pdBgMIAEoBRIXCg9zZWVkX2NvbW1pdG1lbnQYDSABKAkSDgoGbGlzdGVkGA4gASgIIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0IhgKFkxpc3RBbGxDb25jZXJ0c1JlcXVlc3QiSgoXTGlzdEFsbENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiwAIKFENyZWF0ZUNvbmNlcnRSZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEg0KBXZlbnVlGAIgASgJEjUKCXNjaGVkdWxlcxgDIAMoCzIiLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlU3BlYxISCgpyZXF1ZXN0X2lkGAQgASgJEjUKEXByZXF1ZXVlX29wZW5zX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX29wZW5zX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlX2Nsb3Nlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9saW1pdBgIIAEoBRINCgVkcmFmdBgJIAEoCCJ6ChVDcmVhdGVDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQSMQoJc2NoZWR1bGVzGAIgAygLMh4uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGUiygIKFFVwZGF0ZUNvbmNlcnRSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkSEgoFdGl0bGUYAiABKAlIAIgBARISCgV2ZW51ZRgDIAEoCUgBiAEBEjUKEXByZXF1ZXVlX29wZW5zX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX29wZW5zX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlX2Nsb3Nlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUY2xlYXJfc2FsZV9jbG9zZXNfYXQYByABKAgSFwoKc2VhdF9saW1pdBgIIAEoBUgCiAEBQggKBl90aXRsZUIICgZfdmVudWVCDQoLX3NlYXRfbGltaXQiRwoVVXBkYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IisKFVB1Ymxpc2hDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIkgKFlB1Ymxpc2hDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUVW5saXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVVbmxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUUmVsaXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVSZWxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiOgoUQ2FuY2VsQ29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRwoVQ2FuY2VsQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IiQKDkdldFNhbGVSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiawoPR2V0U2FsZVJlc3BvbnNlEjEKDXNhbGVfb3BlbnNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD3NlZWRfY29tbWl0bWVudBgCIAEoCRIMCgRzZWVkGAMgASgJIi0KF0dldENvbmNlcnRTdXBwbHlSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkivgIKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFEjEKBXBoYXNlGAUgASgOMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydFBoYXNlEjUKEXByZXF1ZXVlX29wZW5zX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX29wZW5zX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxzYWxlX2VuZHNfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWNhbmNlbF9yZWFzb24YCSABKAkiFwoVTGlzdFNlYXRDb3VudHNSZXF1ZXN0Il4KClNlYXRDb3VudHMSEgoKY29uY2VydF9pZBgBIAEoCRINCgV0b3RhbBgCIAEoBRIRCglhdmFpbGFibGUYAyABKAUSDAoEaGVsZBgEIAEoBRIMCgRzb2xkGAUgASgFIkwKFkxpc3RTZWF0Q291bnRzUmVzcG9uc2USMgoIY29uY2VydHMYASADKAsyIC5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0Q291bnRzKoUCCgxDb25jZXJ0UGhhc2USHQoZQ09OQ0VSVF9QSEFTRV9VTlNQRUNJRklFRBAAEhcKE0NPTkNFUlRfUEhBU0VfRFJBRlQQARIbChdDT05DRVJUX1BIQVNFX1NDSEVEVUxFRBACEhoKFkNPTkNFUlRfUEhBU0VfUFJFUVVFVUUQAxIZChVDT05DRVJUX1BIQVNFX09OX1NBTEUQBBIaChZDT05DRVJUX1BIQVNFX1NPTERfT1VUEAUSGAoUQ09OQ0VSVF9QSEFTRV9DTE9TRUQQBhIWChJDT05DRVJUX1BIQVNFX1BBU1QQBxIbChdDT05DRVJUX1BIQVNFX0NBTkNFTExFRBAIKmsKCVNlYXRTdGF0ZRIaChZTRUFUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VBVF9TVEFURV9BVkFJTEFCTEUQARITCg9TRUFUX1NUQVRFX0hFTEQQAhITCg9TRUFUX1NUQVRFX1NPTEQQAzLaAgoOQ29uY2VydFNlcnZpY2USbgoMTGlzdENvbmNlcnRzEikuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdENvbmNlcnRzUmVxdWVzdBoqLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1Jlc3BvbnNlIgeQAgGItRgBEnEKDUxpc3RTY2hlZHVsZXMSKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTY2hlZHVsZXNSZXNwb25zZSIHkAIBiLUYARJlCglMaXN0U2VhdHMSJi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdHNSZXF1ZXN0GicuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVzcG9uc2UiB5ACAYi1GAMytgcKE0NvbmNlcnRBZG1pblNlcnZpY2USbgoNQ3JlYXRlQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ3JlYXRlQ29uY2VydFJlc3BvbnNlIgSItRgGEnEKDVVwZGF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5VcGRhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLlVwZGF0ZUNvbmNlcnRSZXNwb25zZSIHkAICiLUYBhJ0Cg5QdWJsaXNoQ29uY2VydBIrLmJveG9mZmljZS5jb25jZXJ0LnYxLlB1Ymxpc2hDb25jZXJ0UmVxdWVzdBosLmJveG9mZmljZS5jb25jZXJ0LnYxLlB1Ymxpc2hDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYScQoNVW5saXN0Q29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLlVubGlzdENvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuVW5saXN0Q29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnEKDVJlbGlzdENvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5SZWxpc3RDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLlJlbGlzdENvbmNlcnRSZXNwb25zZSIHkAICiLUYBhJxCg1DYW5jZWxDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsQ29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5DYW5jZWxDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYSdwoPTGlzdEFsbENvbmNlcnRzEiwuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdEFsbENvbmNlcnRzUmVxdWVzdBotLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RBbGxDb25jZXJ0c1Jlc3BvbnNlIgeQAgGItRgGEnQKDkxpc3RTZWF0Q291bnRzEisuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRDb3VudHNSZXF1ZXN0GiwuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRDb3VudHNSZXNwb25zZSIHkAIBiLUYBjL1AQoWQ29uY2VydEludGVybmFsU2VydmljZRJ6ChBHZXRDb25jZXJ0U3VwcGx5Ei0uYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0Q29uY2VydFN1cHBseVJlcXVlc3QaLi5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVzcG9uc2UiB5ACAYi1GAUSXwoHR2V0U2FsZRIkLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldFNhbGVSZXF1ZXN0GiUuYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0U2FsZVJlc3BvbnNlIgeQAgGItRgFYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
 
 /**
  * Concert is a show on sale.
@@ -41,6 +41,85 @@ export type Concert = Message<"boxoffice.concert.v1.Concert"> & {
    * @generated from field: string venue = 3;
    */
   venue: string;
+
+  /**
+   * Where it is in its life, now.
+   *
+   * @generated from field: boxoffice.concert.v1.ConcertPhase phase = 4;
+   */
+  phase: ConcertPhase;
+
+  /**
+   * From when fans may enter the waiting room (the pre-queue).
+   *
+   * @generated from field: google.protobuf.Timestamp prequeue_opens_at = 5;
+   */
+  prequeueOpensAt?: Timestamp | undefined;
+
+  /**
+   * When admission starts: the pre-queue is put in a random order then.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_opens_at = 6;
+   */
+  saleOpensAt?: Timestamp | undefined;
+
+  /**
+   * When the sale ends; unset: when the last date starts.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_closes_at = 7;
+   */
+  saleClosesAt?: Timestamp | undefined;
+
+  /**
+   * The cheapest and the dearest seat, in points.
+   *
+   * @generated from field: int64 min_price = 8;
+   */
+  minPrice: bigint;
+
+  /**
+   * See min_price.
+   *
+   * @generated from field: int64 max_price = 9;
+   */
+  maxPrice: bigint;
+
+  /**
+   * When the first date starts.
+   *
+   * @generated from field: google.protobuf.Timestamp first_starts_at = 10;
+   */
+  firstStartsAt?: Timestamp | undefined;
+
+  /**
+   * When the last date starts.
+   *
+   * @generated from field: google.protobuf.Timestamp last_starts_at = 11;
+   */
+  lastStartsAt?: Timestamp | undefined;
+
+  /**
+   * Most seats one fan may hold and buy over all the concert's dates.
+   *
+   * @generated from field: int32 seat_limit = 12;
+   */
+  seatLimit: number;
+
+  /**
+   * The SHA-256 (hex) of the secret seed that orders the pre-queue at the
+   * sale's start, published before the pre-queue opens; the seed is revealed
+   * by boxoffice.queue.v1.QueueService.GetSaleFairness after the draw.
+   *
+   * @generated from field: string seed_commitment = 13;
+   */
+  seedCommitment: string;
+
+  /**
+   * Whether ListConcerts shows it.
+   *
+   * @generated from field: bool listed = 14;
+   */
+  listed: boolean;
 };
 
 /**
@@ -255,6 +334,42 @@ export const ListSeatsResponseSchema: GenMessage<ListSeatsResponse> = /*@__PURE_
   messageDesc(file_boxoffice_concert_v1_concert, 8);
 
 /**
+ * ListAllConcertsRequest has no fields.
+ *
+ * @generated from message boxoffice.concert.v1.ListAllConcertsRequest
+ */
+export type ListAllConcertsRequest = Message<"boxoffice.concert.v1.ListAllConcertsRequest"> & {
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.ListAllConcertsRequest.
+ * Use `create(ListAllConcertsRequestSchema)` to create a new message.
+ */
+export const ListAllConcertsRequestSchema: GenMessage<ListAllConcertsRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 9);
+
+/**
+ * ListAllConcertsResponse lists every concert.
+ *
+ * @generated from message boxoffice.concert.v1.ListAllConcertsResponse
+ */
+export type ListAllConcertsResponse = Message<"boxoffice.concert.v1.ListAllConcertsResponse"> & {
+  /**
+   * The concerts, newest first.
+   *
+   * @generated from field: repeated boxoffice.concert.v1.Concert concerts = 1;
+   */
+  concerts: Concert[];
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.ListAllConcertsResponse.
+ * Use `create(ListAllConcertsResponseSchema)` to create a new message.
+ */
+export const ListAllConcertsResponseSchema: GenMessage<ListAllConcertsResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 10);
+
+/**
  * ScheduleSpec describes one date to create.
  *
  * @generated from message boxoffice.concert.v1.ScheduleSpec
@@ -287,7 +402,7 @@ export type ScheduleSpec = Message<"boxoffice.concert.v1.ScheduleSpec"> & {
  * Use `create(ScheduleSpecSchema)` to create a new message.
  */
 export const ScheduleSpecSchema: GenMessage<ScheduleSpec> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 9);
+  messageDesc(file_boxoffice_concert_v1_concert, 11);
 
 /**
  * CreateConcertRequest describes the concert to create.
@@ -315,6 +430,50 @@ export type CreateConcertRequest = Message<"boxoffice.concert.v1.CreateConcertRe
    * @generated from field: repeated boxoffice.concert.v1.ScheduleSpec schedules = 3;
    */
   schedules: ScheduleSpec[];
+
+  /**
+   * Makes the call idempotent (1..100 characters): the same request with the
+   * same id answers the same concert; another request with it is refused
+   * with REASON_IDEMPOTENCY_KEY_REUSED.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
+
+  /**
+   * From when fans may queue; unset: when the sale opens (no pre-queue).
+   *
+   * @generated from field: google.protobuf.Timestamp prequeue_opens_at = 5;
+   */
+  prequeueOpensAt?: Timestamp | undefined;
+
+  /**
+   * When admission starts; unset: at once. Must be before the first date.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_opens_at = 6;
+   */
+  saleOpensAt?: Timestamp | undefined;
+
+  /**
+   * When the sale ends; unset: when the last date starts.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_closes_at = 7;
+   */
+  saleClosesAt?: Timestamp | undefined;
+
+  /**
+   * Most seats one fan may buy over all the dates (1..100); 4 when unset.
+   *
+   * @generated from field: int32 seat_limit = 8;
+   */
+  seatLimit: number;
+
+  /**
+   * Create it as a draft, to publish later with PublishConcert.
+   *
+   * @generated from field: bool draft = 9;
+   */
+  draft: boolean;
 };
 
 /**
@@ -322,7 +481,7 @@ export type CreateConcertRequest = Message<"boxoffice.concert.v1.CreateConcertRe
  * Use `create(CreateConcertRequestSchema)` to create a new message.
  */
 export const CreateConcertRequestSchema: GenMessage<CreateConcertRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 10);
+  messageDesc(file_boxoffice_concert_v1_concert, 12);
 
 /**
  * CreateConcertResponse carries what was created.
@@ -350,7 +509,330 @@ export type CreateConcertResponse = Message<"boxoffice.concert.v1.CreateConcertR
  * Use `create(CreateConcertResponseSchema)` to create a new message.
  */
 export const CreateConcertResponseSchema: GenMessage<CreateConcertResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 11);
+  messageDesc(file_boxoffice_concert_v1_concert, 13);
+
+/**
+ * UpdateConcertRequest names the concert and what to change; unset fields
+ * stay as they are.
+ *
+ * @generated from message boxoffice.concert.v1.UpdateConcertRequest
+ */
+export type UpdateConcertRequest = Message<"boxoffice.concert.v1.UpdateConcertRequest"> & {
+  /**
+   * The concert to change.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+
+  /**
+   * A new title (1..200 characters).
+   *
+   * @generated from field: optional string title = 2;
+   */
+  title?: string | undefined;
+
+  /**
+   * A new venue (up to 200 characters).
+   *
+   * @generated from field: optional string venue = 3;
+   */
+  venue?: string | undefined;
+
+  /**
+   * A new pre-queue opening (not after sale_opens_at).
+   *
+   * @generated from field: google.protobuf.Timestamp prequeue_opens_at = 4;
+   */
+  prequeueOpensAt?: Timestamp | undefined;
+
+  /**
+   * A new sale opening (in the future, before the first date).
+   *
+   * @generated from field: google.protobuf.Timestamp sale_opens_at = 5;
+   */
+  saleOpensAt?: Timestamp | undefined;
+
+  /**
+   * A new sale end (after sale_opens_at).
+   *
+   * @generated from field: google.protobuf.Timestamp sale_closes_at = 6;
+   */
+  saleClosesAt?: Timestamp | undefined;
+
+  /**
+   * Remove the sale end: the sale closes when the last date starts.
+   *
+   * @generated from field: bool clear_sale_closes_at = 7;
+   */
+  clearSaleClosesAt: boolean;
+
+  /**
+   * A new per-fan seat limit (1..100).
+   *
+   * @generated from field: optional int32 seat_limit = 8;
+   */
+  seatLimit?: number | undefined;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.UpdateConcertRequest.
+ * Use `create(UpdateConcertRequestSchema)` to create a new message.
+ */
+export const UpdateConcertRequestSchema: GenMessage<UpdateConcertRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 14);
+
+/**
+ * UpdateConcertResponse carries the concert after the change.
+ *
+ * @generated from message boxoffice.concert.v1.UpdateConcertResponse
+ */
+export type UpdateConcertResponse = Message<"boxoffice.concert.v1.UpdateConcertResponse"> & {
+  /**
+   * The concert now.
+   *
+   * @generated from field: boxoffice.concert.v1.Concert concert = 1;
+   */
+  concert?: Concert | undefined;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.UpdateConcertResponse.
+ * Use `create(UpdateConcertResponseSchema)` to create a new message.
+ */
+export const UpdateConcertResponseSchema: GenMessage<UpdateConcertResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 15);
+
+/**
+ * PublishConcertRequest names the draft.
+ *
+ * @generated from message boxoffice.concert.v1.PublishConcertRequest
+ */
+export type PublishConcertRequest = Message<"boxoffice.concert.v1.PublishConcertRequest"> & {
+  /**
+   * The concert to publish.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.PublishConcertRequest.
+ * Use `create(PublishConcertRequestSchema)` to create a new message.
+ */
+export const PublishConcertRequestSchema: GenMessage<PublishConcertRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 16);
+
+/**
+ * PublishConcertResponse carries the concert now.
+ *
+ * @generated from message boxoffice.concert.v1.PublishConcertResponse
+ */
+export type PublishConcertResponse = Message<"boxoffice.concert.v1.PublishConcertResponse"> & {
+  /**
+   * The concert now.
+   *
+   * @generated from field: boxoffice.concert.v1.Concert concert = 1;
+   */
+  concert?: Concert | undefined;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.PublishConcertResponse.
+ * Use `create(PublishConcertResponseSchema)` to create a new message.
+ */
+export const PublishConcertResponseSchema: GenMessage<PublishConcertResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 17);
+
+/**
+ * UnlistConcertRequest names the concert.
+ *
+ * @generated from message boxoffice.concert.v1.UnlistConcertRequest
+ */
+export type UnlistConcertRequest = Message<"boxoffice.concert.v1.UnlistConcertRequest"> & {
+  /**
+   * The concert to take out of the catalog.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.UnlistConcertRequest.
+ * Use `create(UnlistConcertRequestSchema)` to create a new message.
+ */
+export const UnlistConcertRequestSchema: GenMessage<UnlistConcertRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 18);
+
+/**
+ * UnlistConcertResponse carries the concert now.
+ *
+ * @generated from message boxoffice.concert.v1.UnlistConcertResponse
+ */
+export type UnlistConcertResponse = Message<"boxoffice.concert.v1.UnlistConcertResponse"> & {
+  /**
+   * The concert now.
+   *
+   * @generated from field: boxoffice.concert.v1.Concert concert = 1;
+   */
+  concert?: Concert | undefined;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.UnlistConcertResponse.
+ * Use `create(UnlistConcertResponseSchema)` to create a new message.
+ */
+export const UnlistConcertResponseSchema: GenMessage<UnlistConcertResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 19);
+
+/**
+ * RelistConcertRequest names the concert.
+ *
+ * @generated from message boxoffice.concert.v1.RelistConcertRequest
+ */
+export type RelistConcertRequest = Message<"boxoffice.concert.v1.RelistConcertRequest"> & {
+  /**
+   * The concert to list again.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.RelistConcertRequest.
+ * Use `create(RelistConcertRequestSchema)` to create a new message.
+ */
+export const RelistConcertRequestSchema: GenMessage<RelistConcertRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 20);
+
+/**
+ * RelistConcertResponse carries the concert now.
+ *
+ * @generated from message boxoffice.concert.v1.RelistConcertResponse
+ */
+export type RelistConcertResponse = Message<"boxoffice.concert.v1.RelistConcertResponse"> & {
+  /**
+   * The concert now.
+   *
+   * @generated from field: boxoffice.concert.v1.Concert concert = 1;
+   */
+  concert?: Concert | undefined;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.RelistConcertResponse.
+ * Use `create(RelistConcertResponseSchema)` to create a new message.
+ */
+export const RelistConcertResponseSchema: GenMessage<RelistConcertResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 21);
+
+/**
+ * CancelConcertRequest names the concert.
+ *
+ * @generated from message boxoffice.concert.v1.CancelConcertRequest
+ */
+export type CancelConcertRequest = Message<"boxoffice.concert.v1.CancelConcertRequest"> & {
+  /**
+   * The concert to cancel.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+
+  /**
+   * Why, as fans are told (up to 500 characters).
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.CancelConcertRequest.
+ * Use `create(CancelConcertRequestSchema)` to create a new message.
+ */
+export const CancelConcertRequestSchema: GenMessage<CancelConcertRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 22);
+
+/**
+ * CancelConcertResponse carries the concert now.
+ *
+ * @generated from message boxoffice.concert.v1.CancelConcertResponse
+ */
+export type CancelConcertResponse = Message<"boxoffice.concert.v1.CancelConcertResponse"> & {
+  /**
+   * The concert now (CANCELLED).
+   *
+   * @generated from field: boxoffice.concert.v1.Concert concert = 1;
+   */
+  concert?: Concert | undefined;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.CancelConcertResponse.
+ * Use `create(CancelConcertResponseSchema)` to create a new message.
+ */
+export const CancelConcertResponseSchema: GenMessage<CancelConcertResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 23);
+
+/**
+ * GetSaleRequest names the concert.
+ *
+ * @generated from message boxoffice.concert.v1.GetSaleRequest
+ */
+export type GetSaleRequest = Message<"boxoffice.concert.v1.GetSaleRequest"> & {
+  /**
+   * The concert whose sale to report.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.GetSaleRequest.
+ * Use `create(GetSaleRequestSchema)` to create a new message.
+ */
+export const GetSaleRequestSchema: GenMessage<GetSaleRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 24);
+
+/**
+ * GetSaleResponse carries the concert's sale.
+ *
+ * @generated from message boxoffice.concert.v1.GetSaleResponse
+ */
+export type GetSaleResponse = Message<"boxoffice.concert.v1.GetSaleResponse"> & {
+  /**
+   * When the sale opens.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_opens_at = 1;
+   */
+  saleOpensAt?: Timestamp | undefined;
+
+  /**
+   * The SHA-256 (hex) of the seed.
+   *
+   * @generated from field: string seed_commitment = 2;
+   */
+  seedCommitment: string;
+
+  /**
+   * The seed (hex, 32 bytes), once the sale has opened; empty before.
+   *
+   * @generated from field: string seed = 3;
+   */
+  seed: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.GetSaleResponse.
+ * Use `create(GetSaleResponseSchema)` to create a new message.
+ */
+export const GetSaleResponseSchema: GenMessage<GetSaleResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 25);
 
 /**
  * GetConcertSupplyRequest names the concert.
@@ -371,7 +853,7 @@ export type GetConcertSupplyRequest = Message<"boxoffice.concert.v1.GetConcertSu
  * Use `create(GetConcertSupplyRequestSchema)` to create a new message.
  */
 export const GetConcertSupplyRequestSchema: GenMessage<GetConcertSupplyRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 12);
+  messageDesc(file_boxoffice_concert_v1_concert, 26);
 
 /**
  * GetConcertSupplyResponse counts the concert's seats by state.
@@ -387,7 +869,7 @@ export type GetConcertSupplyResponse = Message<"boxoffice.concert.v1.GetConcertS
   total: number;
 
   /**
-   * Seats free to hold.
+   * Seats free to hold, on dates that have not started.
    *
    * @generated from field: int32 available = 2;
    */
@@ -406,6 +888,42 @@ export type GetConcertSupplyResponse = Message<"boxoffice.concert.v1.GetConcertS
    * @generated from field: int32 sold = 4;
    */
   sold: number;
+
+  /**
+   * Where the concert is in its life.
+   *
+   * @generated from field: boxoffice.concert.v1.ConcertPhase phase = 5;
+   */
+  phase: ConcertPhase;
+
+  /**
+   * From when fans may enter the waiting room.
+   *
+   * @generated from field: google.protobuf.Timestamp prequeue_opens_at = 6;
+   */
+  prequeueOpensAt?: Timestamp | undefined;
+
+  /**
+   * When admission starts.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_opens_at = 7;
+   */
+  saleOpensAt?: Timestamp | undefined;
+
+  /**
+   * When the sale ends: sale_closes_at, or the start of the last date, the
+   * earlier.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_ends_at = 8;
+   */
+  saleEndsAt?: Timestamp | undefined;
+
+  /**
+   * Why the concert was cancelled, while CANCELLED.
+   *
+   * @generated from field: string cancel_reason = 9;
+   */
+  cancelReason: string;
 };
 
 /**
@@ -413,7 +931,7 @@ export type GetConcertSupplyResponse = Message<"boxoffice.concert.v1.GetConcertS
  * Use `create(GetConcertSupplyResponseSchema)` to create a new message.
  */
 export const GetConcertSupplyResponseSchema: GenMessage<GetConcertSupplyResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 13);
+  messageDesc(file_boxoffice_concert_v1_concert, 27);
 
 /**
  * ListSeatCountsRequest has no fields: every concert is counted.
@@ -428,7 +946,7 @@ export type ListSeatCountsRequest = Message<"boxoffice.concert.v1.ListSeatCounts
  * Use `create(ListSeatCountsRequestSchema)` to create a new message.
  */
 export const ListSeatCountsRequestSchema: GenMessage<ListSeatCountsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 14);
+  messageDesc(file_boxoffice_concert_v1_concert, 28);
 
 /**
  * SeatCounts counts one concert's seats by state.
@@ -477,7 +995,7 @@ export type SeatCounts = Message<"boxoffice.concert.v1.SeatCounts"> & {
  * Use `create(SeatCountsSchema)` to create a new message.
  */
 export const SeatCountsSchema: GenMessage<SeatCounts> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 15);
+  messageDesc(file_boxoffice_concert_v1_concert, 29);
 
 /**
  * ListSeatCountsResponse counts the seats of every concert.
@@ -498,7 +1016,84 @@ export type ListSeatCountsResponse = Message<"boxoffice.concert.v1.ListSeatCount
  * Use `create(ListSeatCountsResponseSchema)` to create a new message.
  */
 export const ListSeatCountsResponseSchema: GenMessage<ListSeatCountsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 16);
+  messageDesc(file_boxoffice_concert_v1_concert, 30);
+
+/**
+ * ConcertPhase is where a concert is in its life.
+ *
+ * @generated from enum boxoffice.concert.v1.ConcertPhase
+ */
+export enum ConcertPhase {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: CONCERT_PHASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Being prepared: not listed, nobody may queue.
+   *
+   * @generated from enum value: CONCERT_PHASE_DRAFT = 1;
+   */
+  DRAFT = 1,
+
+  /**
+   * Published; its pre-queue has not opened yet.
+   *
+   * @generated from enum value: CONCERT_PHASE_SCHEDULED = 2;
+   */
+  SCHEDULED = 2,
+
+  /**
+   * The pre-queue is open: fans may enter and wait; nobody is admitted
+   * before sale_opens_at, when the pre-queue is put in a random order.
+   *
+   * @generated from enum value: CONCERT_PHASE_PREQUEUE = 3;
+   */
+  PREQUEUE = 3,
+
+  /**
+   * On sale: fans are admitted and may hold and buy seats.
+   *
+   * @generated from enum value: CONCERT_PHASE_ON_SALE = 4;
+   */
+  ON_SALE = 4,
+
+  /**
+   * Every seat of the dates still to come is sold.
+   *
+   * @generated from enum value: CONCERT_PHASE_SOLD_OUT = 5;
+   */
+  SOLD_OUT = 5,
+
+  /**
+   * The sale closed (sale_closes_at) before the last date.
+   *
+   * @generated from enum value: CONCERT_PHASE_CLOSED = 6;
+   */
+  CLOSED = 6,
+
+  /**
+   * Every date has started.
+   *
+   * @generated from enum value: CONCERT_PHASE_PAST = 7;
+   */
+  PAST = 7,
+
+  /**
+   * Cancelled by the organiser.
+   *
+   * @generated from enum value: CONCERT_PHASE_CANCELLED = 8;
+   */
+  CANCELLED = 8,
+}
+
+/**
+ * Describes the enum boxoffice.concert.v1.ConcertPhase.
+ */
+export const ConcertPhaseSchema: GenEnum<ConcertPhase> = /*@__PURE__*/
+  enumDesc(file_boxoffice_concert_v1_concert, 0);
 
 /**
  * SeatState is whether a seat can be had.
@@ -539,7 +1134,7 @@ export enum SeatState {
  * Describes the enum boxoffice.concert.v1.SeatState.
  */
 export const SeatStateSchema: GenEnum<SeatState> = /*@__PURE__*/
-  enumDesc(file_boxoffice_concert_v1_concert, 0);
+  enumDesc(file_boxoffice_concert_v1_concert, 1);
 
 /**
  * ConcertService lists what is on sale: concerts, their dates and seats.
@@ -548,7 +1143,9 @@ export const SeatStateSchema: GenEnum<SeatState> = /*@__PURE__*/
  */
 export const ConcertService: GenService<{
   /**
-   * ListConcerts returns the concerts on sale.
+   * ListConcerts returns the listed concerts that are on sale or coming up
+   * (scheduled, pre-queue, on sale, sold out), with their sale times and price
+   * range: those on sale first, then those whose sale opens soonest.
    *
    * @generated from rpc boxoffice.concert.v1.ConcertService.ListConcerts
    */
@@ -587,7 +1184,9 @@ export const ConcertService: GenService<{
  */
 export const ConcertAdminService: GenService<{
   /**
-   * CreateConcert creates a concert with its dates and seats.
+   * CreateConcert creates a concert with its dates and seats. With a
+   * request_id it is idempotent: the same request again answers the concert
+   * it created; another request with that id is refused.
    *
    * @generated from rpc boxoffice.concert.v1.ConcertAdminService.CreateConcert
    */
@@ -595,6 +1194,73 @@ export const ConcertAdminService: GenService<{
     methodKind: "unary";
     input: typeof CreateConcertRequestSchema;
     output: typeof CreateConcertResponseSchema;
+  },
+  /**
+   * UpdateConcert changes a concert's title, venue, sale times or per-fan
+   * limit. Only before its sale opens (any time while a draft); refused with
+   * REASON_SALE_STARTED after.
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.UpdateConcert
+   */
+  updateConcert: {
+    methodKind: "unary";
+    input: typeof UpdateConcertRequestSchema;
+    output: typeof UpdateConcertResponseSchema;
+  },
+  /**
+   * PublishConcert takes a draft to scheduled: from then on it is listed and
+   * its pre-queue and sale open at their times.
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.PublishConcert
+   */
+  publishConcert: {
+    methodKind: "unary";
+    input: typeof PublishConcertRequestSchema;
+    output: typeof PublishConcertResponseSchema;
+  },
+  /**
+   * UnlistConcert takes a concert out of ListConcerts. Its sale goes on for
+   * fans who have its id (a private link); RelistConcert lists it again.
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.UnlistConcert
+   */
+  unlistConcert: {
+    methodKind: "unary";
+    input: typeof UnlistConcertRequestSchema;
+    output: typeof UnlistConcertResponseSchema;
+  },
+  /**
+   * RelistConcert lists an unlisted concert again.
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.RelistConcert
+   */
+  relistConcert: {
+    methodKind: "unary";
+    input: typeof RelistConcertRequestSchema;
+    output: typeof RelistConcertResponseSchema;
+  },
+  /**
+   * CancelConcert cancels a concert: nothing more is held or sold, its waiting
+   * room closes and fans are told why. Refused with REASON_CONCERT_HAS_SALES
+   * while any of its seats is sold (refunds come with cancellations).
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.CancelConcert
+   */
+  cancelConcert: {
+    methodKind: "unary";
+    input: typeof CancelConcertRequestSchema;
+    output: typeof CancelConcertResponseSchema;
+  },
+  /**
+   * ListAllConcerts returns every concert in any phase, drafts, unlisted,
+   * past and cancelled ones included, newest first (the operator console).
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.ListAllConcerts
+   */
+  listAllConcerts: {
+    methodKind: "unary";
+    input: typeof ListAllConcertsRequestSchema;
+    output: typeof ListAllConcertsResponseSchema;
   },
   /**
    * ListSeatCounts counts every concert's seats by state, over all its dates
@@ -628,6 +1294,17 @@ export const ConcertInternalService: GenService<{
     methodKind: "unary";
     input: typeof GetConcertSupplyRequestSchema;
     output: typeof GetConcertSupplyResponseSchema;
+  },
+  /**
+   * GetSale returns the concert's sale: its times, the commitment to its seed
+   * and, once the sale has opened, the seed itself (for the pre-queue's draw).
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertInternalService.GetSale
+   */
+  getSale: {
+    methodKind: "unary";
+    input: typeof GetSaleRequestSchema;
+    output: typeof GetSaleResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_concert_v1_concert, 2);

@@ -248,7 +248,7 @@ export const CoordinatorService: GenService<{
    * WatchQueueStatus streams the waiting info of the queue token in
    * `x-queue-token`: once at the start, then whenever it changes, with a
    * heartbeat at least every 15 seconds. The stream ends after the state becomes
-   * ADMITTED, EXPIRED, LEFT, COMPLETED or SOLD_OUT. Watching keeps a waiting place
+   * ADMITTED, EXPIRED, LEFT, COMPLETED, SOLD_OUT or CLOSED. Watching keeps a waiting place
    * from being abandoned. When the server shuts down (a deploy, a restart) the
    * stream ends with UNAVAILABLE: watch again, on any instance, with the same
    * token; the place is kept.

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/queue/v1/queue.proto.
  */
 export const file_boxoffice_queue_v1_queue: GenFile = /*@__PURE__*/
-  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSKcAgoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkSKwoGcmVhc29uGAcgASgOMhsuYm94b2ZmaWNlLmNvbW1vbi52MS5SZWFzb24SDgoGZGV0YWlsGAggASgJIrkBCg9BZG1pc3Npb25Qb2xpY3kSEgoKbWF4X2FjdGl2ZRgBIAEoBRIcCg9yYXRlX3Blcl9taW51dGUYAiABKAVIAIgBARIuCgtzZXNzaW9uX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1hYmFuZG9uX2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhIKEF9yYXRlX3Blcl9taW51dGUiJwoRRW50ZXJRdWV1ZVJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJaChJFbnRlclF1ZXVlUmVzcG9uc2USEwoLcXVldWVfdG9rZW4YASABKAkSLwoGc3RhdHVzGAIgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIhcKFUdldFF1ZXVlU3RhdHVzUmVxdWVzdCJJChZHZXRRdWV1ZVN0YXR1c1Jlc3BvbnNlEi8KBnN0YXR1cxgBIAEoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyITChFMZWF2ZVF1ZXVlUmVxdWVzdCJFChJMZWF2ZVF1ZXVlUmVzcG9uc2USLwoGc3RhdHVzGAEgASgLMh8uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHVzIlEKFUNoZWNrQWRtaXNzaW9uUmVxdWVzdBITCgtxdWV1ZV90b2tlbhgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkicQoWQ2hlY2tBZG1pc3Npb25SZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSMgoOYWRtaXR0ZWRfdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKF0dldFF1ZXVlU3RhdHVzZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkSFAoMcXVldWVfdG9rZW5zGAIgAygJIk0KGEdldFF1ZXVlU3RhdHVzZXNSZXNwb25zZRIxCghzdGF0dXNlcxgBIAMoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyIqChRTdXBwbHlDaGFuZ2VkUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhcKFVN1cHBseUNoYW5nZWRSZXNwb25zZSI9ChZDb21wbGV0ZVNlc3Npb25SZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCSIZChdDb21wbGV0ZVNlc3Npb25SZXNwb25zZSIqChRHZXRRdWV1ZVN0YXRzUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIvIBChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USDwoHd2FpdGluZxgBIAEoAxIQCghhZG1pdHRlZBgCIAEoAxIbChNhZG1pdHRlZF9wZXJfbWludXRlGAMgASgDEhEKCWFiYW5kb25lZBgEIAEoAxIOCgZwYXVzZWQYBSABKAgSMwoGcG9saWN5GAYgASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeRIQCghzb2xkX291dBgHIAEoCBIvCgx3YWl0X2F0X2JhY2sYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iKwoVUGF1c2VBZG1pc3Npb25SZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiGAoWUGF1c2VBZG1pc3Npb25SZXNwb25zZSIsChZSZXN1bWVBZG1pc3Npb25SZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiGQoXUmVzdW1lQWRtaXNzaW9uUmVzcG9uc2UiZAoZU2V0QWRtaXNzaW9uUG9saWN5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJEjMKBnBvbGljeRgCIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kiUQoaU2V0QWRtaXNzaW9uUG9saWN5UmVzcG9uc2USMwoGcG9saWN5GAEgASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeSIsChVMaXN0UXVldWVTdGF0c1JlcXVlc3QSEwoLY29uY2VydF9pZHMYASADKAki+wEKClF1ZXVlU3RhdHMSEgoKY29uY2VydF9pZBgBIAEoCRIPCgd3YWl0aW5nGAIgASgDEhAKCGFkbWl0dGVkGAMgASgDEhsKE2FkbWl0dGVkX3Blcl9taW51dGUYBCABKAMSEQoJYWJhbmRvbmVkGAUgASgDEg4KBnBhdXNlZBgGIAEoCBIQCghzb2xkX291dBgHIAEoCBIzCgZwb2xpY3kYCCABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5Ei8KDHdhaXRfYXRfYmFjaxgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJHChZMaXN0UXVldWVTdGF0c1Jlc3BvbnNlEi0KBXN0YXRzGAEgAygLMh4uYm94b2ZmaWNlLnF1ZXVlLnYxLlF1ZXVlU3RhdHMqwAEKClF1ZXVlU3RhdGUSGwoXUVVFVUVfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNRVUVVRV9TVEFURV9XQUlUSU5HEAESGAoUUVVFVUVfU1RBVEVfQURNSVRURUQQAhIXChNRVUVVRV9TVEFURV9FWFBJUkVEEAMSFAoQUVVFVUVfU1RBVEVfTEVGVBAEEhkKFVFVRVVFX1NUQVRFX0NPTVBMRVRFRBAFEhgKFFFVRVVFX1NUQVRFX1NPTERfT1VUEAYyzAIKDFF1ZXVlU2VydmljZRJkCgpFbnRlclF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXNwb25zZSIHkAICiLUYAhJwCg5HZXRRdWV1ZVN0YXR1cxIpLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c1JlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNSZXNwb25zZSIHkAICiLUYBBJkCgpMZWF2ZVF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXNwb25zZSIHkAICiLUYBDLkAwoUUXVldWVJbnRlcm5hbFNlcnZpY2UScAoOQ2hlY2tBZG1pc3Npb24SKS5ib3hvZmZpY2UucXVldWUudjEuQ2hlY2tBZG1pc3Npb25SZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNoZWNrQWRtaXNzaW9uUmVzcG9uc2UiB5ACAYi1GAUSdgoQR2V0UXVldWVTdGF0dXNlcxIrLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVxdWVzdBosLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVzcG9uc2UiB5ACAoi1GAUSbQoNU3VwcGx5Q2hhbmdlZBIoLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVxdWVzdBopLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVzcG9uc2UiB5ACAoi1GAUScwoPQ29tcGxldGVTZXNzaW9uEiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QaKy5ib3hvZmZpY2UucXVldWUudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiB5ACAoi1GAUy2QQKEVF1ZXVlQWRtaW5TZXJ2aWNlEm0KDUdldFF1ZXVlU3RhdHMSKC5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaKS5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlIgeQAgGItRgGEnAKDlBhdXNlQWRtaXNzaW9uEikuYm94b2ZmaWNlLnF1ZXVlLnYxLlBhdXNlQWRtaXNzaW9uUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5QYXVzZUFkbWlzc2lvblJlc3BvbnNlIgeQAgKItRgGEnMKD1Jlc3VtZUFkbWlzc2lvbhIqLmJveG9mZmljZS5xdWV1ZS52MS5SZXN1bWVBZG1pc3Npb25SZXF1ZXN0GisuYm94b2ZmaWNlLnF1ZXVlLnYxLlJlc3VtZUFkbWlzc2lvblJlc3BvbnNlIgeQAgKItRgGEnwKElNldEFkbWlzc2lvblBvbGljeRItLmJveG9mZmljZS5xdWV1ZS52MS5TZXRBZG1pc3Npb25Qb2xpY3lSZXF1ZXN0Gi4uYm94b2ZmaWNlLnF1ZXVlLnYxLlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlIgeQAgKItRgGEnAKDkxpc3RRdWV1ZVN0YXRzEikuYm94b2ZmaWNlLnF1ZXVlLnYxLkxpc3RRdWV1ZVN0YXRzUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5MaXN0UXVldWVTdGF0c1Jlc3BvbnNlIgeQAgGItRgGYgZwcm90bzM", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5ib3hvZmZpY2UvcXVldWUvdjEvcXVldWUucHJvdG8SEmJveG9mZmljZS5xdWV1ZS52MSLhAgoLUXVldWVTdGF0dXMSLQoFc3RhdGUYASABKA4yHi5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0ZRIQCghwb3NpdGlvbhgCIAEoAxIUCgxwZW9wbGVfYWhlYWQYAyABKAMSMQoOZXN0aW1hdGVkX3dhaXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoOYWRtaXR0ZWRfdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbmNlcnRfaWQYBiABKAkSKwoGcmVhc29uGAcgASgOMhsuYm94b2ZmaWNlLmNvbW1vbi52MS5SZWFzb24SDgoGZGV0YWlsGAggASgJEjEKDXNhbGVfb3BlbnNfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGVudHJ5X2lkGAogASgJIu0BCg9BZG1pc3Npb25Qb2xpY3kSEgoKbWF4X2FjdGl2ZRgBIAEoBRIcCg9yYXRlX3Blcl9taW51dGUYAiABKAVIAIgBARIuCgtzZXNzaW9uX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1hYmFuZG9uX2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKBm1ldGhvZBgFIAEoDjIiLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZWluZ01ldGhvZEISChBfcmF0ZV9wZXJfbWludXRlIicKEUVudGVyUXVldWVSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiWgoSRW50ZXJRdWV1ZVJlc3BvbnNlEhMKC3F1ZXVlX3Rva2VuGAEgASgJEi8KBnN0YXR1cxgCIAEoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyIsChZHZXRTYWxlRmFpcm5lc3NSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAki8gEKF0dldFNhbGVGYWlybmVzc1Jlc3BvbnNlEiwKBXN0YXRlGAEgASgOMh0uYm94b2ZmaWNlLnF1ZXVlLnYxLkRyYXdTdGF0ZRIXCg9zZWVkX2NvbW1pdG1lbnQYAiABKAkSDAoEc2VlZBgDIAEoCRIRCgllbnRyeV9pZHMYBCADKAkSMQoNc2FsZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZHJhd25fYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBm1ldGhvZBgHIAEoCSIXChVHZXRRdWV1ZVN0YXR1c1JlcXVlc3QiSQoWR2V0UXVldWVTdGF0dXNSZXNwb25zZRIvCgZzdGF0dXMYASABKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiEwoRTGVhdmVRdWV1ZVJlcXVlc3QiRQoSTGVhdmVRdWV1ZVJlc3BvbnNlEi8KBnN0YXR1cxgBIAEoCzIfLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXR1cyJRChVDaGVja0FkbWlzc2lvblJlcXVlc3QSEwoLcXVldWVfdG9rZW4YASABKAkSEgoKY29uY2VydF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJInEKFkNoZWNrQWRtaXNzaW9uUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJEjIKDmFkbWl0dGVkX3VudGlsGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChdHZXRRdWV1ZVN0YXR1c2VzUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJEhQKDHF1ZXVlX3Rva2VucxgCIAMoCSJNChhHZXRRdWV1ZVN0YXR1c2VzUmVzcG9uc2USMQoIc3RhdHVzZXMYASADKAsyHy5ib3hvZmZpY2UucXVldWUudjEuUXVldWVTdGF0dXMiKgoUU3VwcGx5Q2hhbmdlZFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSIXChVTdXBwbHlDaGFuZ2VkUmVzcG9uc2UiPQoWQ29tcGxldGVTZXNzaW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkiGQoXQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiKgoUR2V0UXVldWVTdGF0c1JlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSLyAQoVR2V0UXVldWVTdGF0c1Jlc3BvbnNlEg8KB3dhaXRpbmcYASABKAMSEAoIYWRtaXR0ZWQYAiABKAMSGwoTYWRtaXR0ZWRfcGVyX21pbnV0ZRgDIAEoAxIRCglhYmFuZG9uZWQYBCABKAMSDgoGcGF1c2VkGAUgASgIEjMKBnBvbGljeRgGIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kSEAoIc29sZF9vdXQYByABKAgSLwoMd2FpdF9hdF9iYWNrGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIisKFVBhdXNlQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhgKFlBhdXNlQWRtaXNzaW9uUmVzcG9uc2UiLAoWUmVzdW1lQWRtaXNzaW9uUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIhkKF1Jlc3VtZUFkbWlzc2lvblJlc3BvbnNlImQKGVNldEFkbWlzc2lvblBvbGljeVJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIzCgZwb2xpY3kYAiABKAsyIy5ib3hvZmZpY2UucXVldWUudjEuQWRtaXNzaW9uUG9saWN5IlEKGlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlEjMKBnBvbGljeRgBIAEoCzIjLmJveG9mZmljZS5xdWV1ZS52MS5BZG1pc3Npb25Qb2xpY3kiLAoVTGlzdFF1ZXVlU3RhdHNSZXF1ZXN0EhMKC2NvbmNlcnRfaWRzGAEgAygJIvsBCgpRdWV1ZVN0YXRzEhIKCmNvbmNlcnRfaWQYASABKAkSDwoHd2FpdGluZxgCIAEoAxIQCghhZG1pdHRlZBgDIAEoAxIbChNhZG1pdHRlZF9wZXJfbWludXRlGAQgASgDEhEKCWFiYW5kb25lZBgFIAEoAxIOCgZwYXVzZWQYBiABKAgSEAoIc29sZF9vdXQYByABKAgSMwoGcG9saWN5GAggASgLMiMuYm94b2ZmaWNlLnF1ZXVlLnYxLkFkbWlzc2lvblBvbGljeRIvCgx3YWl0X2F0X2JhY2sYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iRwoWTGlzdFF1ZXVlU3RhdHNSZXNwb25zZRItCgVzdGF0cxgBIAMoCzIeLmJveG9mZmljZS5xdWV1ZS52MS5RdWV1ZVN0YXRzKtgBCgpRdWV1ZVN0YXRlEhsKF1FVRVVFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTUVVFVUVfU1RBVEVfV0FJVElORxABEhgKFFFVRVVFX1NUQVRFX0FETUlUVEVEEAISFwoTUVVFVUVfU1RBVEVfRVhQSVJFRBADEhQKEFFVRVVFX1NUQVRFX0xFRlQQBBIZChVRVUVVRV9TVEFURV9DT01QTEVURUQQBRIYChRRVUVVRV9TVEFURV9TT0xEX09VVBAGEhYKElFVRVVFX1NUQVRFX0NMT1NFRBAHKmcKDlF1ZXVlaW5nTWV0aG9kEh8KG1FVRVVFSU5HX01FVEhPRF9VTlNQRUNJRklFRBAAEhgKFFFVRVVFSU5HX01FVEhPRF9GSUZPEAESGgoWUVVFVUVJTkdfTUVUSE9EX1JBTkRPTRACKlcKCURyYXdTdGF0ZRIaChZEUkFXX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoURFJBV19TVEFURV9DT01NSVRURUQQARIUChBEUkFXX1NUQVRFX0RSQVdOEAIywQMKDFF1ZXVlU2VydmljZRJkCgpFbnRlclF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkVudGVyUXVldWVSZXNwb25zZSIHkAICiLUYAhJwCg5HZXRRdWV1ZVN0YXR1cxIpLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c1JlcXVlc3QaKi5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0dXNSZXNwb25zZSIHkAICiLUYBBJkCgpMZWF2ZVF1ZXVlEiUuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXF1ZXN0GiYuYm94b2ZmaWNlLnF1ZXVlLnYxLkxlYXZlUXVldWVSZXNwb25zZSIHkAICiLUYBBJzCg9HZXRTYWxlRmFpcm5lc3MSKi5ib3hvZmZpY2UucXVldWUudjEuR2V0U2FsZUZhaXJuZXNzUmVxdWVzdBorLmJveG9mZmljZS5xdWV1ZS52MS5HZXRTYWxlRmFpcm5lc3NSZXNwb25zZSIHkAIBiLUYATLkAwoUUXVldWVJbnRlcm5hbFNlcnZpY2UScAoOQ2hlY2tBZG1pc3Npb24SKS5ib3hvZmZpY2UucXVldWUudjEuQ2hlY2tBZG1pc3Npb25SZXF1ZXN0GiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNoZWNrQWRtaXNzaW9uUmVzcG9uc2UiB5ACAYi1GAUSdgoQR2V0UXVldWVTdGF0dXNlcxIrLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVxdWVzdBosLmJveG9mZmljZS5xdWV1ZS52MS5HZXRRdWV1ZVN0YXR1c2VzUmVzcG9uc2UiB5ACAoi1GAUSbQoNU3VwcGx5Q2hhbmdlZBIoLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVxdWVzdBopLmJveG9mZmljZS5xdWV1ZS52MS5TdXBwbHlDaGFuZ2VkUmVzcG9uc2UiB5ACAoi1GAUScwoPQ29tcGxldGVTZXNzaW9uEiouYm94b2ZmaWNlLnF1ZXVlLnYxLkNvbXBsZXRlU2Vzc2lvblJlcXVlc3QaKy5ib3hvZmZpY2UucXVldWUudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2UiB5ACAoi1GAUy2QQKEVF1ZXVlQWRtaW5TZXJ2aWNlEm0KDUdldFF1ZXVlU3RhdHMSKC5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1JlcXVlc3QaKS5ib3hvZmZpY2UucXVldWUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlIgeQAgGItRgGEnAKDlBhdXNlQWRtaXNzaW9uEikuYm94b2ZmaWNlLnF1ZXVlLnYxLlBhdXNlQWRtaXNzaW9uUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5QYXVzZUFkbWlzc2lvblJlc3BvbnNlIgeQAgKItRgGEnMKD1Jlc3VtZUFkbWlzc2lvbhIqLmJveG9mZmljZS5xdWV1ZS52MS5SZXN1bWVBZG1pc3Npb25SZXF1ZXN0GisuYm94b2ZmaWNlLnF1ZXVlLnYxLlJlc3VtZUFkbWlzc2lvblJlc3BvbnNlIgeQAgKItRgGEnwKElNldEFkbWlzc2lvblBvbGljeRItLmJveG9mZmljZS5xdWV1ZS52MS5TZXRBZG1pc3Npb25Qb2xpY3lSZXF1ZXN0Gi4uYm94b2ZmaWNlLnF1ZXVlLnYxLlNldEFkbWlzc2lvblBvbGljeVJlc3BvbnNlIgeQAgKItRgGEnAKDkxpc3RRdWV1ZVN0YXRzEikuYm94b2ZmaWNlLnF1ZXVlLnYxLkxpc3RRdWV1ZVN0YXRzUmVxdWVzdBoqLmJveG9mZmljZS5xdWV1ZS52MS5MaXN0UXVldWVTdGF0c1Jlc3BvbnNlIgeQAgGItRgGYgZwcm90bzM", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * QueueStatus is the waiting info of one queue token.
@@ -84,6 +84,22 @@ export type QueueStatus = Message<"boxoffice.queue.v1.QueueStatus"> & {
    * @generated from field: string detail = 8;
    */
   detail: string;
+
+  /**
+   * While WAITING in the pre-queue (reason REASON_SALE_NOT_OPEN, position 0):
+   * when the sale opens and the pre-queue is put in a random order.
+   *
+   * @generated from field: google.protobuf.Timestamp sale_opens_at = 9;
+   */
+  saleOpensAt?: Timestamp | undefined;
+
+  /**
+   * The entry's id (random to anyone else; it does not name the fan). An entry
+   * made in the pre-queue finds it in GetSaleFairness's list after the draw.
+   *
+   * @generated from field: string entry_id = 10;
+   */
+  entryId: string;
 };
 
 /**
@@ -127,6 +143,13 @@ export type AdmissionPolicy = Message<"boxoffice.queue.v1.AdmissionPolicy"> & {
    * @generated from field: google.protobuf.Duration abandon_after = 4;
    */
   abandonAfter?: Duration | undefined;
+
+  /**
+   * First come, first served, or by lot.
+   *
+   * @generated from field: boxoffice.queue.v1.QueueingMethod method = 5;
+   */
+  method: QueueingMethod;
 };
 
 /**
@@ -186,6 +209,91 @@ export const EnterQueueResponseSchema: GenMessage<EnterQueueResponse> = /*@__PUR
   messageDesc(file_boxoffice_queue_v1_queue, 3);
 
 /**
+ * GetSaleFairnessRequest names the concert.
+ *
+ * @generated from message boxoffice.queue.v1.GetSaleFairnessRequest
+ */
+export type GetSaleFairnessRequest = Message<"boxoffice.queue.v1.GetSaleFairnessRequest"> & {
+  /**
+   * The concert whose draw to show.
+   *
+   * @generated from field: string concert_id = 1;
+   */
+  concertId: string;
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.GetSaleFairnessRequest.
+ * Use `create(GetSaleFairnessRequestSchema)` to create a new message.
+ */
+export const GetSaleFairnessRequestSchema: GenMessage<GetSaleFairnessRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 4);
+
+/**
+ * GetSaleFairnessResponse carries what a fan needs to check the draw.
+ *
+ * @generated from message boxoffice.queue.v1.GetSaleFairnessResponse
+ */
+export type GetSaleFairnessResponse = Message<"boxoffice.queue.v1.GetSaleFairnessResponse"> & {
+  /**
+   * How far the draw has got.
+   *
+   * @generated from field: boxoffice.queue.v1.DrawState state = 1;
+   */
+  state: DrawState;
+
+  /**
+   * The SHA-256 (hex) of the seed, published before the pre-queue opened.
+   *
+   * @generated from field: string seed_commitment = 2;
+   */
+  seedCommitment: string;
+
+  /**
+   * The seed (hex, 32 bytes), once DRAWN.
+   *
+   * @generated from field: string seed = 3;
+   */
+  seed: string;
+
+  /**
+   * Every entry in the pre-queue when the sale opened, in ascending order of
+   * the ids themselves (not the drawn order), once DRAWN.
+   *
+   * @generated from field: repeated string entry_ids = 4;
+   */
+  entryIds: string[];
+
+  /**
+   * When the sale opens (opened).
+   *
+   * @generated from field: google.protobuf.Timestamp sale_opens_at = 5;
+   */
+  saleOpensAt?: Timestamp | undefined;
+
+  /**
+   * When the draw was made, once DRAWN.
+   *
+   * @generated from field: google.protobuf.Timestamp drawn_at = 6;
+   */
+  drawnAt?: Timestamp | undefined;
+
+  /**
+   * How the order follows from the seed and the list, in words.
+   *
+   * @generated from field: string method = 7;
+   */
+  method: string;
+};
+
+/**
+ * Describes the message boxoffice.queue.v1.GetSaleFairnessResponse.
+ * Use `create(GetSaleFairnessResponseSchema)` to create a new message.
+ */
+export const GetSaleFairnessResponseSchema: GenMessage<GetSaleFairnessResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_queue_v1_queue, 5);
+
+/**
  * GetQueueStatusRequest has no fields: the token comes in `x-queue-token`.
  *
  * @generated from message boxoffice.queue.v1.GetQueueStatusRequest
@@ -198,7 +306,7 @@ export type GetQueueStatusRequest = Message<"boxoffice.queue.v1.GetQueueStatusRe
  * Use `create(GetQueueStatusRequestSchema)` to create a new message.
  */
 export const GetQueueStatusRequestSchema: GenMessage<GetQueueStatusRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 4);
+  messageDesc(file_boxoffice_queue_v1_queue, 6);
 
 /**
  * GetQueueStatusResponse carries the waiting info.
@@ -219,7 +327,7 @@ export type GetQueueStatusResponse = Message<"boxoffice.queue.v1.GetQueueStatusR
  * Use `create(GetQueueStatusResponseSchema)` to create a new message.
  */
 export const GetQueueStatusResponseSchema: GenMessage<GetQueueStatusResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 5);
+  messageDesc(file_boxoffice_queue_v1_queue, 7);
 
 /**
  * LeaveQueueRequest has no fields: the token comes in `x-queue-token`.
@@ -234,7 +342,7 @@ export type LeaveQueueRequest = Message<"boxoffice.queue.v1.LeaveQueueRequest"> 
  * Use `create(LeaveQueueRequestSchema)` to create a new message.
  */
 export const LeaveQueueRequestSchema: GenMessage<LeaveQueueRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 6);
+  messageDesc(file_boxoffice_queue_v1_queue, 8);
 
 /**
  * LeaveQueueResponse carries the final state (LEFT).
@@ -255,7 +363,7 @@ export type LeaveQueueResponse = Message<"boxoffice.queue.v1.LeaveQueueResponse"
  * Use `create(LeaveQueueResponseSchema)` to create a new message.
  */
 export const LeaveQueueResponseSchema: GenMessage<LeaveQueueResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 7);
+  messageDesc(file_boxoffice_queue_v1_queue, 9);
 
 /**
  * CheckAdmissionRequest carries the queue token to check.
@@ -290,7 +398,7 @@ export type CheckAdmissionRequest = Message<"boxoffice.queue.v1.CheckAdmissionRe
  * Use `create(CheckAdmissionRequestSchema)` to create a new message.
  */
 export const CheckAdmissionRequestSchema: GenMessage<CheckAdmissionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 8);
+  messageDesc(file_boxoffice_queue_v1_queue, 10);
 
 /**
  * CheckAdmissionResponse says whom the admitted token belongs to.
@@ -325,7 +433,7 @@ export type CheckAdmissionResponse = Message<"boxoffice.queue.v1.CheckAdmissionR
  * Use `create(CheckAdmissionResponseSchema)` to create a new message.
  */
 export const CheckAdmissionResponseSchema: GenMessage<CheckAdmissionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 9);
+  messageDesc(file_boxoffice_queue_v1_queue, 11);
 
 /**
  * GetQueueStatusesRequest carries the tokens to report.
@@ -353,7 +461,7 @@ export type GetQueueStatusesRequest = Message<"boxoffice.queue.v1.GetQueueStatus
  * Use `create(GetQueueStatusesRequestSchema)` to create a new message.
  */
 export const GetQueueStatusesRequestSchema: GenMessage<GetQueueStatusesRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 10);
+  messageDesc(file_boxoffice_queue_v1_queue, 12);
 
 /**
  * GetQueueStatusesResponse reports each token in request order.
@@ -374,7 +482,7 @@ export type GetQueueStatusesResponse = Message<"boxoffice.queue.v1.GetQueueStatu
  * Use `create(GetQueueStatusesResponseSchema)` to create a new message.
  */
 export const GetQueueStatusesResponseSchema: GenMessage<GetQueueStatusesResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 11);
+  messageDesc(file_boxoffice_queue_v1_queue, 13);
 
 /**
  * SupplyChangedRequest names the concert.
@@ -395,7 +503,7 @@ export type SupplyChangedRequest = Message<"boxoffice.queue.v1.SupplyChangedRequ
  * Use `create(SupplyChangedRequestSchema)` to create a new message.
  */
 export const SupplyChangedRequestSchema: GenMessage<SupplyChangedRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 12);
+  messageDesc(file_boxoffice_queue_v1_queue, 14);
 
 /**
  * SupplyChangedResponse is empty.
@@ -410,7 +518,7 @@ export type SupplyChangedResponse = Message<"boxoffice.queue.v1.SupplyChangedRes
  * Use `create(SupplyChangedResponseSchema)` to create a new message.
  */
 export const SupplyChangedResponseSchema: GenMessage<SupplyChangedResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 13);
+  messageDesc(file_boxoffice_queue_v1_queue, 15);
 
 /**
  * CompleteSessionRequest names the session to end.
@@ -438,7 +546,7 @@ export type CompleteSessionRequest = Message<"boxoffice.queue.v1.CompleteSession
  * Use `create(CompleteSessionRequestSchema)` to create a new message.
  */
 export const CompleteSessionRequestSchema: GenMessage<CompleteSessionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 14);
+  messageDesc(file_boxoffice_queue_v1_queue, 16);
 
 /**
  * CompleteSessionResponse is empty: the session is ended (or already was).
@@ -453,7 +561,7 @@ export type CompleteSessionResponse = Message<"boxoffice.queue.v1.CompleteSessio
  * Use `create(CompleteSessionResponseSchema)` to create a new message.
  */
 export const CompleteSessionResponseSchema: GenMessage<CompleteSessionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 15);
+  messageDesc(file_boxoffice_queue_v1_queue, 17);
 
 /**
  * GetQueueStatsRequest names the concert.
@@ -474,7 +582,7 @@ export type GetQueueStatsRequest = Message<"boxoffice.queue.v1.GetQueueStatsRequ
  * Use `create(GetQueueStatsRequestSchema)` to create a new message.
  */
 export const GetQueueStatsRequestSchema: GenMessage<GetQueueStatsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 16);
+  messageDesc(file_boxoffice_queue_v1_queue, 18);
 
 /**
  * GetQueueStatsResponse carries the counts of a waiting room.
@@ -546,7 +654,7 @@ export type GetQueueStatsResponse = Message<"boxoffice.queue.v1.GetQueueStatsRes
  * Use `create(GetQueueStatsResponseSchema)` to create a new message.
  */
 export const GetQueueStatsResponseSchema: GenMessage<GetQueueStatsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 17);
+  messageDesc(file_boxoffice_queue_v1_queue, 19);
 
 /**
  * PauseAdmissionRequest names the concert.
@@ -567,7 +675,7 @@ export type PauseAdmissionRequest = Message<"boxoffice.queue.v1.PauseAdmissionRe
  * Use `create(PauseAdmissionRequestSchema)` to create a new message.
  */
 export const PauseAdmissionRequestSchema: GenMessage<PauseAdmissionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 18);
+  messageDesc(file_boxoffice_queue_v1_queue, 20);
 
 /**
  * PauseAdmissionResponse is empty.
@@ -582,7 +690,7 @@ export type PauseAdmissionResponse = Message<"boxoffice.queue.v1.PauseAdmissionR
  * Use `create(PauseAdmissionResponseSchema)` to create a new message.
  */
 export const PauseAdmissionResponseSchema: GenMessage<PauseAdmissionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 19);
+  messageDesc(file_boxoffice_queue_v1_queue, 21);
 
 /**
  * ResumeAdmissionRequest names the concert.
@@ -603,7 +711,7 @@ export type ResumeAdmissionRequest = Message<"boxoffice.queue.v1.ResumeAdmission
  * Use `create(ResumeAdmissionRequestSchema)` to create a new message.
  */
 export const ResumeAdmissionRequestSchema: GenMessage<ResumeAdmissionRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 20);
+  messageDesc(file_boxoffice_queue_v1_queue, 22);
 
 /**
  * ResumeAdmissionResponse is empty.
@@ -618,7 +726,7 @@ export type ResumeAdmissionResponse = Message<"boxoffice.queue.v1.ResumeAdmissio
  * Use `create(ResumeAdmissionResponseSchema)` to create a new message.
  */
 export const ResumeAdmissionResponseSchema: GenMessage<ResumeAdmissionResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 21);
+  messageDesc(file_boxoffice_queue_v1_queue, 23);
 
 /**
  * SetAdmissionPolicyRequest carries the new policy.
@@ -646,7 +754,7 @@ export type SetAdmissionPolicyRequest = Message<"boxoffice.queue.v1.SetAdmission
  * Use `create(SetAdmissionPolicyRequestSchema)` to create a new message.
  */
 export const SetAdmissionPolicyRequestSchema: GenMessage<SetAdmissionPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 22);
+  messageDesc(file_boxoffice_queue_v1_queue, 24);
 
 /**
  * SetAdmissionPolicyResponse carries the policy now in force.
@@ -667,7 +775,7 @@ export type SetAdmissionPolicyResponse = Message<"boxoffice.queue.v1.SetAdmissio
  * Use `create(SetAdmissionPolicyResponseSchema)` to create a new message.
  */
 export const SetAdmissionPolicyResponseSchema: GenMessage<SetAdmissionPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 23);
+  messageDesc(file_boxoffice_queue_v1_queue, 25);
 
 /**
  * ListQueueStatsRequest names the concerts.
@@ -688,7 +796,7 @@ export type ListQueueStatsRequest = Message<"boxoffice.queue.v1.ListQueueStatsRe
  * Use `create(ListQueueStatsRequestSchema)` to create a new message.
  */
 export const ListQueueStatsRequestSchema: GenMessage<ListQueueStatsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 24);
+  messageDesc(file_boxoffice_queue_v1_queue, 26);
 
 /**
  * QueueStats carries the counts of one concert's waiting room, as GetQueueStatsResponse.
@@ -766,7 +874,7 @@ export type QueueStats = Message<"boxoffice.queue.v1.QueueStats"> & {
  * Use `create(QueueStatsSchema)` to create a new message.
  */
 export const QueueStatsSchema: GenMessage<QueueStats> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 25);
+  messageDesc(file_boxoffice_queue_v1_queue, 27);
 
 /**
  * ListQueueStatsResponse reports each concert in request order.
@@ -787,7 +895,7 @@ export type ListQueueStatsResponse = Message<"boxoffice.queue.v1.ListQueueStatsR
  * Use `create(ListQueueStatsResponseSchema)` to create a new message.
  */
 export const ListQueueStatsResponseSchema: GenMessage<ListQueueStatsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_queue_v1_queue, 26);
+  messageDesc(file_boxoffice_queue_v1_queue, 28);
 
 /**
  * QueueState is where a queue token stands.
@@ -843,6 +951,14 @@ export enum QueueState {
    * @generated from enum value: QUEUE_STATE_SOLD_OUT = 6;
    */
   SOLD_OUT = 6,
+
+  /**
+   * The sale has ended (closed, cancelled, or every date has started); `reason`
+   * says which.
+   *
+   * @generated from enum value: QUEUE_STATE_CLOSED = 7;
+   */
+  CLOSED = 7,
 }
 
 /**
@@ -852,8 +968,78 @@ export const QueueStateSchema: GenEnum<QueueState> = /*@__PURE__*/
   enumDesc(file_boxoffice_queue_v1_queue, 0);
 
 /**
- * QueueService keeps one first-come-first-served waiting room per concert and
- * admits fans from its head as capacity frees up.
+ * QueueingMethod is how a waiting room picks whom to admit.
+ *
+ * @generated from enum boxoffice.queue.v1.QueueingMethod
+ */
+export enum QueueingMethod {
+  /**
+   * Not set: keeps the method in force (FIFO unless changed).
+   *
+   * @generated from enum value: QUEUEING_METHOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * First come, first served (after the pre-queue's draw).
+   *
+   * @generated from enum value: QUEUEING_METHOD_FIFO = 1;
+   */
+  FIFO = 1,
+
+  /**
+   * By lot: each admission picks at random among those waiting.
+   *
+   * @generated from enum value: QUEUEING_METHOD_RANDOM = 2;
+   */
+  RANDOM = 2,
+}
+
+/**
+ * Describes the enum boxoffice.queue.v1.QueueingMethod.
+ */
+export const QueueingMethodSchema: GenEnum<QueueingMethod> = /*@__PURE__*/
+  enumDesc(file_boxoffice_queue_v1_queue, 1);
+
+/**
+ * DrawState is how far a sale's draw has got.
+ *
+ * @generated from enum boxoffice.queue.v1.DrawState
+ */
+export enum DrawState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: DRAW_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only the commitment is published: the sale has not opened, or the draw is
+   * under way.
+   *
+   * @generated from enum value: DRAW_STATE_COMMITTED = 1;
+   */
+  COMMITTED = 1,
+
+  /**
+   * The pre-queue was put in order: the seed and the list are published.
+   *
+   * @generated from enum value: DRAW_STATE_DRAWN = 2;
+   */
+  DRAWN = 2,
+}
+
+/**
+ * Describes the enum boxoffice.queue.v1.DrawState.
+ */
+export const DrawStateSchema: GenEnum<DrawState> = /*@__PURE__*/
+  enumDesc(file_boxoffice_queue_v1_queue, 2);
+
+/**
+ * QueueService keeps one waiting room per concert and admits fans as capacity
+ * frees up: first come, first served (or by lot, as the operator sets), after a
+ * pre-queue that is put in a random order, verifiably, when the sale opens.
  *
  * @generated from service boxoffice.queue.v1.QueueService
  */
@@ -889,6 +1075,20 @@ export const QueueService: GenService<{
     methodKind: "unary";
     input: typeof LeaveQueueRequestSchema;
     output: typeof LeaveQueueResponseSchema;
+  },
+  /**
+   * GetSaleFairness lets anyone check the pre-queue's draw: before it, the
+   * commitment (the SHA-256 of the secret seed); after it, the seed and the
+   * frozen list of pre-queue entry ids. The order is the entry ids sorted by
+   * HMAC-SHA256(key = seed, message = entry id), ascending; a fan finds their
+   * own entry id in QueueStatus.entry_id.
+   *
+   * @generated from rpc boxoffice.queue.v1.QueueService.GetSaleFairness
+   */
+  getSaleFairness: {
+    methodKind: "unary";
+    input: typeof GetSaleFairnessRequestSchema;
+    output: typeof GetSaleFairnessResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_queue_v1_queue, 0);
