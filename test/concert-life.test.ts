@@ -138,6 +138,10 @@ describe.each(databases)("a concert's life on $name", ({ env }) => {
     // A's first date has started: its seats are no longer counted available, nor held; the second date's are.
     const started = await supply(aId);
     expect([ConcertPhase[started.phase], started.total, started.available]).toEqual(["ON_SALE", 8, 5]);
+    expect((await catalog().listSchedules({ concertId: aId })).schedules.map((date) => [date.id, date.availableSeats])).toEqual([
+      [aFirst, 0],
+      [aSecond, 5],
+    ]);
     await refused(hold(randomUUID(), aId, aFirst, [2]), Code.FailedPrecondition, Reason.DATE_STARTED);
     await hold(randomUUID(), aId, aSecond, [1]);
     expect((await supply(aId)).available).toBe(4);

@@ -220,11 +220,12 @@ export interface ScheduleRow {
   available: number;
 }
 
-/** A concert's dates, soonest first, with the seats free on each counted, in one query. */
+/** A concert's dates, soonest first, with the seats free on each counted (none on a date that has started), in one query. */
 export async function schedulesOf(em: EntityManager, concertId: string): Promise<ScheduleRow[]> {
   const rows = await em.execute<{ id: string; starts_at: string | Date; seat_count: number; available: string }[]>(
     `select schedule.id, schedule.starts_at, schedule.seat_count,
-            (select count(*) from "concert"."seat" seat where seat.schedule_id = schedule.id and ${seatStateNow} = 'AVAILABLE') as available
+            (select count(*) from "concert"."seat" seat where seat.schedule_id = schedule.id and ${seatStateNow} = 'AVAILABLE'
+                and schedule.starts_at > now()) as available
        from "concert"."schedule" schedule where schedule.concert_id = ? order by schedule.starts_at, schedule.id`,
     [concertId],
   );

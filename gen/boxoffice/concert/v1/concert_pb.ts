@@ -150,7 +150,7 @@ export type Schedule = Message<"boxoffice.concert.v1.Schedule"> & {
   startsAt?: Timestamp | undefined;
 
   /**
-   * Seats still AVAILABLE on this date.
+   * Seats still AVAILABLE on this date; 0 once it has started.
    *
    * @generated from field: int32 available_seats = 3;
    */
