@@ -124,55 +124,54 @@ export class Holds {
    *
    * The limit counts holds of other dates, which no seat lock orders, and a
    * READ COMMITTED statement sees what was committed when it began: so the
-   * statement runs in a transaction that first takes an advisory lock of the
-   * fan and concert. Holds of one fan at one concert are decided one after the
-   * other, each seeing the one before.
+   * count comes from `concert.fan_seats_locked` (a migration), which first
+   * takes an advisory lock of the fan and concert, held to the statement's end,
+   * and then counts in a snapshot of its own (a volatile function's query sees
+   * what committed before it ran). Holds of one fan at one concert are decided
+   * one after the other, each seeing the one before, in one round trip.
    */
   async hold(em: EntityManager, request: HoldRequest, retried = false): Promise<HoldRecord & { reused?: true }> {
     const id = randomUUID();
     const numbers = `{${request.seatNumbers.join(",")}}`;
     let rows: HoldRow[];
     try {
-      rows = await em.transactional(async (tx) => {
-        await tx.execute(`select pg_advisory_xact_lock(hashtextextended(?, 0))`, [`hold:${request.userId}:${request.concertId}`]);
-        return tx.execute<HoldRow[]>(
-          `with sale as (
-             select 1 from "concert"."schedule" schedule join "concert"."concert" concert on concert.id = schedule.concert_id
-              where schedule.id = ? and concert.id = ? and ${holdableNow} and ${seatsOfFan("concert.id")} + ?::int <= concert.seat_limit),
-           free as (
-             select seat.schedule_id, seat.number from "concert"."seat" seat
-              where seat.schedule_id = ? and seat.number = any(?::int[]) and ${seatFree} and exists (select 1 from sale)
-              order by seat.number
-              for update of seat),
-           taken as (
-             update "concert"."seat" seat
-                set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
-               from free
-              where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
-             returning seat.number, seat.price, seat.held_until)
-           insert into "concert"."hold" (${columns})
-           select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
-             from taken having count(*) = ?
-           returning ${columns}`,
-          [
-            request.scheduleId,
-            request.concertId,
-            request.userId,
-            request.seatNumbers.length,
-            request.scheduleId,
-            numbers,
-            id,
-            this.holdMs,
-            request.seatNumbers.length,
-            id,
-            request.userId,
-            request.concertId,
-            request.scheduleId,
-            new Date(),
-            request.seatNumbers.length,
-          ],
-        );
-      });
+      rows = await em.getConnection().execute<HoldRow[]>(
+        `with sale as (
+           select 1 from "concert"."schedule" schedule join "concert"."concert" concert on concert.id = schedule.concert_id
+            where schedule.id = ? and concert.id = ? and ${holdableNow} and "concert"."fan_seats_locked"(?::uuid, concert.id) + ?::int <= concert.seat_limit),
+         free as (
+           select seat.schedule_id, seat.number from "concert"."seat" seat
+            where seat.schedule_id = ? and seat.number = any(?::int[]) and ${seatFree} and exists (select 1 from sale)
+            order by seat.number
+            for update of seat),
+         taken as (
+           update "concert"."seat" seat
+              set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
+             from free
+            where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
+           returning seat.number, seat.price, seat.held_until)
+         insert into "concert"."hold" (${columns})
+         select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
+           from taken having count(*) = ?
+         returning ${columns}`,
+        [
+          request.scheduleId,
+          request.concertId,
+          request.userId,
+          request.seatNumbers.length,
+          request.scheduleId,
+          numbers,
+          id,
+          this.holdMs,
+          request.seatNumbers.length,
+          id,
+          request.userId,
+          request.concertId,
+          request.scheduleId,
+          new Date(),
+          request.seatNumbers.length,
+        ],
+      );
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       // A deadlock with the sweeper tidying the fan's own run-out hold on the date (it locks that hold, then

@@ -129,6 +129,8 @@ function initOrm(spec: DatabaseSpec, options: DatabaseOptions): Promise<MikroORM
         snapshotOnMigrate: false,
         silent: true,
       },
+      // Functions the statements call (concert.fan_seats_locked) are written by the migrations, like everything else.
+      schemaGenerator: { ignoreRoutines: true },
     }),
   );
 }

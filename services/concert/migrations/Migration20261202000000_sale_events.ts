@@ -42,9 +42,18 @@ export class Migration20261202000000_sale_events extends Migration {
       alter column "prequeue_opens_at" set not null, alter column "sale_opens_at" set not null, alter column "seed" set not null,
       alter column "seed_commitment" set not null, alter column "min_price" set not null, alter column "max_price" set not null;`);
     this.addSql(`alter table "concert"."concert" add constraint "concert_request_id_unique" unique ("request_id");`);
+    // What the per-fan limit counts, after waiting for the fan's other holds of the concert (services/concert/holds.ts).
+    this.addSql(`create function "concert"."fan_seats_locked"(fan uuid, of_concert uuid) returns bigint language plpgsql volatile as $$
+      begin
+        perform pg_advisory_xact_lock(hashtextextended('hold:' || fan || ':' || of_concert, 0));
+        return (select coalesce(sum(jsonb_array_length(hold.seat_numbers)), 0) from "concert"."hold" hold
+                 where hold.user_id = fan and hold.concert_id = of_concert
+                   and (hold.state = 'CONFIRMED' or (hold.state = 'HELD' and hold.expires_at > now())));
+      end $$;`);
   }
 
   override down(): void {
+    this.addSql(`drop function if exists "concert"."fan_seats_locked"(uuid, uuid);`);
     this.addSql(`alter table "concert"."concert" drop constraint if exists "concert_request_id_unique", drop constraint if exists "concert_status_check",
       drop column "status", drop column "listed", drop column "prequeue_opens_at", drop column "sale_opens_at", drop column "sale_closes_at",
       drop column "seat_limit", drop column "seed", drop column "seed_commitment", drop column "min_price", drop column "max_price",
