@@ -25,6 +25,7 @@ import { createDatabase } from "../databases.js";
 import { startServerProcess } from "../server-process.js";
 import { dropKeys } from "../redis-keys.js";
 import { measureAdmissionTicks } from "./admission-tick.js";
+import { measureDraws } from "./draw.js";
 import { measureFlashSale } from "./flash-sale.js";
 import { holdCases } from "./holds.js";
 import { cpuPerCall, cpuSnapshot, type CpuPerCall, type CpuSnapshot } from "./cpu.js";
@@ -251,6 +252,15 @@ try {
     console.log(`\nadmission tick admitting ${ticks[0]!.admittedPerTick} fans, by line length (ratio to the shortest line, same store)\n`);
     console.log("| store | waiting | ms per tick | ratio |\n|---|---:|---:|---:|");
     for (const t of ticks) console.log(`| ${t.store} | ${t.waiting} | ${t.msPerTick.toFixed(2)} | ${(t.msPerTick / base(t.store)).toFixed(2)} |`);
+  }
+  if (selected("pre-queue draw")) {
+    const sizes = quick ? [1_000, 10_000] : [1_000, 10_000, 100_000];
+    const draws = await measureDraws(redisUrl, sizes);
+    report.draws = draws;
+    const base = (store: string) => draws.find((d) => d.store === store && d.prequeued === sizes[0])!.usPerFan;
+    console.log(`\npre-queue draw at the sale's opening, by pre-queue size (cost per fan, ratio to the smallest pre-queue, same store)\n`);
+    console.log("| store | pre-queued | ms to draw | µs per fan | ratio |\n|---|---:|---:|---:|---:|");
+    for (const d of draws) console.log(`| ${d.store} | ${d.prequeued} | ${d.msToDraw.toFixed(0)} | ${d.usPerFan.toFixed(1)} | ${(d.usPerFan / base(d.store)).toFixed(2)} |`);
   }
 } finally {
   await server.stop();
