@@ -193,6 +193,32 @@ describe.each(databases)("holds on $name", ({ name, open, poolSize }) => {
     expect(told.told).toContain(concertId);
   });
 
+  // Only PostgreSQL lets another session hold the lock meanwhile.
+  it.skipIf(name !== "PostgreSQL")(
+    "a confirm that waits for the fan's other holds of the concert past its hold's end is refused HOLD_EXPIRED: the hold cannot count twice with one made after it ran out",
+    async () => {
+      const holds = holdsFor(500);
+      const { concertId, scheduleId } = await date(2);
+      const fan = randomUUID();
+      const held = await holds.hold(em(), { userId: fan, concertId, scheduleId, seatNumbers: [1] });
+      // Another session holds the fan's lock for the concert (a hold of theirs on another date, decided slowly).
+      const other = new pg.Client({ connectionString: url });
+      await other.connect();
+      try {
+        await other.query("begin");
+        await other.query(`select pg_advisory_xact_lock(hashtextextended($1, 0))`, [`hold:${fan}:${concertId}`]);
+        // The confirm starts while the hold is live, and waits.
+        const confirming = refusalOf(holds.confirm(em(), { userId: fan, reservationId: held.id, paymentId: randomUUID() }));
+        await new Promise((resolve) => setTimeout(resolve, 700));
+        await other.query("commit");
+        expect(Reason[(await confirming).reason]).toBe("HOLD_EXPIRED");
+      } finally {
+        await other.end();
+      }
+      expect((await seats(scheduleId))[1]).not.toBe("SOLD");
+    },
+  );
+
   // Only PostgreSQL runs two transactions at once; PGlite serialises them, so there they cannot deadlock.
   it.skipIf(name !== "PostgreSQL")(
     "a hold that deadlocks with the sweeper tidying the fan's run-out hold on the same seat is tried again and holds it",

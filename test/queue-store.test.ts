@@ -579,7 +579,7 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       const t0 = Date.now();
       const roomy: Policy = { ...defaults, maxActive: 10, sessionTtlMs: 600_000, abandonAfterMs: 600_000, random: false };
       const [a] = await line(concertId, 5, t0);
-      const none = { admittedLastMinute: 0, recentSample: [], firstAdmissionAt: 0, admitted: 0, sessionEndsSample: [], paused: false, supplyOpen: true, draw: "OPEN", overrides: {} };
+      const none = { admittedLastMinute: 0, recentSample: [], firstAdmissionAt: 0, admitted: 0, sessionEndsSample: [], paused: false, supplyOpen: true, draw: "OPEN", prequeuedUpTo: 0, overrides: {} };
       expect(await paceOf(concertId, t0)).toEqual(none);
 
       await store.tick(concertId, { ...roomy, maxActive: 2 }, open(t0 + 5_000));
@@ -717,14 +717,23 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect(await store.tick(concertId, big, { ...open(opensAt + 100), saleOpensAt: opensAt })).toMatchObject({ admitted: 0, drawPending: true });
       const frozen = await store.prequeue(concertId);
       expect(frozen).toEqual({ draw: "DRAWING", tickets: early });
+      // The entries made in the pre-queue are told apart from the later ones by their seq.
+      expect((await store.views(concertId, [], opensAt + 100, false)).pace).toMatchObject({ draw: "DRAWING", prequeuedUpTo: early.at(-1)!.seq });
+      expect(late.every((ticket) => ticket.seq > early.at(-1)!.seq)).toBe(true);
       // One of the pre-queue leaves while the draw is made: the frozen list keeps it, the draw skips it.
       await store.leave(concertId, early[1]!, opensAt + 150);
       expect((await store.prequeue(concertId)).tickets).toEqual(early);
       const drawn = [early[3]!, early[0]!, early[1]!, early[4]!, early[2]!];
+      // A first drawer places its first chunk, then stops (a crash, or a second drawer overtakes it).
       await store.place(concertId, drawn.slice(0, 2), 1, false, opensAt + 200);
-      await store.place(concertId, drawn.slice(2), 3, true, opensAt + 200);
-      // Placing again (a second drawer) changes nothing.
-      await store.place(concertId, drawn, 1, true, opensAt + 300);
+      // The frozen list is still whole for the next drawer, the placed fans have their places, the rest are ahead of the late arrivals.
+      expect((await store.prequeue(concertId)).tickets).toEqual(early);
+      expect(await where(concertId, [early[3]!, early[0]!, early[4]!, ...late], opensAt + 200)).toEqual(["WAITING 1", "WAITING 2", "PREQUEUED", "WAITING 6", "WAITING 7"]);
+      // A second drawer places everything again from the same list: the placed are skipped, the others take the same places.
+      await store.place(concertId, drawn.slice(0, 3), 1, false, opensAt + 250);
+      await store.place(concertId, drawn.slice(3), 4, true, opensAt + 250);
+      // The first drawer's last chunk, late, changes nothing.
+      await store.place(concertId, drawn.slice(2), 3, true, opensAt + 300);
       expect(await store.prequeue(concertId)).toEqual({ draw: "OPEN", tickets: [] });
       expect(await where(concertId, [early[3]!, early[0]!, early[4]!, early[2]!, ...late], opensAt + 300)).toEqual([
         "WAITING 1",

@@ -124,6 +124,9 @@ describe("a scheduled sale across three queue instances", () => {
     const states = await Promise.all(byPlace.map((fan) => statusOf(fan.suite, fan.queueToken)));
     expect(states.map((status) => (status.state === QueueState.ADMITTED ? 0 : Number(status.position)))).toEqual([0, 0, 0, 0, 0, ...Array.from({ length: 25 }, (_, i) => i + 1)]);
     const lateStates = await Promise.all(late.map((fan) => statusOf(fan.suite, fan.queueToken)));
+    // Only entries made in the pre-queue have an id in the draw.
+    expect(late.map((fan) => fan.entered.entryId)).toEqual(["", "", "", "", ""]);
+    expect(states.every((status) => /^[0-9a-f]{32}$/.test(status.entryId))).toBe(true);
     expect(lateStates.map((status) => [status.state, Number(status.position)])).toEqual(late.map((_, i) => [QueueState.WAITING, 26 + i]));
 
     // Any fan checks their own place.

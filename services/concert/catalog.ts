@@ -326,6 +326,12 @@ export async function updateConcert(em: EntityManager, concertId: string, change
  * (GetSale) for a time the concert was not published.
  */
 export async function publishConcert(em: EntityManager, concertId: string): Promise<{ changed: boolean; after: ConcertView }> {
+  const before = await concertNow(em, concertId);
+  if (before.sale.status === "DRAFT") {
+    // A sale whose opening has passed opens now: it must still fit the dates (the draft may have waited long).
+    const saleOpensAt = new Date(Math.max(before.sale.saleOpensAt.getTime(), before.now.getTime()));
+    checkSaleTimes({ ...before.sale, saleOpensAt }, before.sale.firstStartsAt, before.sale.lastStartsAt);
+  }
   const changed = await em.execute<{ id: string }[]>(
     `update "concert"."concert" set status = 'PUBLISHED', sale_opens_at = greatest(sale_opens_at, now()) where id = ? and status = 'DRAFT' returning id`,
     [concertId],

@@ -97,7 +97,13 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
 
   /** The listed, published concerts on sale or coming, in one query (the phase is worked out from each row). */
   async listConcerts(_req: unknown, ctx: HandlerContext) {
-    const concerts = await concertsWhere(entityManager(ctx), `concert.status = 'PUBLISHED' and concert.listed`, []);
+    // Past and closed concerts are left out in the query already (the phase decides the rest): the catalog does not grow with history.
+    const concerts = await concertsWhere(
+      entityManager(ctx),
+      `concert.status = 'PUBLISHED' and concert.listed and (concert.sale_closes_at is null or concert.sale_closes_at > now())
+         and exists (select 1 from "concert"."schedule" coming where coming.concert_id = concert.id and coming.starts_at > now())`,
+      [],
+    );
     return { concerts: concerts.filter((c) => cataloguedPhases.has(c.phase)).sort(catalogOrder).map(concertMessage) };
   }
 

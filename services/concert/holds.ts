@@ -308,7 +308,10 @@ export class Holds {
    * hold and its seats are locked (hold first, then seats), and only if every
    * seat is still the hold's, the date has not started and the concert is not
    * cancelled are the seats SOLD and the hold CONFIRMED; otherwise nothing
-   * changes. The concert row is taken FOR KEY SHARE, which only a cancel's
+   * changes. It first waits for the fan's holds of the concert (the per-fan
+   * limit's lock) and then judges the hold live by the clock at that moment: a
+   * hold sold just as it runs out cannot count twice with a new hold made just
+   * after. The concert row is taken FOR KEY SHARE, which only a cancel's
    * FOR UPDATE waits for (catalog.ts): a sale and a cancel never pass each
    * other. Seats already SOLD to the hold count (a hold carried over from the
    * old layout, whose seats were sold before its record was; now a hold's seats
@@ -317,9 +320,11 @@ export class Holds {
   async confirm(em: EntityManager, confirmation: Confirmation): Promise<HoldRecord> {
     const { userId, reservationId, paymentId, amount } = confirmation;
     const [row] = await em.getConnection().execute<HoldRow[]>(
-      `with live as (
+      `with fan as (select "concert"."fan_seats_locked"(?::uuid, (select concert_id from "concert"."hold" where id = ?)) as seats),
+       live as (
          select hold.id, hold.schedule_id, jsonb_array_length(hold.seat_numbers) as seats from "concert"."hold" hold
           where hold.id = ? and hold.user_id = ? and ${holdLive} and (?::bigint is null or hold.amount = ?::bigint)
+            and exists (select 1 from fan) and hold.expires_at > clock_timestamp()
           for update),
        selling as (
          select concert.id from live join "concert"."schedule" schedule on schedule.id = live.schedule_id
@@ -339,7 +344,7 @@ export class Holds {
          update "concert"."hold" hold set state = 'CONFIRMED', payment_id = ? from whole where hold.id = whole.id
          returning ${holdColumns})
        select * from confirmed`,
-      [reservationId, userId, amount ?? null, amount ?? null, paymentId],
+      [userId, reservationId, reservationId, userId, amount ?? null, amount ?? null, paymentId],
     );
     const confirmed = row && record(row);
     if (confirmed) {

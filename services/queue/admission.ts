@@ -107,6 +107,8 @@ export class AdmissionWorker {
     if (supply.total > 0 && supply.sold === supply.total && !settings.soldOut) settings = await this.rooms.change(concertId, { soldOut: true });
     const { sale } = supply;
     // The sale's end closes the room for good: the line is told, and nobody enters any more.
+    // A draft's times may still change (its room is listed once a policy is set early): the room is left alone until it is published.
+    if (!sale.published) return;
     if ((sale.cancelled || this.#clock() >= sale.saleEndsAt) && !settings.closed) settings = await this.rooms.change(concertId, { closed: true });
     const tick = () =>
       this.store.tick(concertId, this.defaults, {

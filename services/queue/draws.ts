@@ -113,14 +113,30 @@ export interface Fairness {
   draw?: DrawRecord;
 }
 
-/** A sale's fairness record, for anyone to check. */
-export async function saleFairness(concertId: string, draws: Draws, seeds: SeedSource, store: QueueStore): Promise<Fairness> {
+/**
+ * Clocks of queue instances may differ this much: a room nobody has entered is
+ * only said to have had no pre-queue (and its seed shown) this long after the
+ * opening, when no instance can still take a pre-queue entry.
+ */
+const openingSkewMs = 5_000;
+
+/**
+ * A sale's fairness record, for anyone to check. The seed is shown with the
+ * draw's record; without one, only when the room can have had no pre-queue:
+ * it opened without one, or nobody is in it well after the opening. Else
+ * (the draw under way, or due) only the commitment: a seed shown while
+ * pre-queue entries can still be made would let a fan re-enter until their
+ * entry id draws well.
+ */
+export async function saleFairness(concertId: string, draws: Draws, seeds: SeedSource, store: QueueStore, now = Date.now()): Promise<Fairness> {
   const [sale, draw] = await Promise.all([seeds.sale(concertId), draws.get(concertId)]);
   const shown = { commitment: sale.commitment, saleOpensAt: sale.saleOpensAt };
   if (draw) return { ...shown, drawn: true, draw };
-  if (!sale.seed) return { ...shown, drawn: false };
-  // Opened with no draw recorded: under way while the room has a pre-queue, else nobody was in one.
+  if (!sale.seed || !sale.saleOpensAt) return { ...shown, drawn: false };
   const { draw: state } = await store.prequeue(concertId);
-  if (state === "DRAWING" || (state === "PREQUEUE" && (await store.counts(concertId, Date.now())).waiting > 0)) return { ...shown, drawn: false };
-  return { ...shown, drawn: true, draw: { seed: sale.seed, entryIds: [], drawnAt: sale.saleOpensAt ?? new Date() } };
+  const none = { ...shown, drawn: true, draw: { seed: sale.seed, entryIds: [], drawnAt: sale.saleOpensAt } };
+  // OPEN with no record: it opened without a pre-queue (a draw records before it places).
+  if (state === "OPEN") return none;
+  if (state === "PREQUEUE" && now >= sale.saleOpensAt.getTime() + openingSkewMs && (await store.counts(concertId, now)).waiting === 0) return none;
+  return { ...shown, drawn: false };
 }

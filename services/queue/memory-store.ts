@@ -66,6 +66,8 @@ interface RoomSnapshot {
   settings: RoomSettings | undefined;
   draw?: DrawState;
   pre?: [string, number][];
+  prequeuedUpTo?: number;
+  placed?: number;
   supplyOpen: boolean;
   abandoned: number;
   firstAdmissionAt: number;
@@ -92,6 +94,10 @@ class Room {
   draw: DrawState | undefined;
   /** The pre-queue: user -> seq, in arrival order. */
   pre = new Map<string, number>();
+  /** See Pace.prequeuedUpTo. */
+  prequeuedUpTo = 0;
+  /** Entries of the frozen pre-queue the draw has placed so far (the pre-queue stays whole until its last chunk). */
+  placed = 0;
   supplyOpen = true;
   abandoned = 0;
   firstAdmissionAt = 0;
@@ -114,8 +120,10 @@ class Room {
   /** The draw state as of now: the first call at or after the opening freezes the pre-queue. */
   drawState(now: number, saleOpensAt: number): DrawState {
     if (now >= saleOpensAt) {
-      if (this.draw === "PREQUEUE") this.draw = "DRAWING";
-      else if (this.draw === undefined) this.draw = "OPEN";
+      if (this.draw === "PREQUEUE") {
+        this.draw = "DRAWING";
+        this.prequeuedUpTo = this.seq;
+      } else if (this.draw === undefined) this.draw = "OPEN";
     } else if (this.draw === undefined) {
       this.draw = "PREQUEUE";
     }
@@ -153,7 +161,8 @@ class Room {
       case "WAITING": {
         const over = this.ended;
         if (over) return ended(over);
-        if (entry.place) return { state: "WAITING", position: this.ranks.upTo(entry.place) + this.pre.size, admittedUntil: 0 };
+        // While the draw places the pre-queue, its unplaced entries may be ahead; no one is further back than their place number.
+        if (entry.place) return { state: "WAITING", position: Math.min(this.ranks.upTo(entry.place) + this.pre.size - this.placed, entry.place), admittedUntil: 0 };
         return ended(this.pre.has(ticket.userId) ? "PREQUEUED" : "EXPIRED");
       }
       case "ADMITTED":
@@ -175,6 +184,8 @@ class Room {
       settings: this.settings,
       draw: this.draw,
       pre: [...this.pre],
+      prequeuedUpTo: this.prequeuedUpTo,
+      placed: this.placed,
       supplyOpen: this.supplyOpen,
       abandoned: this.abandoned,
       firstAdmissionAt: this.firstAdmissionAt,
@@ -259,6 +270,7 @@ class Room {
       paused: this.settings?.paused ?? false,
       supplyOpen: this.supplyOpen,
       draw: this.draw ?? "PREQUEUE",
+      prequeuedUpTo: this.prequeuedUpTo,
       overrides: this.settings?.overrides ?? {},
     };
   }
@@ -403,7 +415,7 @@ export class MemoryQueueStore implements QueueStore {
 
     room.trimRecent(now);
     // As on Redis: a copy just restored admits from the next tick on; nobody before the pre-queue is in its drawn order.
-    if (supplyOpen && !restored && draw === "OPEN" && !room.settings!.paused && !room.ended) {
+    if (supplyOpen && !restored && draw === "OPEN" && now >= saleOpensAt && !room.settings!.paused && !room.ended) {
       let free = Math.min(policy.maxActive - room.admitted.size, batch);
       if (policy.ratePerMinute > 0) free = Math.min(free, policy.ratePerMinute - room.recent.length);
       while (free > 0 && room.line.size > 0) {
@@ -443,14 +455,17 @@ export class MemoryQueueStore implements QueueStore {
   async place(concertId: string, tickets: Ticket[], firstPlace: number, last: boolean, now: number): Promise<void> {
     const room = this.#read(concertId);
     if (room.draw !== "DRAWING") return;
+    // As on Redis: the frozen pre-queue stays whole until the last chunk, and an entry already placed is skipped.
     tickets.forEach(({ userId, seq }, i) => {
-      if (!room.pre.delete(userId)) return;
       const entry = room.entries.get(userId);
-      if (entry?.seq === seq && entry.state === "WAITING") room.addWaiting(userId, entry, firstPlace + i, now);
+      if (!room.pre.has(userId) || entry?.seq !== seq || entry.state !== "WAITING" || entry.place) return;
+      room.addWaiting(userId, entry, firstPlace + i, now);
+      room.placed++;
     });
     if (last) {
       room.draw = "OPEN";
       room.pre.clear();
+      room.placed = 0;
     }
   }
 
@@ -458,7 +473,7 @@ export class MemoryQueueStore implements QueueStore {
     const room = this.#read(concertId);
     let admitted = 0;
     for (const until of room.admitted.values()) if (until > now) admitted++;
-    return { waiting: room.line.size + room.pre.size, admitted, admittedLastMinute: room.pace(now).admittedLastMinute, abandoned: room.abandoned };
+    return { waiting: room.line.size + room.pre.size - room.placed, admitted, admittedLastMinute: room.pace(now).admittedLastMinute, abandoned: room.abandoned };
   }
 
   async markLife() {

@@ -36,6 +36,10 @@ end
 local function putEntry(user, seq, state, untilMs)
   redis.call('HSET', entries, user, string.format('%d:%s:%d', seq, state, untilMs))
 end
+-- The pre-queue's entries not yet placed by its draw (they are ahead of everyone in the line meanwhile).
+local function unplaced()
+  return redis.call('ZCARD', pre) - (tonumber(redis.call('HGET', room, 'placed')) or 0)
+end
 -- 'S' when sold out, 'K' when the sale has closed, else nil.
 local function ended()
   local flags = redis.call('HMGET', room, 'soldOut', 'closed')
@@ -51,7 +55,13 @@ local function view(user, seq, now, over)
     if over then return { over, 0, 0 } end
     local rank = redis.call('ZRANK', line, user)
     -- While the pre-queue waits for its draw, it is ahead of everyone in the line.
-    if rank then return { 'W', rank + 1 + redis.call('ZCARD', pre), 0 } end
+    if rank then
+      -- While the draw places the pre-queue, its unplaced entries may be ahead; no one is further back than
+      -- their place number (a drawn place, or an arrival number), so the lesser bound is told.
+      local ahead = unplaced()
+      if ahead == 0 then return { 'W', rank + 1, 0 } end
+      return { 'W', math.min(rank + 1 + ahead, tonumber(redis.call('ZSCORE', line, user))), 0 }
+    end
     if redis.call('ZSCORE', pre, user) then return { 'P', 0, 0 } end
     return { 'E', 0, 0 }
   elseif e.state == 'A' then
@@ -68,6 +78,8 @@ local function drawState(now, opensAt)
   elseif draw then return draw
   else draw = 'P' end
   redis.call('HSET', room, 'draw', draw)
+  -- Every entry made so far was made in the pre-queue (they carry its entry ids).
+  if draw == 'D' then redis.call('HSET', room, 'prequeuedUpTo', redis.call('HGET', room, 'seq') or 0) end
   return draw
 end
 -- Scores above \`above\`, ascending: all when few, else ${sampleSize} spread evenly by rank (the first and the last included).
@@ -88,11 +100,11 @@ local function sample(key, above)
   return count, out
 end
 local function pace(now)
-  local cfg = redis.call('HMGET', room, 'paused', 'firstAdmissionAt', 'open', 'draw', ${overrideFields})
+  local cfg = redis.call('HMGET', room, 'paused', 'firstAdmissionAt', 'open', 'draw', 'prequeuedUpTo', ${overrideFields})
   local recentCount, recentSample = sample(recent, string.format('%d', now - ${minuteMs}))
   local admittedCount, endsSample = sample(admitted, string.format('%d', now))
   return { recentCount, recentSample, tonumber(cfg[2]) or 0, admittedCount, endsSample,
-    cfg[1] == '1' and 1 or 0, cfg[3] == '0' and 0 or 1, cfg[4] or 'P', cfg[5] or '', cfg[6] or '', cfg[7] or '', cfg[8] or '', cfg[9] or '' }
+    cfg[1] == '1' and 1 or 0, cfg[3] == '0' and 0 or 1, cfg[4] or 'P', tonumber(cfg[5]) or 0, cfg[6] or '', cfg[7] or '', cfg[8] or '', cfg[9] or '', cfg[10] or '' }
 end
 -- The next arrival number. A room hash evicted alone would start it again at 1, ahead of fans still in
 -- line: it then starts above every number still in the line or among the last minute's admissions.
@@ -143,7 +155,7 @@ if draw == 'P' then
 end
 redis.call('ZADD', line, seq, user)
 redis.call('ZADD', seen, now, user)
-return { seq, 'W', redis.call('ZCARD', line) + redis.call('ZCARD', pre), 0, unpack(pace(now)) }`,
+return { seq, 'W', math.min(redis.call('ZCARD', line) + unplaced(), seq), 0, unpack(pace(now)) }`,
 
   views: `
 local now, touch = tonumber(ARGV[1]), ARGV[2] == '1'
@@ -224,7 +236,7 @@ local admittedNow = 0
 -- A room whose copy was just restored admits from the next tick on: settings read before an operator's
 -- change and carried by a tick that lands just after a wipe must not open a paused room even once.
 -- Nobody is admitted before the pre-queue is in its drawn order.
-if open and not restored and draw == 'O' and cfg[6] ~= '1' and cfg[7] ~= '1' and cfg[8] ~= '1' then
+if open and not restored and draw == 'O' and now >= opensAt and cfg[6] ~= '1' and cfg[7] ~= '1' and cfg[8] ~= '1' then
   local free = math.min(maxActive - redis.call('ZCARD', admitted), batch)
   if rate > 0 then free = math.min(free, rate - redis.call('ZCARD', recent)) end
   if free > 0 then
@@ -260,21 +272,27 @@ end
 return out`,
 
   place: `
+-- The frozen pre-queue stays whole until the draw's last chunk, so that every drawer (a second one, one after a
+-- crash) reads the same list and places each entry at the same place; an entry already placed is skipped.
 if redis.call('HGET', room, 'draw') ~= 'D' then return 0 end
 local now, place = tonumber(ARGV[1]), tonumber(ARGV[2])
+local placed = 0
 for i = 4, #ARGV, 2 do
   local user, seq = ARGV[i], tonumber(ARGV[i + 1])
-  if redis.call('ZREM', pre, user) == 1 then
+  if redis.call('ZSCORE', pre, user) and not redis.call('ZSCORE', line, user) then
     local e = getEntry(user)
     if e and e.seq == seq and e.state == 'W' then
       redis.call('ZADD', line, place, user)
       redis.call('ZADD', seen, now, user)
+      placed = placed + 1
     end
   end
   place = place + 1
 end
+if placed > 0 then redis.call('HINCRBY', room, 'placed', placed) end
 if ARGV[3] == '1' then
   redis.call('HSET', room, 'draw', 'O')
+  redis.call('HDEL', room, 'placed')
   redis.call('DEL', pre)
 end
 return 1`,
@@ -282,7 +300,7 @@ return 1`,
   counts: `
 local now = tonumber(ARGV[1])
 return {
-  redis.call('ZCARD', line) + redis.call('ZCARD', pre),
+  redis.call('ZCARD', line) + unplaced(),
   redis.call('ZCOUNT', admitted, '(' .. string.format('%d', now), '+inf'),
   redis.call('ZCOUNT', recent, '(' .. string.format('%d', now - ${minuteMs}), '+inf'),
   redis.call('HGET', room, 'abandoned') or '0' }`,
@@ -298,7 +316,7 @@ const states: Record<string, EntryState> = { W: "WAITING", P: "PREQUEUED", A: "A
 const drawStates: Record<string, DrawState> = { P: "PREQUEUE", D: "DRAWING", O: "OPEN" };
 
 /** How many values the scripts' pace() returns, ahead of what follows it. */
-const paceLength = 13;
+const paceLength = 14;
 
 function toPace(out: unknown[]): Pace {
   return {
@@ -310,7 +328,8 @@ function toPace(out: unknown[]): Pace {
     paused: Number(out[5]) === 1,
     supplyOpen: Number(out[6]) === 1,
     draw: drawStates[String(out[7])] ?? "PREQUEUE",
-    overrides: policyOverrides(out.slice(8, paceLength)),
+    prequeuedUpTo: Number(out[8]),
+    overrides: policyOverrides(out.slice(9, paceLength)),
   };
 }
 

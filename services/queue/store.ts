@@ -78,6 +78,8 @@ export interface Pace {
   recentSample: number[];
   /** Where the room's draw is (PREQUEUE for a room nobody entered yet). */
   draw: DrawState;
+  /** Entries up to this seq were made in the pre-queue (set when it froze; 0 while it is open or when there was none). */
+  prequeuedUpTo: number;
   /** When the first admission of this room happened (ms), 0 if none yet. */
   firstAdmissionAt: number;
   /** Sessions admitted now. */

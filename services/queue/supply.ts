@@ -5,7 +5,7 @@ import { callDependency } from "../platform/clients.js";
 
 /** A concert's sale as the waiting room goes by it: its times (ms) and whether it can happen at all. */
 export interface Sale {
-  /** Published and not cancelled (a draft's room cannot be entered). */
+  /** Not a draft (published, or cancelled since): a draft's room cannot be entered, and its times may still change. */
   published: boolean;
   cancelled: boolean;
   cancelReason: string;

@@ -41,6 +41,7 @@ const noPace: Pace = {
   paused: false,
   supplyOpen: true,
   draw: "OPEN",
+  prequeuedUpTo: 0,
   overrides: {},
 };
 
@@ -227,7 +228,8 @@ export class WaitingRoom {
       position: view.position,
       estimatedWaitMs: undefined,
       admittedUntil: view.state === "ADMITTED" ? view.admittedUntil : undefined,
-      entryId: ticket ? this.tokens.entryId(ticket) : undefined,
+      // An entry made in the pre-queue has an id in the sale's draw.
+      entryId: ticket && (view.state === "PREQUEUED" || ticket.seq <= pace.prequeuedUpTo) ? this.tokens.entryId(ticket) : undefined,
     };
     switch (view.state) {
       case "WAITING":

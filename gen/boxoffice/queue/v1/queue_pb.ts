@@ -94,8 +94,9 @@ export type QueueStatus = Message<"boxoffice.queue.v1.QueueStatus"> & {
   saleOpensAt?: Timestamp | undefined;
 
   /**
-   * The entry's id (random to anyone else; it does not name the fan). An entry
-   * made in the pre-queue finds it in GetSaleFairness's list after the draw.
+   * The entry's id in the sale's draw (random to anyone else; it does not name
+   * the fan), for an entry made in the pre-queue: to find in GetSaleFairness's
+   * list after the draw. Empty for an entry made after the sale opened.
    *
    * @generated from field: string entry_id = 10;
    */
@@ -988,7 +989,8 @@ export enum QueueingMethod {
   FIFO = 1,
 
   /**
-   * By lot: each admission picks at random among those waiting.
+   * By lot: each admission picks at random among everyone waiting (the drawn
+   * pre-queue and later arrivals alike).
    *
    * @generated from enum value: QUEUEING_METHOD_RANDOM = 2;
    */
@@ -1016,7 +1018,7 @@ export enum DrawState {
 
   /**
    * Only the commitment is published: the sale has not opened, or the draw is
-   * under way.
+   * due or under way.
    *
    * @generated from enum value: DRAW_STATE_COMMITTED = 1;
    */
