@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { commitmentOf, drawnOrder } from "../services/queue/draw.js";
-import { SaleDraw, type DrawRecord, type SeedSource } from "../services/queue/draws.js";
+import { SaleDraw, saleFairness, type DrawRecord, type SeedSource } from "../services/queue/draws.js";
 import { MemoryQueueStore } from "../services/queue/memory-store.js";
 import { QueueTokens } from "../services/queue/queue-tokens.js";
 import type { Policy, RoomSettings } from "../services/queue/store.js";
@@ -97,5 +97,35 @@ describe("the pre-queue's draw", () => {
     // Another seed than the one committed to is caught.
     publish({ seed: hex("another seed") });
     expect(await verify()).toMatchObject({ commitmentMatches: false, exit: 1 });
+  });
+
+  it("shows the seed with the draw's record; without one only when the room can have had no pre-queue", async () => {
+    const store = new MemoryQueueStore();
+    const seed = hex("fairness seed");
+    const opensAt = 1_800_000_000_000;
+    const seeds = (revealed: boolean): SeedSource => ({ sale: async () => ({ commitment: commitmentOf(seed), saleOpensAt: new Date(opensAt), seed: revealed ? seed : undefined }) });
+    const noRecord = { get: async () => undefined };
+    const shown = (fairness: { drawn: boolean; draw?: DrawRecord }) => (fairness.drawn ? `DRAWN ${fairness.draw!.entryIds.length}` : "COMMITTED");
+    const concert = (name: string) => uuidOf(`fairness ${name}`);
+
+    // Before the opening: the commitment only, whatever the room.
+    expect(shown(await saleFairness(concert("early"), noRecord, seeds(false), store, opensAt - 1))).toBe("COMMITTED");
+    // A record is the answer once there is one.
+    const record: DrawRecord = { seed, entryIds: ["a", "b"], drawnAt: new Date(opensAt) };
+    expect(shown(await saleFairness(concert("drawn"), { get: async () => record }, seeds(true), store, opensAt + 1))).toBe("DRAWN 2");
+    // Nobody entered: not in the first seconds after the opening (an instance whose clock is behind may still take a pre-queue entry), then an empty draw.
+    expect(shown(await saleFairness(concert("nobody"), noRecord, seeds(true), store, opensAt + 1_000))).toBe("COMMITTED");
+    expect(shown(await saleFairness(concert("nobody"), noRecord, seeds(true), store, opensAt + 6_000))).toBe("DRAWN 0");
+    // A pre-queue waiting for its draw, or being drawn: the commitment only.
+    await store.apply(concert("waiting"), settings);
+    await store.enter(concert("waiting"), uuidOf("fan"), opensAt - 10, opensAt);
+    expect(shown(await saleFairness(concert("waiting"), noRecord, seeds(true), store, opensAt + 6_000))).toBe("COMMITTED");
+    await store.tick(concert("waiting"), policy, { now: opensAt + 6_000, saleOpensAt: opensAt, supplyOpen: true, batch: 1_000, settings, stalledAfterMs: 1e9 });
+    expect((await store.prequeue(concert("waiting"))).draw).toBe("DRAWING");
+    expect(shown(await saleFairness(concert("waiting"), noRecord, seeds(true), store, opensAt + 7_000))).toBe("COMMITTED");
+    // A room that opened with no pre-queue: an empty draw at once.
+    await store.apply(concert("open"), settings);
+    await store.enter(concert("open"), uuidOf("late fan"), opensAt + 1, opensAt);
+    expect(shown(await saleFairness(concert("open"), noRecord, seeds(true), store, opensAt + 2))).toBe("DRAWN 0");
   });
 });

@@ -766,6 +766,18 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect(await store.tick(later, big, { ...open(t0 + 2_100), saleOpensAt: t0 + 1_000 })).toMatchObject({ drawPending: false, admitted: 1 });
     });
 
+    it("admits nobody before the opening, even in a room that is already OPEN (its sale moved later)", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      await store.apply(concertId, plain);
+      // A room first seen with the sale open: OPEN, its fans in line.
+      const fans = await enterAll(concertId, 2, t0, t0);
+      expect(await where(concertId, fans, t0 + 10)).toEqual(["WAITING 1", "WAITING 2"]);
+      // The sale is then put off: a tick with the new opening admits nobody until it.
+      expect(await store.tick(concertId, big, { ...open(t0 + 1_000), saleOpensAt: t0 + 60_000 })).toMatchObject({ admitted: 0 });
+      expect(await store.tick(concertId, big, { ...open(t0 + 60_000), saleOpensAt: t0 + 60_000 })).toMatchObject({ admitted: 2 });
+    });
+
     it("a closed sale turns the pre-queue and the line CLOSED and keeps newcomers out", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();

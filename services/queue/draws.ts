@@ -128,7 +128,7 @@ const openingSkewMs = 5_000;
  * pre-queue entries can still be made would let a fan re-enter until their
  * entry id draws well.
  */
-export async function saleFairness(concertId: string, draws: Draws, seeds: SeedSource, store: QueueStore, now = Date.now()): Promise<Fairness> {
+export async function saleFairness(concertId: string, draws: Pick<Draws, "get">, seeds: SeedSource, store: QueueStore, now = Date.now()): Promise<Fairness> {
   const [sale, draw] = await Promise.all([seeds.sale(concertId), draws.get(concertId)]);
   const shown = { commitment: sale.commitment, saleOpensAt: sale.saleOpensAt };
   if (draw) return { ...shown, drawn: true, draw };
