@@ -1,7 +1,6 @@
 // The booking page's waiting room in a real browser (Debian's Chromium driven by
 // playwright-core) when the room is not simply moving: an operator's pause, and a
 // place lost when the waiting room's Redis (the test's own) starts again empty.
-import { existsSync } from "node:fs";
 import { randomUUID } from "node:crypto";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,8 +10,8 @@ import { startSuite, type Suite } from "../services/platform/suite.js";
 import { webPage } from "../services/web/index.js";
 import { startRedis, type RedisProcess } from "./redis-cluster.js";
 import { client, concertOnSale, operator, testConfig } from "./support.js";
+import { launchChromium, byTestId, textOf, attributeOf } from "./chromium.js";
 
-const chromiumPath = "/usr/bin/chromium";
 const wait = { timeout: 10_000, interval: 50 };
 
 let redis: RedisProcess;
@@ -22,14 +21,9 @@ let browser: Browser;
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(chromiumPath)) throw new Error(`the browser test needs Debian's Chromium at ${chromiumPath}: apt-get install -y chromium`);
   redis = await startRedis();
   suite = await startSuite(testConfig({ REDIS_URL: redis.url, REDIS_KEY_PREFIX: `test:browser-queue:${randomUUID()}:` }), modules, { fallback: await webPage() });
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  browser = await launchChromium();
 }, 60_000);
 
 afterAll(async () => {
@@ -39,9 +33,6 @@ afterAll(async () => {
 });
 
 const admin = () => client(suite, QueueAdminService);
-const byTestId = (page: Page, id: string) => page.locator(`[data-testid="${id}"]`);
-const textOf = (page: Page, id: string) => () => byTestId(page, id).textContent();
-const attributeOf = (page: Page, id: string, name: string) => () => byTestId(page, id).getAttribute(name);
 
 /** A concert on sale whose room the operator has paused before anyone came. */
 async function pausedConcert() {

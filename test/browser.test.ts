@@ -1,7 +1,7 @@
 // The fan's booking page in a real browser (Debian's Chromium driven by playwright-core),
 // served by the suite exactly as `npm start` serves it, against the real PostgreSQL.
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,8 +11,8 @@ import { startSuite, type Suite } from "../services/platform/suite.js";
 import { modules } from "../services/modules.js";
 import { webPage } from "../services/web/index.js";
 import { admittedFan, client, operator, testConfig, withQueueToken } from "./support.js";
+import { launchChromium, byTestId, textOf } from "./chromium.js";
 
-const chromiumPath = "/usr/bin/chromium";
 const artifacts = join(import.meta.dirname, "artifacts");
 const title = `Browser Test Live ${Date.now().toString(36)}`;
 const wait = { timeout: 10_000, interval: 50 };
@@ -47,8 +47,6 @@ async function openFan(name: string): Promise<Page> {
   return page;
 }
 
-const byTestId = (page: Page, id: string) => page.locator(`[data-testid="${id}"]`);
-const textOf = (page: Page, id: string) => () => byTestId(page, id).textContent();
 const stateOf = (page: Page, id: string) => () => byTestId(page, id).getAttribute("data-state");
 
 /** Joins the test concert's queue from the page. */
@@ -65,20 +63,10 @@ async function pickFirstDate(page: Page) {
 
 /** The suite with the page, on the given database, a browser, and the test concert. */
 async function setUp(env: Record<string, string>) {
-  if (!existsSync(chromiumPath)) {
-    throw new Error(
-      `the browser test needs Debian's Chromium at ${chromiumPath}, which is missing: install it with ` +
-        "`apt-get install -y chromium` (.ci/run does this). Playwright's own browser downloads are not used.",
-    );
-  }
   mkdirSync(artifacts, { recursive: true });
   suite = await startSuite(testConfig(env), modules, { fallback: await webPage() });
   // Each launch gets a fresh temporary user data dir from Playwright, removed on close.
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  browser = await launchChromium();
 
   const hour = 3_600_000;
   const { concert, schedules } = await client(suite, ConcertAdminService).createConcert(

@@ -8,7 +8,7 @@
 import { Code } from "@connectrpc/connect";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,8 +22,8 @@ import { startSuite, type Suite } from "../services/platform/suite.js";
 import { webPage } from "../services/web/index.js";
 import { dropKeys } from "./redis-keys.js";
 import { bearer, client, concertOnSale, failure, gated, newUser, operator, testConfig, testSecrets, waitForState } from "./support.js";
+import { launchChromium, byTestId, textOf } from "./chromium.js";
 
-const chromiumPath = "/usr/bin/chromium";
 const artifacts = join(import.meta.dirname, "..", "test-results", "console");
 const redisUrl = "redis://127.0.0.1:6379";
 const redisPrefix = `test:console:${randomUUID()}:`;
@@ -34,14 +34,9 @@ let suite: Suite;
 let browser: Browser;
 
 beforeAll(async () => {
-  if (!existsSync(chromiumPath)) throw new Error(`the console test needs Debian's Chromium at ${chromiumPath}: apt-get install -y chromium`);
   mkdirSync(artifacts, { recursive: true });
   suite = await startSuite(testConfig({ REDIS_URL: redisUrl, REDIS_KEY_PREFIX: redisPrefix }), modules, { fallback: await webPage() });
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+  browser = await launchChromium();
 }, 60_000);
 
 afterAll(async () => {

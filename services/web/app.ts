@@ -6,26 +6,30 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type CallOptions } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { Reason } from "../../gen/boxoffice/common/v1/error_pb.js";
-import { ConcertService, SeatState, type Concert, type Schedule, type Seat } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { ConcertPhase, ConcertService, SeatState, type Concert, type Schedule, type Seat } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { CoordinatorService } from "../../gen/boxoffice/coordinator/v1/coordinator_pb.js";
 import { PaymentService, PaymentState, type Payment } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService } from "../../gen/boxoffice/point/v1/point_pb.js";
-import { QueueState, type QueueStatus } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { DrawState, QueueService, QueueState, type GetSaleFairnessResponse, type QueueStatus } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import type { Reservation } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
-import { explain, explainReason, reasonOf, reconnectingMessage, sentence } from "./messages.js";
+import { explain, explainReason, reasonOf, reconnectingMessage, sentence, when } from "./messages.js";
 
 const transport = createConnectTransport({ baseUrl: location.origin });
 const api = {
   tokens: createClient(TokenService, transport),
   concerts: createClient(ConcertService, transport),
   coordinator: createClient(CoordinatorService, transport),
+  queue: createClient(QueueService, transport),
   points: createClient(PointService, transport),
   payments: createClient(PaymentService, transport),
 };
 
 const tokenKey = "boxoffice.userToken";
-const maxSeats = 4;
+/** Most seats one hold may have (ReserveSeats takes 1..4). */
+const seatsPerHold = 4;
+/** Most seats the fan may select at once: the concert's per-fan limit (over all its dates), within what one hold may have. */
+const maxSeats = () => Math.min(seatsPerHold, state.concert?.seatLimit || seatsPerHold);
 
 /** Everything the page knows; each render reads from here. */
 const state = {
@@ -33,11 +37,17 @@ const state = {
   concert: undefined as Concert | undefined,
   queueToken: "",
   queueStatus: undefined as QueueStatus | undefined,
+  /** The fan's pre-queue entry id for this queue token, as the waiting room last told it (kept after the draw, to check it). */
+  entryId: "",
   schedule: undefined as Schedule | undefined,
   seats: [] as Seat[],
   selected: new Set<number>(),
   reservation: undefined as Reservation | undefined,
   watch: undefined as AbortController | undefined,
+  /** The concerts as last listed, by id (what the waiting room knows of the sale: its commitment). */
+  concerts: new Map<string, Concert>(),
+  /** When the list is read again: at the next pre-queue or sale opening among the listed concerts. */
+  concertsTimer: undefined as ReturnType<typeof setTimeout> | undefined,
 };
 
 // ---- small DOM helpers ----
@@ -99,6 +109,68 @@ const dateTime = (ts: Timestamp | undefined) =>
 function clock(ms: number) {
   const total = Math.max(0, Math.ceil(ms / 1000));
   return `${Math.floor(total / 60)}:${String(total % 60).padStart(2, "0")}`;
+}
+
+/** A countdown that may be long: 0:08, 12:34, 1:02:03, 2 d 03:04:05. */
+function longClock(ms: number) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const [days, hours, minutes, seconds] = [Math.floor(total / 86400), Math.floor(total / 3600) % 24, Math.floor(total / 60) % 60, total % 60];
+  const pad = (n: number) => String(n).padStart(2, "0");
+  if (days > 0) return `${days} d ${pad(hours)}:${pad(minutes)}:${pad(seconds)}`;
+  if (hours > 0) return `${hours}:${pad(minutes)}:${pad(seconds)}`;
+  return `${minutes}:${pad(seconds)}`;
+}
+
+const ms = (ts: Timestamp | undefined) => (ts ? timestampMs(ts) : undefined);
+/** A time in full, to the second (the sale's opening in the waiting room). */
+const exactTime = (ts: Timestamp | undefined) =>
+  ts ? new Date(timestampMs(ts)).toLocaleString("en", { dateStyle: "medium", timeStyle: "medium" }) : "";
+
+/** "55,000 – 150,000 points", "100 points", or "" while the service tells no price. */
+function priceRange(concert: Concert) {
+  const [low, high] = [concert.minPrice, concert.maxPrice];
+  if (low <= 0n && high <= 0n) return "";
+  if (low === high || high <= 0n) return points(low);
+  return `${low.toLocaleString("en")} – ${high.toLocaleString("en")} points`;
+}
+
+/**
+ * The phase a concert is in, as the page treats it. A service that tells no
+ * phase (one from before sale events) lists only concerts on sale.
+ */
+const phaseOf = (concert: Concert) => (concert.phase === ConcertPhase.UNSPECIFIED ? ConcertPhase.ON_SALE : concert.phase);
+
+/** The concert's sale in words: on sale, when its pre-queue and sale open, sold out. */
+function saleText(concert: Concert) {
+  const prequeue = dateTime(concert.prequeueOpensAt);
+  const sale = dateTime(concert.saleOpensAt);
+  switch (phaseOf(concert)) {
+    case ConcertPhase.ON_SALE:
+      return concert.saleClosesAt ? `On sale now, until ${dateTime(concert.saleClosesAt)}` : "On sale now";
+    case ConcertPhase.PREQUEUE:
+      return `Pre-queue open — sale opens ${sale}`;
+    case ConcertPhase.SCHEDULED:
+      return prequeue && prequeue !== sale && ms(concert.prequeueOpensAt)! < ms(concert.saleOpensAt)! ? `Pre-queue opens ${prequeue}, sale opens ${sale}` : `Sale opens ${sale || prequeue}`;
+    case ConcertPhase.SOLD_OUT:
+      return "Sold out";
+    case ConcertPhase.CLOSED:
+      return "Sale closed";
+    case ConcertPhase.PAST:
+      return "Past";
+    case ConcertPhase.CANCELLED:
+      return "Cancelled";
+    case ConcertPhase.DRAFT:
+      return "Not published yet";
+    default:
+      return "";
+  }
+}
+
+/** When the concert's dates are: one date, or the first to the last. */
+function datesText(concert: Concert) {
+  const [first, last] = [dateTime(concert.firstStartsAt), dateTime(concert.lastStartsAt)];
+  if (!first) return "";
+  return last && last !== first ? `${first} to ${last}` : first;
 }
 
 function aboutSeconds(seconds: number) {
@@ -164,16 +236,63 @@ async function refreshBalance() {
 
 async function loadConcerts() {
   const { concerts } = await api.concerts.listConcerts({});
+  state.concerts = new Map(concerts.map((concert) => [concert.id, concert]));
   const list = $("concerts");
   list.replaceChildren();
-  if (concerts.length === 0) list.append(element("li", {}, "No concerts on sale right now."));
-  for (const concert of concerts) {
-    const join = element("button", { type: "button", textContent: "Join the queue" });
-    join.setAttribute("aria-label", `Join the queue for ${concert.title}`);
-    join.dataset.testid = `join-${concert.id}`;
-    join.addEventListener("click", () => void act(join, () => joinQueue(concert)));
-    list.append(element("li", {}, element("span", {}, element("strong", {}, concert.title), concert.venue ? ` · ${concert.venue}` : ""), join));
-  }
+  if (concerts.length === 0) list.append(element("li", {}, "No concerts on sale or coming up right now."));
+  for (const concert of concerts) list.append(concertItem(concert));
+  readConcertsAgain(concerts);
+}
+
+/** One concert of the list: its title and venue, its sale, its dates and prices, and the button to queue. */
+function concertItem(concert: Concert) {
+  const phase = phaseOf(concert);
+  const label = {
+    [ConcertPhase.ON_SALE]: "Join the queue",
+    [ConcertPhase.PREQUEUE]: "Enter the pre-queue",
+    [ConcertPhase.SCHEDULED]: `Opens ${dateTime(concert.prequeueOpensAt ?? concert.saleOpensAt)}`,
+    [ConcertPhase.SOLD_OUT]: "Sold out",
+  }[phase as number] ?? "Closed";
+  // A scheduled concert's button stays usable: the service answers when it opens (REASON_SALE_NOT_OPEN).
+  const open = phase === ConcertPhase.ON_SALE || phase === ConcertPhase.PREQUEUE || phase === ConcertPhase.SCHEDULED;
+  const join = element("button", { type: "button", textContent: label, disabled: !open });
+  const about = phase === ConcertPhase.PREQUEUE ? ", pre-queue open" : phase === ConcertPhase.SCHEDULED ? `, opens ${dateTime(concert.prequeueOpensAt ?? concert.saleOpensAt)}` : "";
+  join.setAttribute("aria-label", `Join the queue for ${concert.title}${about}`);
+  join.dataset.testid = `join-${concert.id}`;
+  join.addEventListener("click", () => void act(join, () => joinQueue(concert)));
+
+  const sale = element("span", { className: "concert-sale", textContent: saleText(concert) });
+  sale.dataset.testid = `concert-sale-${concert.id}`;
+  sale.dataset.phase = ConcertPhase[phase];
+  const price = element("span", { textContent: priceRange(concert) });
+  price.dataset.testid = `concert-price-${concert.id}`;
+  const dates = element("span", { textContent: datesText(concert) });
+  dates.dataset.testid = `concert-dates-${concert.id}`;
+  const facts = [sale, price, dates].filter((node) => node.textContent);
+  const details = element("div", { className: "muted" });
+  facts.forEach((node, i) => details.append(...(i ? [" · ", node] : [node])));
+
+  const item = element("li", {}, element("div", {}, element("div", {}, element("strong", {}, concert.title), concert.venue ? ` · ${concert.venue}` : ""), details), join);
+  item.dataset.testid = `concert-${concert.id}`;
+  item.dataset.phase = ConcertPhase[phase];
+  return item;
+}
+
+/**
+ * Reads the list again soon after a listed concert's pre-queue or sale opens
+ * (its phase and button change then), else every 5 minutes; with a few
+ * seconds' jitter, so that the pages open for a big sale do not all ask at the
+ * moment it opens.
+ */
+function readConcertsAgain(concerts: Concert[]) {
+  clearTimeout(state.concertsTimer);
+  const now = Date.now();
+  const next = concerts
+    .flatMap((concert) => [ms(concert.prequeueOpensAt), ms(concert.saleOpensAt)])
+    .filter((at): at is number => at !== undefined && at > now)
+    .reduce((soonest, at) => Math.min(soonest, at), now + 300_000);
+  const delay = next - now + 500 + Math.random() * 5_000;
+  state.concertsTimer = setTimeout(() => void loadConcerts().catch(() => readConcertsAgain([])), delay);
 }
 
 async function joinQueue(concert: Concert) {
@@ -181,9 +300,10 @@ async function joinQueue(concert: Concert) {
   state.watch?.abort();
   reconnecting(false);
   const { queueToken, status } = await api.tokens.issueQueueToken({ concertId: concert.id }, user());
-  Object.assign(state, { concert, queueToken, schedule: undefined, seats: [], reservation: undefined });
+  Object.assign(state, { concert, queueToken, schedule: undefined, seats: [], reservation: undefined, entryId: "", queueStatus: undefined });
   state.selected.clear();
   for (const id of ["dates", "seatmap", "hold", "result"]) show(id, false);
+  $("draw-result").textContent = "";
   $("queue-concert").textContent = concert.title;
   show("queue");
   renderQueue(status!);
@@ -191,7 +311,7 @@ async function joinQueue(concert: Concert) {
 }
 
 /** The states after which the waiting room has nothing more to tell this token. */
-const finalStates = new Set([QueueState.ADMITTED, QueueState.EXPIRED, QueueState.LEFT, QueueState.COMPLETED, QueueState.SOLD_OUT]);
+const finalStates = new Set([QueueState.ADMITTED, QueueState.EXPIRED, QueueState.LEFT, QueueState.COMPLETED, QueueState.SOLD_OUT, QueueState.CLOSED]);
 
 /**
  * How long to wait before watching again after the `attempt`-th end in a row:
@@ -248,6 +368,15 @@ async function watchQueue() {
   if (final === QueueState.ADMITTED) await act(undefined, loadSchedules);
   else if (final === QueueState.SOLD_OUT) say(explainReason(Reason.SOLD_OUT)!);
   else if (final === QueueState.EXPIRED) say(sentence(state.queueStatus!.detail) || "Your place in the waiting room expired. Join the queue again.");
+  else if (final === QueueState.CLOSED) {
+    say(closedText(state.queueStatus!));
+    void loadConcerts().catch(() => undefined); // the concert's phase changed
+  }
+}
+
+/** Why the waiting room closed (the organiser's cancellation and its reason, or the sale's end), as the service says it. */
+function closedText(status: QueueStatus) {
+  return sentence(status.detail) || explainReason(status.reason === Reason.UNSPECIFIED ? Reason.SALE_CLOSED : status.reason)!;
 }
 
 /** Shows, in the waiting room, that the page lost its stream and is getting it back. */
@@ -257,17 +386,50 @@ function reconnecting(on: boolean) {
   line.textContent = on ? reconnectingMessage : "";
 }
 
+/** WAITING in the pre-queue: entered before the sale opened, no place until the draw. */
+const inPrequeue = (status: QueueStatus | undefined) => status?.state === QueueState.WAITING && status.reason === Reason.SALE_NOT_OPEN;
+/** WAITING in a room that admits by lot: no place in line to tell. */
+const byLot = (status: QueueStatus) => status.state === QueueState.WAITING && status.reason === Reason.RANDOM_ADMISSION;
+
 function renderQueue(status: QueueStatus) {
   state.queueStatus = status;
-  $("queue-state").textContent = queueStateText[status.state];
+  if (status.entryId) state.entryId = status.entryId;
+  const prequeue = inPrequeue(status);
+  const lot = byLot(status);
+  const cancelled = status.state === QueueState.CLOSED && status.reason === Reason.CONCERT_CANCELLED;
+  $("queue-state").textContent = prequeue ? "Waiting in the pre-queue" : lot ? "Waiting — admitted by lot" : cancelled ? "Cancelled by the organiser" : queueStateText[status.state];
   $("queue-state").dataset.state = QueueState[status.state];
   if (status.reason === Reason.UNSPECIFIED) delete $("queue-state").dataset.reason;
   else $("queue-state").dataset.reason = Reason[status.reason];
-  const waiting = status.state === QueueState.WAITING;
-  $("queue-position").textContent = waiting ? `#${status.position}` : "—";
+  const waiting = status.state === QueueState.WAITING && !prequeue && !lot;
+  $("queue-position").textContent = prequeue ? "Drawn at random when the sale opens" : lot ? "None — fans are admitted by lot" : waiting ? `#${status.position}` : "—";
   $("queue-ahead").textContent = waiting ? String(status.peopleAhead) : "—";
-  $("queue-wait").textContent = waiting ? waitText(status) : "—";
+  $("queue-wait").textContent = lot ? sentence(status.detail) || explainReason(Reason.RANDOM_ADMISSION)! : waiting ? waitText(status) : "—";
+  renderPrequeue(status);
   tick();
+}
+
+/**
+ * The pre-queue's part of the waiting room: the countdown to the sale, that the
+ * draw makes arriving early no advantage, the fan's entry id and how to check
+ * the draw. Shown while in the pre-queue and, for an entry that was in it,
+ * after the draw too (to check it).
+ */
+function renderPrequeue(status: QueueStatus) {
+  const prequeue = inPrequeue(status);
+  const box = $("prequeue");
+  box.hidden = !prequeue && !state.entryId;
+  if (box.hidden) return;
+  $("sale-clock").hidden = !prequeue;
+  $("sale-opens-at").textContent = exactTime(status.saleOpensAt ?? state.concert?.saleOpensAt);
+  $("prequeue-fairness").textContent = prequeue
+    ? "When the sale opens, everyone in the pre-queue gets a random place in line, so arriving early gives no advantage. Keep this page open: you need not do anything."
+    : "The sale has opened: everyone who was in the pre-queue was given a random place in line. You can check the draw.";
+  $("entry-id").textContent = state.entryId || "—";
+  const commitment = state.concert?.seedCommitment ?? "";
+  $("seed-commitment").textContent = commitment;
+  $("commitment-line").hidden = !commitment;
+  $("draw-curl").textContent = `curl -H 'content-type: application/json' -d '{"concertId":"${state.concert?.id ?? ""}"}' ${location.origin}/boxoffice.queue.v1.QueueService/GetSaleFairness`;
 }
 
 /** The wait a WAITING fan reads: paused by the organiser (no estimate then), the estimate, or not known yet. */
@@ -325,7 +487,7 @@ function renderSeats() {
     button.setAttribute("aria-label", `Seat ${seat.number}, ${points(seat.price)}, ${name === "mine" ? "yours" : name}`);
     button.addEventListener("click", () => {
       if (state.selected.delete(seat.number)) return renderSeats();
-      if (state.selected.size >= maxSeats) return say(`You can hold at most ${maxSeats} seats at a time.`);
+      if (state.selected.size >= maxSeats()) return say(seatLimitText());
       state.selected.add(seat.number);
       renderSeats();
     });
@@ -337,10 +499,64 @@ function renderSeats() {
 function renderSeatControls() {
   const chosen = [...state.selected].sort((a, b) => a - b);
   const price = state.seats.filter((s) => state.selected.has(s.number)).reduce((sum, s) => sum + s.price, 0n);
-  $("selection").textContent = chosen.length ? `Selected: ${chosen.join(", ")} · ${points(price)}` : "Select up to 4 seats.";
+  $("selection").textContent = chosen.length ? `Selected: ${chosen.join(", ")} · ${points(price)}` : `Select up to ${maxSeats()} ${maxSeats() === 1 ? "seat" : "seats"}.`;
   const sessionOpen = state.queueStatus?.state === QueueState.ADMITTED;
   $<HTMLButtonElement>("hold").disabled = chosen.length === 0 || !sessionOpen || state.reservation !== undefined;
   $<HTMLButtonElement>("refresh-seats").disabled = !sessionOpen;
+}
+
+/** Why no more seats can be selected: the concert's per-fan limit, or what one hold may have. */
+function seatLimitText() {
+  const limit = state.concert?.seatLimit;
+  if (limit && limit <= seatsPerHold) return `You can have at most ${limit} ${limit === 1 ? "seat" : "seats"} for this concert, over all its dates.`;
+  return `You can hold at most ${seatsPerHold} seats at a time.`;
+}
+
+// ---- checking the pre-queue's draw ----
+
+const hex = (bytes: ArrayBuffer) => [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
+const fromHex = (text: string) => new Uint8Array((text.match(/../g) ?? []).map((pair) => parseInt(pair, 16)));
+
+/**
+ * Checks the draw in the browser from what GetSaleFairness publishes: that
+ * the seed's SHA-256 is the commitment, and where the fan's entry id comes in
+ * the order (the ids sorted by HMAC-SHA256 keyed with the seed).
+ */
+async function checkDraw() {
+  const result = $("draw-result");
+  const concertId = state.concert!.id;
+  const fairness = await api.queue.getSaleFairness({ concertId });
+  delete result.dataset.verified;
+  result.dataset.draw = DrawState[fairness.state];
+  if (fairness.state !== DrawState.DRAWN) {
+    result.textContent = `Not drawn yet: the seed is revealed when the sale opens${fairness.saleOpensAt ? ` (${exactTime(fairness.saleOpensAt)})` : ""}. Commitment: ${fairness.seedCommitment || "not published"}.`;
+    return;
+  }
+  if (!crypto.subtle) {
+    result.textContent = `Drawn. This page cannot compute SHA-256 here (it is not served over a secure connection): check it yourself with the seed ${fairness.seed} and the ${fairness.entryIds.length} entry ids GetSaleFairness publishes.`;
+    return;
+  }
+  const { text, verified } = await verifyDraw(fairness, state.entryId, state.concert?.seedCommitment ?? "");
+  result.textContent = text;
+  result.dataset.verified = String(verified);
+}
+
+async function verifyDraw(fairness: GetSaleFairnessResponse, entryId: string, listedCommitment: string) {
+  const seed = fromHex(fairness.seed);
+  const commitment = hex(await crypto.subtle.digest("SHA-256", seed));
+  const problems: string[] = [];
+  if (commitment !== fairness.seedCommitment.toLowerCase()) problems.push("the seed's SHA-256 does not match the commitment");
+  if (listedCommitment && listedCommitment.toLowerCase() !== fairness.seedCommitment.toLowerCase()) problems.push("the commitment differs from the one published with the concert");
+  const key = await crypto.subtle.importKey("raw", seed, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const text = new TextEncoder();
+  const ranked = await Promise.all(fairness.entryIds.map(async (id) => ({ id, mac: hex(await crypto.subtle.sign("HMAC", key, text.encode(id))) })));
+  ranked.sort((a, b) => (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0));
+  const place = ranked.findIndex((entry) => entry.id === entryId) + 1;
+  if (entryId && place === 0) problems.push("your entry id is not in the draw's list");
+  if (problems.length) return { verified: false, text: `Checked: ${problems.join("; ")}.` };
+  const drawn = fairness.drawnAt ? ` at ${exactTime(fairness.drawnAt)}` : "";
+  const mine = entryId ? ` Your entry ${entryId} came number ${place} of ${ranked.length} in the draw.` : ` ${ranked.length} entries were drawn.`;
+  return { verified: true, text: `Checked: the seed revealed${drawn} matches the commitment published before the sale.${mine}` };
 }
 
 // ---- hold, points, payment ----
@@ -417,6 +633,11 @@ function showPayment(payment: Payment, reservation: Reservation | undefined) {
 
 function tick() {
   const now = Date.now();
+  if (inPrequeue(state.queueStatus)) {
+    const opens = ms(state.queueStatus!.saleOpensAt ?? state.concert?.saleOpensAt);
+    const countdown = opens === undefined ? "—" : opens > now ? longClock(opens - now) : "opening… the draw is being made";
+    if ($("sale-countdown").textContent !== countdown) $("sale-countdown").textContent = countdown;
+  }
   const until = state.queueStatus?.state === QueueState.ADMITTED ? state.queueStatus.admittedUntil : undefined;
   $("session-countdown").textContent = until ? clock(timestampMs(until) - now) : "—";
   if (until && timestampMs(until) <= now && state.queueStatus!.state === QueueState.ADMITTED) {
@@ -439,6 +660,7 @@ function tick() {
 $("hold").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, holdSeats));
 $("refresh-seats").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, loadSeats));
 $("pay").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, pay));
+$("check-draw").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, checkDraw));
 $("charge-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const input = $<HTMLInputElement>("charge-amount");

@@ -3,10 +3,10 @@
 // controls. Plain DOM over Connect-Web (HTTP/1.1, same origin), signed in with
 // the operator key (sent as `authorization: Bearer <key>`, kept in
 // sessionStorage). Bundled by services/web/index.ts with esbuild at start.
-import { durationMs, timestampFromDate, type Duration } from "@bufbuild/protobuf/wkt";
+import { durationMs, timestampFromDate, timestampMs, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type CallOptions } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { ConcertAdminService, ConcertService, type Concert, type SeatCounts } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { ConcertAdminService, ConcertPhase, ConcertService, type Concert, type SeatCounts } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { PaymentAdminService, type PaymentCounts } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { QueueAdminService, type QueueStats } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { explain } from "./messages.js";
@@ -94,6 +94,37 @@ function waitText(wait: Duration | undefined, waiting: bigint, paused: boolean) 
   return `about ${(seconds / 3600).toFixed(1)} h`;
 }
 
+const dateTime = (ts: Timestamp | undefined) => (ts ? new Date(timestampMs(ts)).toLocaleString("en", { dateStyle: "medium", timeStyle: "short" }) : "");
+
+const phaseText: Record<ConcertPhase, string> = {
+  [ConcertPhase.UNSPECIFIED]: "On sale",
+  [ConcertPhase.DRAFT]: "Draft",
+  [ConcertPhase.SCHEDULED]: "Scheduled",
+  [ConcertPhase.PREQUEUE]: "Pre-queue",
+  [ConcertPhase.ON_SALE]: "On sale",
+  [ConcertPhase.SOLD_OUT]: "Sold out",
+  [ConcertPhase.CLOSED]: "Sale closed",
+  [ConcertPhase.PAST]: "Past",
+  [ConcertPhase.CANCELLED]: "Cancelled",
+};
+
+/** The concert's sale times, in a line: when the pre-queue and the sale open (or opened), when it closes. */
+function saleTimes(concert: Concert) {
+  const now = Date.now();
+  const at = (ts: Timestamp | undefined) => (ts ? timestampMs(ts) : undefined);
+  const parts: string[] = [];
+  const prequeue = at(concert.prequeueOpensAt);
+  const sale = at(concert.saleOpensAt);
+  if (prequeue !== undefined && (sale === undefined || prequeue < sale)) parts.push(`pre-queue ${prequeue > now ? "opens" : "opened"} ${dateTime(concert.prequeueOpensAt)}`);
+  if (sale !== undefined) parts.push(`sale ${sale > now ? "opens" : "opened"} ${dateTime(concert.saleOpensAt)}`);
+  if (concert.saleClosesAt) parts.push(`closes ${dateTime(concert.saleClosesAt)}`);
+  if (concert.seatLimit) parts.push(`${concert.seatLimit} per fan`);
+  return parts.join(" · ");
+}
+
+/** A concert the organiser can no longer change the sale of: cancelled, over. */
+const ended = (concert: Concert) => concert.phase === ConcertPhase.CANCELLED || concert.phase === ConcertPhase.PAST;
+
 // ---- signing in ----
 
 function showSignedIn(yes: boolean) {
@@ -140,6 +171,12 @@ interface Row {
   policy: HTMLElement;
   toggle: HTMLButtonElement;
   paused: boolean;
+  phase: HTMLElement;
+  unlisted: HTMLElement;
+  sale: HTMLElement;
+  listing: HTMLButtonElement;
+  cancel: HTMLButtonElement;
+  cancelForm: HTMLFormElement;
 }
 
 const rows = new Map<string, Row>();
@@ -161,7 +198,53 @@ function newRow(concert: Concert): Row {
   const policy = withTestId(element("div", { className: "muted" }), `policy-${id}`);
   const toggle = withTestId(element("button", { type: "button", textContent: "Pause" }), `toggle-${id}`);
   toggle.setAttribute("aria-label", `Pause admission for ${concert.title}`);
-  const row: Row = { concert, tr: element("tr"), cells, state, policy, toggle, paused: false };
+  const phase = withTestId(element("span", { className: "badge" }), `phase-${id}`);
+  const unlisted = withTestId(element("span", { className: "badge unlisted", textContent: "Unlisted", hidden: true }), `unlisted-${id}`);
+  const sale = withTestId(element("div", { className: "muted" }), `sale-${id}`);
+  const listing = withTestId(element("button", { type: "button", className: "secondary", textContent: "Unlist" }), `listing-${id}`);
+  const cancel = withTestId(element("button", { type: "button", className: "danger", textContent: "Cancel concert" }), `cancel-${id}`);
+  cancel.setAttribute("aria-label", `Cancel ${concert.title}`);
+  const reason = withTestId(input({ type: "text", name: "reason", maxLength: "500", placeholder: "Why (fans are told)" }), `cancel-reason-${id}`);
+  const confirm = withTestId(element("button", { type: "submit", className: "danger", textContent: "Confirm cancellation" }), `confirm-cancel-${id}`);
+  confirm.setAttribute("aria-label", `Confirm cancelling ${concert.title}`);
+  const keep = element("button", { type: "button", className: "secondary", textContent: "Keep it" });
+  keep.setAttribute("aria-label", `Keep ${concert.title}`);
+  const cancelForm = element("form", { className: "cancel-form", hidden: true }, element("label", {}, "Reason", reason), confirm, keep);
+  cancelForm.setAttribute("aria-label", `Cancel ${concert.title}`);
+  const row: Row = { concert, tr: element("tr"), cells, state, policy, toggle, paused: false, phase, unlisted, sale, listing, cancel, cancelForm };
+
+  listing.addEventListener("click", () =>
+    act(listing, async () => {
+      const unlisting = row.concert.listed;
+      const { concert: now } = unlisting
+        ? await api.concertAdmin.unlistConcert({ concertId: id }, signedIn())
+        : await api.concertAdmin.relistConcert({ concertId: id }, signedIn());
+      if (now) row.concert = now;
+      notify(unlisting ? `Unlisted ${concert.title}: fans no longer see it in the list; its sale goes on for who has its link.` : `Listed ${concert.title} again.`);
+      await refresh();
+    }),
+  );
+  cancel.addEventListener("click", () => {
+    cancelForm.hidden = false;
+    cancel.hidden = true;
+    reason.focus();
+  });
+  keep.addEventListener("click", () => {
+    cancelForm.hidden = true;
+    cancel.hidden = false;
+  });
+  cancelForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    void act(confirm, async () => {
+      const { concert: now } = await api.concertAdmin.cancelConcert({ concertId: id, reason: reason.value.trim() }, signedIn());
+      if (now) row.concert = now;
+      cancelForm.hidden = true;
+      cancel.hidden = false;
+      reason.value = "";
+      notify(`Cancelled ${concert.title}. Its waiting room is closed and fans are told why.`);
+      await refresh();
+    });
+  });
   toggle.addEventListener("click", () =>
     act(toggle, async () => {
       const pausing = !row.paused;
@@ -202,6 +285,7 @@ function newRow(concert: Concert): Row {
   const title = element("th", { scope: "row" }, element("strong", {}, concert.title), element("div", { className: "muted" }, concert.venue));
   row.tr.append(
     title,
+    element("td", { className: "sale" }, phase, unlisted, sale, element("div", { className: "sale-controls" }, listing, cancel, cancelForm)),
     cells.waiting,
     cells.admitted,
     cells.rate,
@@ -219,11 +303,12 @@ function newRow(concert: Concert): Row {
 
 function render(concerts: Concert[], queues: Map<string, QueueStats>, seats: Map<string, SeatCounts>, payments: Map<string, PaymentCounts>) {
   const body = $("concert-rows");
-  // Newest first: the sale an operator just opened is on top.
-  const ordered = [...concerts].reverse();
+  // Newest first (as ListAllConcerts answers): the sale an operator just opened is on top.
+  const ordered = concerts;
   ordered.forEach((concert, index) => {
     let row = rows.get(concert.id);
     if (!row) rows.set(concert.id, (row = newRow(concert)));
+    row.concert = concert;
     if (body.children[index] !== row.tr) body.insertBefore(row.tr, body.children[index] ?? null);
     const queue = queues.get(concert.id);
     const seat = seats.get(concert.id);
@@ -240,14 +325,25 @@ function render(concerts: Concert[], queues: Map<string, QueueStats>, seats: Map
     set(row.cells.total, count(seat?.total ?? 0));
     set(row.cells.pending, count(payment?.pending ?? 0));
     row.paused = queue?.paused ?? false;
-    const state = queue?.soldOut ? "sold-out" : row.paused ? "paused" : "open";
+    const closed = ended(concert) || concert.phase === ConcertPhase.CLOSED;
+    const state = closed ? "closed" : queue?.soldOut ? "sold-out" : row.paused ? "paused" : "open";
     row.state.dataset.state = state;
-    set(row.state, state === "sold-out" ? "Sold out" : state === "paused" ? "Paused" : "Admitting");
+    set(row.state, state === "closed" ? "Closed" : state === "sold-out" ? "Sold out" : state === "paused" ? "Paused" : "Admitting");
     const policy = queue?.policy;
     set(row.policy, policy ? `max ${count(policy.maxActive)} admitted · ${policy.ratePerMinute ? `${count(policy.ratePerMinute)}/min` : "no rate limit"}` : "");
     set(row.toggle, row.paused ? "Resume" : "Pause");
     row.toggle.setAttribute("aria-label", `${row.paused ? "Resume" : "Pause"} admission for ${concert.title}`);
     row.toggle.className = row.paused ? "" : "pause";
+    const phase = concert.phase === ConcertPhase.UNSPECIFIED ? ConcertPhase.ON_SALE : concert.phase;
+    row.phase.dataset.phase = ConcertPhase[phase];
+    set(row.phase, phaseText[phase]);
+    row.unlisted.hidden = concert.listed || phase === ConcertPhase.DRAFT || concert.phase === ConcertPhase.UNSPECIFIED;
+    set(row.sale, saleTimes(concert));
+    set(row.listing, concert.listed ? "Unlist" : "Relist");
+    row.listing.setAttribute("aria-label", `${concert.listed ? "Unlist" : "Relist"} ${concert.title}`);
+    row.listing.hidden = phase === ConcertPhase.DRAFT || ended(concert) || concert.phase === ConcertPhase.UNSPECIFIED;
+    row.cancel.disabled = ended(concert);
+    if (ended(concert)) row.cancelForm.hidden = true;
   });
   while (body.children.length > ordered.length) body.lastElementChild!.remove();
 }
@@ -260,10 +356,10 @@ function refresh(): Promise<void> {
     clearTimeout(refreshTimer);
     try {
       const options = signedIn();
-      const { concerts } = await api.concerts.listConcerts({});
+      const { concerts } = await api.concertAdmin.listAllConcerts({}, options);
       const ids = concerts.map((concert) => concert.id);
       const [queues, seats, payments] = await Promise.all([
-        ids.length ? api.queueAdmin.listQueueStats({ concertIds: ids.slice(-1000) }, options) : { stats: [] },
+        ids.length ? api.queueAdmin.listQueueStats({ concertIds: ids.slice(0, 1000) }, options) : { stats: [] },
         api.concertAdmin.listSeatCounts({}, options),
         api.paymentAdmin.listPaymentCounts({}, options),
       ]);
@@ -321,15 +417,24 @@ async function createConcert(form: HTMLFormElement) {
   const starts = data.getAll("starts_at").map(String);
   const seats = data.getAll("seat_count").map(Number);
   const prices = data.getAll("price").map(String);
+  const time = (name: string) => {
+    const value = String(data.get(name) ?? "");
+    return value ? timestampFromDate(new Date(value)) : undefined;
+  };
+  const seatLimit = String(data.get("seat_limit") ?? "");
   const { concert, schedules } = await api.concertAdmin.createConcert(
     {
       title: String(data.get("title") ?? "").trim(),
       venue: String(data.get("venue") ?? "").trim(),
       schedules: starts.map((value, i) => ({ startsAt: timestampFromDate(new Date(value)), seatCount: seats[i]!, price: BigInt(prices[i] || "0") })),
+      prequeueOpensAt: time("prequeue_opens_at"),
+      saleOpensAt: time("sale_opens_at"),
+      seatLimit: seatLimit ? Number(seatLimit) : 0,
     },
     signedIn(),
   );
-  notify(`Created ${concert!.title} with ${schedules.length} ${schedules.length === 1 ? "date" : "dates"}.`);
+  const sale = concert && time("sale_opens_at") ? ` Sale: ${saleTimes(concert)}.` : "";
+  notify(`Created ${concert!.title} with ${schedules.length} ${schedules.length === 1 ? "date" : "dates"}.${sale}`);
   form.reset();
   $("create-dates").replaceChildren();
   dateRows = 0;

@@ -28,7 +28,41 @@ const byReason: Partial<Record<Reason, string>> = {
   [Reason.PAYMENT_FAILED]: "The payment did not go through.",
   [Reason.RATE_LIMITED]: "Too many requests right now. Wait a moment and try again.",
   [Reason.DEPENDENCY_UNAVAILABLE]: "The box office is busy or briefly unreachable. Try again in a moment.",
+  [Reason.SALE_NOT_OPEN]: "The sale for this concert has not opened yet. Come back when its pre-queue opens.",
+  [Reason.SALE_CLOSED]: "The sale for this concert has ended: no more seats are sold.",
+  [Reason.CONCERT_CANCELLED]: "This concert was cancelled by the organiser. Nothing more is sold.",
+  [Reason.DATE_STARTED]: "This date has already started: its seats can no longer be held or paid for.",
+  [Reason.FAN_LIMIT_REACHED]: "You have reached the most seats one fan may have for this concert, over all its dates.",
+  [Reason.SALE_STARTED]: "The sale has already opened: this can only be changed before it opens.",
+  [Reason.CONCERT_HAS_SALES]: "This concert has sold seats, so it cannot be cancelled yet.",
+  [Reason.RANDOM_ADMISSION]: "Admission is by lot: fans are let in at random from everyone waiting, so there is no place in line. Keep this page open.",
 };
+
+/** An RFC 3339 time (as services put in error metadata) or a Date, in the reader's words; "" when there is none or it does not parse. */
+export function when(time: string | Date | undefined): string {
+  if (time === undefined || time === "") return "";
+  const date = typeof time === "string" ? new Date(time) : time;
+  return Number.isNaN(date.getTime()) ? "" : date.toLocaleString("en", { dateStyle: "medium", timeStyle: "short" });
+}
+
+/**
+ * The message for a refusal whose metadata says more than its reason: when a
+ * sale that has not opened opens, and how many seats a fan already has against
+ * the per-fan limit.
+ */
+function withFacts(reason: Reason | undefined, metadata: Record<string, string>): string | undefined {
+  if (reason === Reason.SALE_NOT_OPEN) {
+    const prequeue = when(metadata["prequeue_opens_at"]);
+    const sale = when(metadata["sale_opens_at"]);
+    if (prequeue && sale && prequeue !== sale) return `The sale for this concert has not opened yet. Its pre-queue opens ${prequeue} and the sale opens ${sale}; come back then.`;
+    if (sale || prequeue) return `The sale for this concert has not opened yet. It opens ${sale || prequeue}; come back then.`;
+  }
+  if (reason === Reason.FAN_LIMIT_REACHED && metadata["limit"]) {
+    const held = metadata["held"];
+    return `One fan may have at most ${metadata["limit"]} seats for this concert, over all its dates${held ? ` (you already have ${held})` : ""}. Pick fewer seats.`;
+  }
+  return undefined;
+}
 
 /** Shown in the waiting room while the page watches again after its stream ended (a restart, a deploy, a dropped network). */
 export const reconnectingMessage = "Reconnecting to the waiting room… Your place in line is kept.";
@@ -53,7 +87,7 @@ export function explainReason(reason: Reason | undefined): string | undefined {
 export function explain(error: unknown): string {
   const connectError = ConnectError.from(error);
   const detail = connectError.findDetails(ErrorDetailSchema)[0];
-  const known = explainReason(detail?.reason);
+  const known = withFacts(detail?.reason, detail?.metadata ?? {}) ?? explainReason(detail?.reason);
   if (known) return known;
   if (detail?.reason === Reason.INVALID_ARGUMENT) return `Please check ${detail.field ? `“${detail.field.replace(/_/g, " ")}”` : "what you entered"}: ${connectError.rawMessage}`;
   switch (connectError.code) {
