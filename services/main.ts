@@ -63,6 +63,7 @@ async function main(): Promise<void> {
   if (servesPage) log.info(`booking page: ${suite.host.url}/`);
   log.info(`database: ${config.databaseUrl ? "PostgreSQL at DATABASE_URL" : `embedded PGlite in ${config.dataDir}`}`);
   if (!process.env.OPERATOR_KEY) log.info(`operator key: operatorKey in ${config.dataDir}/secrets.json`);
+  if (!process.env.SCANNER_KEY) log.info(`door scanner key: scannerKey in ${config.dataDir}/secrets.json`);
 }
 
 /**

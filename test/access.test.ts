@@ -5,6 +5,7 @@ import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Access, access } from "../gen/boxoffice/common/v1/access_pb.js";
 import { QueueAdminService, QueueInternalService } from "../gen/boxoffice/queue/v1/queue_pb.js";
+import { ScanResult, TicketScannerService } from "../gen/boxoffice/ticket/v1/ticket_pb.js";
 import { accessInterceptor, internalCredentialHeader } from "../services/platform/access.js";
 import { errorMapper, reasonOf, Reason } from "../services/platform/errors.js";
 import { UserTokens } from "../services/platform/tokens.js";
@@ -46,11 +47,13 @@ describe("internal and operator credentials, through the production interceptors
     (router) => {
       router.service(QueueInternalService, { checkAdmission: () => ({ userId: "u", concertId: "c" }), completeSession: () => ({}) });
       router.service(QueueAdminService, { pauseAdmission: () => ({}) });
+      router.service(TicketScannerService, { scanTicket: () => ({ result: ScanResult.FORGED }) });
     },
-    { router: { interceptors: [errorMapper, accessInterceptor({ tokens, internalCredential: "inside", operatorKey: "ops" })] } },
+    { router: { interceptors: [errorMapper, accessInterceptor({ tokens, internalCredential: "inside", operatorKey: "ops", scannerKey: "door" })] } },
   );
   const internal = createClient(QueueInternalService, transport);
   const admin = createClient(QueueAdminService, transport);
+  const door = createClient(TicketScannerService, transport);
 
   it("refuses an internal RPC without the internal credential", async () => {
     const user = await tokens.sign("6f1c1f0e-4a5b-4c1d-9e8f-0a1b2c3d4e5f");
@@ -70,6 +73,18 @@ describe("internal and operator credentials, through the production interceptors
       expect(reasonOf(error)).toBe(Reason.OPERATOR_ONLY);
     }
     await admin.pauseAdmission({ concertId: "c" }, { headers: { authorization: "Bearer ops" } });
+  });
+
+  it("refuses a scanner RPC without the scanner credential: the operator key and user tokens are not one", async () => {
+    const user = await tokens.sign("6f1c1f0e-4a5b-4c1d-9e8f-0a1b2c3d4e5f");
+    for (const headers of [{} as Record<string, string>, { authorization: "Bearer ops" }, { authorization: `Bearer ${user.token}` }, { [internalCredentialHeader]: "inside" }]) {
+      const error = await failure(door.scanTicket({ code: "t1.x", scheduleId: "s", gate: "g" }, { headers }));
+      expect(error.code).toBe(Code.PermissionDenied);
+      expect(reasonOf(error)).toBe(Reason.SCANNER_ONLY);
+    }
+    expect((await door.scanTicket({ code: "t1.x" }, { headers: { authorization: "Bearer door" } })).result).toBe(ScanResult.FORGED);
+    // Nor does the scanner credential open an admin RPC.
+    expect(reasonOf(await failure(admin.pauseAdmission({ concertId: "c" }, { headers: { authorization: "Bearer door" } })))).toBe(Reason.OPERATOR_ONLY);
   });
 
   it("answers an unimplemented RPC with Unimplemented, not a crash", async () => {

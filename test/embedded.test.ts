@@ -18,7 +18,7 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 /** Starts `npm start`'s entry point with nothing configured but a data folder and a free port. */
 function start(): Promise<ServerProcess> {
   const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: "0", HOST: "127.0.0.1" };
-  for (const name of ["DATABASE_URL", "REDIS_URL", "SERVICES", "TOKEN_SECRET", "INTERNAL_CREDENTIAL", "OPERATOR_KEY", "SEED_DEMO"]) delete env[name];
+  for (const name of ["DATABASE_URL", "REDIS_URL", "SERVICES", "TOKEN_SECRET", "INTERNAL_CREDENTIAL", "OPERATOR_KEY", "SCANNER_KEY", "SEED_DEMO"]) delete env[name];
   return startServerProcess(env);
 }
 

@@ -128,6 +128,7 @@ async function makeFixtures(): Promise<Fixtures> {
     scheduleId,
     reservationId: reservation!.id,
     operatorKey: testSecrets.OPERATOR_KEY,
+    scannerKey: testSecrets.SCANNER_KEY,
     internalCredential: testSecrets.INTERNAL_CREDENTIAL,
   };
 }

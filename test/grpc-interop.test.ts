@@ -36,6 +36,8 @@ const PAYMENT = "boxoffice.payment.v1.PaymentService";
 const PAYMENT_INTERNAL = "boxoffice.payment.v1.PaymentInternalService";
 const PAYMENT_ADMIN = "boxoffice.payment.v1.PaymentAdminService";
 const COORDINATOR = "boxoffice.coordinator.v1.CoordinatorService";
+const TICKET = "boxoffice.ticket.v1.TicketService";
+const TICKET_SCANNER = "boxoffice.ticket.v1.TicketScannerService";
 const HEALTH = "grpc.health.v1.Health";
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -219,6 +221,8 @@ describe("the contract in proto/ loads into a standard gRPC stack", () => {
         PAYMENT_INTERNAL,
         PAYMENT_ADMIN,
         COORDINATOR,
+        TICKET,
+        TICKET_SCANNER,
         HEALTH,
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -229,7 +233,7 @@ describe("the contract in proto/ loads into a standard gRPC stack", () => {
       if (!service.startsWith("boxoffice.")) continue;
       for (const [name, method] of Object.entries(methods)) {
         const access = (method.options as Record<string, unknown>)["(boxoffice.common.v1.access)"];
-        expect(access, `${service}/${name}`).toMatch(/^ACCESS_(ANYONE|USER|GATED|GATED_IDEMPOTENT|QUEUE_TOKEN|INTERNAL|OPERATOR)$/);
+        expect(access, `${service}/${name}`).toMatch(/^ACCESS_(ANYONE|USER|GATED|GATED_IDEMPOTENT|QUEUE_TOKEN|INTERNAL|OPERATOR|SCANNER)$/);
         expect(access === "ACCESS_INTERNAL", `${service}/${name}: internal RPCs live in …InternalService only`).toBe(service.endsWith("InternalService"));
       }
     }
@@ -606,6 +610,41 @@ describe("PaymentService", () => {
       "FAILED_PRECONDITION",
       "REASON_QUEUE_TOKEN_EXPIRED",
     );
+  });
+});
+
+// ---------------------------------------------------------------- tickets
+
+describe("TicketService and TicketScannerService", () => {
+  it("ListTickets lists a paid booking's tickets; ScanTicket admits once, then ALREADY_USED; FORGED is a result; only the scanner key opens it", async () => {
+    const { concertId, scheduleId } = await createConcert([{ seatCount: 4, price: 50 }]);
+    const fan = await admittedFan(concertId);
+    await charge(fan, 100);
+    const { reservation } = await g.unary(RESERVATION, "HoldSeats", { scheduleId, seatNumbers: [2] }, fan.headers);
+    await g.unary(PAYMENT, "Pay", { reservationId: reservation.id, idempotencyKey: randomUUID() }, fan.headers);
+
+    const { tickets, nextPageToken } = await g.unary(TICKET, "ListTickets", { pageSize: 10 }, bearer(fan.token));
+    expect(nextPageToken).toBe("");
+    expect(tickets).toEqual([
+      expect.objectContaining({ reservationId: reservation.id, concertId, scheduleId, seatNumber: 2, price: "50", state: "TICKET_STATE_VALID", venue: "Interop Hall", gate: "", usedAt: null }),
+    ]);
+    expect(tickets[0].code).toMatch(/^t1\.[A-Za-z0-9_-]+$/);
+    expect(tickets[0].orderNumber).toMatch(/^BX-[0-9A-Z]{4}-[0-9A-Z]{4}$/);
+
+    const scanner = bearer(testSecrets.SCANNER_KEY);
+    const scan = { code: tickets[0].code, scheduleId, gate: "Gate 1" };
+    const admitted = await g.unary(TICKET_SCANNER, "ScanTicket", scan, scanner);
+    expect(admitted).toMatchObject({ result: "SCAN_RESULT_ADMITTED", orderNumber: tickets[0].orderNumber, seatNumber: 2, scheduleId, usedGate: "Gate 1" });
+    const again = await g.unary(TICKET_SCANNER, "ScanTicket", { ...scan, gate: "Gate 2" }, scanner);
+    expect(again).toMatchObject({ result: "SCAN_RESULT_ALREADY_USED", usedGate: "Gate 1", usedAt: admitted.usedAt });
+    expect((await g.unary(TICKET_SCANNER, "ScanTicket", { ...scan, code: "t1.nope" }, scanner)).result).toBe("SCAN_RESULT_FORGED");
+    expect((await g.unary(TICKET, "ListTickets", {}, bearer(fan.token))).tickets[0]).toMatchObject({ state: "TICKET_STATE_USED", gate: "Gate 1", usedAt: admitted.usedAt });
+
+    await expectFailure(g.unary(TICKET_SCANNER, "ScanTicket", { ...scan, scheduleId: "x" }, scanner), "INVALID_ARGUMENT", "REASON_INVALID_ARGUMENT", "schedule_id");
+    for (const headers of [{}, bearer(fan.token), operator]) {
+      await expectFailure(g.unary(TICKET_SCANNER, "ScanTicket", scan, headers), "PERMISSION_DENIED", "REASON_SCANNER_ONLY");
+    }
+    await expectFailure(g.unary(TICKET, "ListTickets", {}), "UNAUTHENTICATED", "REASON_TOKEN_MISSING");
   });
 });
 

@@ -1,17 +1,14 @@
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { concertModule } from "../services/concert/index.js";
 import { createConcert } from "../services/concert/concert-service.js";
 import { Holds, holdStateNow, type SupplyAnnouncer } from "../services/concert/holds.js";
 import { SeatMaps } from "../services/concert/seat-maps.js";
 import { openDatabase } from "../services/platform/database.js";
-import { startEmbeddedPostgres, type EmbeddedPostgres } from "../services/platform/embedded-postgres.js";
 import { Reason, Refused, type DomainError } from "../services/platform/errors.js";
+import { bothDatabases } from "./support.js";
 
 /**
  * The hold rules at the depth of the domain class: Holds called directly on a
@@ -28,20 +25,6 @@ class FakeQueue implements SupplyAnnouncer {
   }
 }
 
-const databases = [
-  { name: "PostgreSQL", poolSize: 5, open: async () => ({ url: inject("databaseUrl"), stop: async () => {} }) },
-  {
-    name: "embedded PGlite",
-    // As the suite runs it: one connection.
-    poolSize: 1,
-    open: async (): Promise<{ url: string; stop: () => Promise<void> }> => {
-      const dir = mkdtempSync(join(tmpdir(), "boxoffice-holds-"));
-      const embedded: EmbeddedPostgres = await startEmbeddedPostgres(dir);
-      return { url: embedded.url, stop: async () => (await embedded.stop(), rmSync(dir, { recursive: true, force: true })) };
-    },
-  },
-];
-
 async function refusalOf(work: Promise<unknown>): Promise<DomainError> {
   try {
     await work;
@@ -51,7 +34,7 @@ async function refusalOf(work: Promise<unknown>): Promise<DomainError> {
   throw new Error("expected a refusal");
 }
 
-describe.each(databases)("holds on $name", ({ name, open, poolSize }) => {
+describe.each(bothDatabases)("holds on $name", ({ name, open, poolSize }) => {
   let orm: MikroORM;
   let stop: () => Promise<void>;
   let queue: FakeQueue;

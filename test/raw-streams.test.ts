@@ -56,7 +56,7 @@ interface Server {
 async function coordinatorHost(raw: boolean, refreshMs = 50): Promise<Server> {
   const queueWatch = new QueueWatch(createClient(QueueService, queue), createClient(QueueInternalService, queue), { refreshMs, heartbeatMs: 200 });
   const handlers = new CoordinatorHandlers(queueWatch, {} as Booking);
-  const check = accessCheck({ tokens: new UserTokens("s".repeat(40), 60), internalCredential: "inside", operatorKey: "ops" });
+  const check = accessCheck({ tokens: new UserTokens("s".repeat(40), 60), internalCredential: "inside", operatorKey: "ops", scannerKey: "door" });
   const server: Server = { host: undefined as unknown as Host, queueWatch, rawCalls: 0, rawMessages: 0 };
   const rawStream = rawServerStream(
     CoordinatorService.method.watchQueueStatus,

@@ -26,6 +26,7 @@ function envWith(env: Record<string, string>): NodeJS.ProcessEnv {
     TOKEN_SECRET: "test-token-secret-that-is-long-enough",
     INTERNAL_CREDENTIAL: "test-internal-credential",
     OPERATOR_KEY: "test-operator-key",
+    SCANNER_KEY: "test-scanner-key",
   };
   for (const name of ["DATABASE_URL", "REDIS_URL", "REDIS_CLUSTER_NODES", "SERVICES", "MIGRATE_AT_START"]) delete base[name];
   return { ...base, ...env };
@@ -134,6 +135,10 @@ describe("a start with a setting that cannot work stops on one line naming it", 
   it.concurrent("HOST that is no address of this machine", async () => {
     // 192.0.2.0/24 is TEST-NET-1, never assigned.
     expectOneLine(await runToExit({ HOST: "192.0.2.1", PORT: "18099" }), /^configuration error: HOST 192\.0\.2\.1 is no address of this machine; set HOST to one of its addresses, or 0\.0\.0\.0 for all$/);
+  });
+
+  it.concurrent("SCANNER_KEY the same as OPERATOR_KEY", async () => {
+    expectOneLine(await runToExit({ SCANNER_KEY: "test-operator-key" }), /^configuration error: SCANNER_KEY must differ from OPERATOR_KEY: a scanner at a gate must not open the admin RPCs$/);
   });
 
   it.concurrent("REDIS_URL that is no Redis URL", async () => {

@@ -1,7 +1,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inject } from "vitest";
@@ -11,6 +11,7 @@ import { ConcertAdminService } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { loadConfig, type Config } from "../services/platform/config.js";
+import { startEmbeddedPostgres } from "../services/platform/embedded-postgres.js";
 import { startSuite, type Suite } from "../services/platform/suite.js";
 import { modules } from "../services/modules.js";
 
@@ -18,6 +19,7 @@ export const testSecrets = {
   TOKEN_SECRET: "test-token-secret-that-is-long-enough",
   INTERNAL_CREDENTIAL: "test-internal-credential",
   OPERATOR_KEY: "test-operator-key",
+  SCANNER_KEY: "test-scanner-key",
 };
 
 /**
@@ -28,6 +30,23 @@ export const testSecrets = {
 export const roomyLimits = Object.fromEntries(
   ["ACCOUNT", "QUEUE", "CHARGE", "HOLD"].flatMap((rule) => [`RATE_LIMIT_${rule}_PER_ADDRESS`, `RATE_LIMIT_${rule}_PER_USER`].map((name) => [name, "1000000"])),
 );
+
+/**
+ * The two databases domain classes are tested on: the test PostgreSQL and a
+ * fresh embedded PGlite (with one connection, as the suite runs it).
+ */
+export const bothDatabases = [
+  { name: "PostgreSQL", poolSize: 5, open: async () => ({ url: inject("databaseUrl"), stop: async () => {} }) },
+  {
+    name: "embedded PGlite",
+    poolSize: 1,
+    open: async (): Promise<{ url: string; stop: () => Promise<void> }> => {
+      const dir = mkdtempSync(join(tmpdir(), "boxoffice-pglite-"));
+      const embedded = await startEmbeddedPostgres(dir);
+      return { url: embedded.url, stop: async () => (await embedded.stop(), rmSync(dir, { recursive: true, force: true })) };
+    },
+  },
+];
 
 /** The configuration a test suite runs with: real PostgreSQL, port 0, fixed secrets. */
 export function testConfig(env: Record<string, string> = {}): Config {
@@ -88,6 +107,7 @@ export function client<T extends DescService>(suite: Suite, service: T, protocol
 
 export const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
 export const operator = bearer(testSecrets.OPERATOR_KEY);
+export const scanner = bearer(testSecrets.SCANNER_KEY);
 /** Headers of a gated call: the user token and the queue token. */
 export const gated = (token: string, queueToken: string) => ({ headers: { authorization: `Bearer ${token}`, "x-queue-token": queueToken } });
 export const withQueueToken = (queueToken: string) => ({ headers: { "x-queue-token": queueToken } });

@@ -113,5 +113,23 @@ export const Hold = defineEntity({
     createdAt: p.datetime().onCreate(() => new Date()),
     /** While CONFIRMED: the payment that bought the seats. */
     paymentId: p.uuid().nullable(),
+    /**
+     * The seats whose tickets have been admitted at the door (tickets.ts): the scan marks them here, on the
+     * hold row itself, so that any change to the booking conditional on this column meets every scan on the row.
+     */
+    usedSeats: p.array<number>().columnType("int[]").defaultRaw(`'{}'`),
+  },
+});
+
+/** A ticket's admission at the door: one per seat of a booking, written by the scan that marks the seat used on its hold. */
+export const TicketScan = defineEntity({
+  name: "TicketScan",
+  schema: "concert",
+  tableName: "ticket_scan",
+  properties: {
+    reservationId: p.uuid().primary(),
+    seatNumber: p.integer().primary(),
+    usedAt: p.datetime(),
+    gate: p.string().length(100),
   },
 });

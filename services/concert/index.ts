@@ -5,11 +5,12 @@ import {
 } from "../../gen/boxoffice/concert/v1/concert_pb.js";
 import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationInternalService, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { TicketScannerService, TicketService } from "../../gen/boxoffice/ticket/v1/ticket_pb.js";
 import { Repeating } from "../platform/background.js";
 import { rowsByState } from "../platform/metrics.js";
 import { listenTo, type Listening } from "../platform/notifications.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
-import { Concert, Hold, Schedule, Seat } from "./concert.entity.js";
+import { Concert, Hold, Schedule, Seat, TicketScan } from "./concert.entity.js";
 import { ConcertAdminService, ConcertInternalService, ConcertService } from "./concert-service.js";
 import { seedDemo } from "./demo.js";
 import { Holds } from "./holds.js";
@@ -18,24 +19,28 @@ import { Migration20261124010000_seat_holds } from "./migrations/Migration202611
 import { Migration20261124020000_seat_notify } from "./migrations/Migration20261124020000_seat_notify.js";
 import { Migration20261201000000_holds } from "./migrations/Migration20261201000000_holds.js";
 import { Migration20261202000000_sale_events } from "./migrations/Migration20261202000000_sale_events.js";
+import { Migration20261202200000_tickets } from "./migrations/Migration20261202200000_tickets.js";
 import { queueSupplyAnnouncer } from "./neighbours.js";
 import { ReservationHandlers, ReservationInternalHandlers } from "./reservation-service.js";
 import { SeatMaps } from "./seat-maps.js";
+import { TicketHandlers, TicketScannerHandlers } from "./ticket-service.js";
+import { TicketCodes, Tickets } from "./tickets.js";
 import { logger } from "../platform/log.js";
 
-/** Concert service: what is on sale, its dates and seats, and the fans' holds on them (ReservationService). */
+/** Concert service: what is on sale, its dates and seats, the fans' holds on them (ReservationService), and the tickets they become. */
 export const concertModule: ServiceModule = {
   name: "concert",
-  serves: [ConcertServiceDesc, ConcertInternalServiceDesc, ConcertAdminServiceDesc, ReservationService, ReservationInternalService],
+  serves: [ConcertServiceDesc, ConcertInternalServiceDesc, ConcertAdminServiceDesc, ReservationService, ReservationInternalService, TicketService, TicketScannerService],
   database: {
     schema: "concert",
-    entities: [Concert, Schedule, Seat, Hold],
+    entities: [Concert, Schedule, Seat, Hold, TicketScan],
     migrations: [
       Migration20261124000000_concerts,
       Migration20261124010000_seat_holds,
       Migration20261124020000_seat_notify,
       Migration20261201000000_holds,
       Migration20261202000000_sale_events,
+      Migration20261202200000_tickets,
     ],
     // The longest a hold waits for another hold on the same seats before it is refused.
     settings: { lock_timeout: "2s" },
@@ -47,6 +52,7 @@ export const concertModule: ServiceModule = {
     // On a shared PostgreSQL other instances change seats too: cache seat maps only while hearing their notifications.
     const maps = new SeatMaps(config.databaseUrl !== undefined);
     const holds = new Holds(maps, queueSupplyAnnouncer(clients.for(QueueInternalService)), config.holdMs);
+    const tickets = new Tickets(new TicketCodes(config.tokenSecret));
     const sweeper = new Repeating("hold sweeper", config.holdSweepMs, () => holds.sweep(orm!.em.fork()));
     let listening: Listening | undefined;
     return {
@@ -56,6 +62,8 @@ export const concertModule: ServiceModule = {
         implementation(ConcertAdminServiceDesc, new ConcertAdminService()),
         implementation(ReservationService, new ReservationHandlers(holds)),
         implementation(ReservationInternalService, new ReservationInternalHandlers(holds)),
+        implementation(TicketService, new TicketHandlers(tickets)),
+        implementation(TicketScannerService, new TicketScannerHandlers(tickets)),
       ],
       start: async () => {
         if (config.databaseUrl) {

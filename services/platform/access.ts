@@ -33,6 +33,8 @@ export interface AccessOptions {
   tokens: UserTokens;
   internalCredential: string;
   operatorKey: string;
+  /** The door scanners' credential (ACCESS_SCANNER), which is not the operator's. */
+  scannerKey: string;
   gate?: AdmissionGate;
 }
 
@@ -164,6 +166,11 @@ export function accessCheck(options: AccessOptions): AccessCheck {
       case Access.OPERATOR:
         if (!sameSecret(bearer(header), options.operatorKey)) {
           throw new Forbidden(Reason.OPERATOR_ONLY, "this RPC needs the operator credential");
+        }
+        break;
+      case Access.SCANNER:
+        if (!sameSecret(bearer(header), options.scannerKey)) {
+          throw new Forbidden(Reason.SCANNER_ONLY, "this RPC needs the scanner credential (authorization: Bearer <scanner key>); an operator key or user token is not one");
         }
         break;
       default:

@@ -1,5 +1,5 @@
-import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createHmac, randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 /** The services boxoffice is made of; each can run in this process or elsewhere. */
@@ -20,6 +20,8 @@ export interface Secrets {
   internalCredential: string;
   /** Credential operators present to admin RPCs. */
   operatorKey: string;
+  /** Credential door scanners present to ScanTicket; never the operator's. */
+  scannerKey: string;
 }
 
 export interface Config extends Secrets {
@@ -188,21 +190,52 @@ function redisCluster(env: Env): string[] | undefined {
  * keep accepting the tokens already issued, and no well-known default can be forged.
  */
 function loadSecrets(env: Env, dataDir: string): Secrets {
-  const fromEnv: Partial<Secrets> = {
-    tokenSecret: env.TOKEN_SECRET || undefined,
-    internalCredential: env.INTERNAL_CREDENTIAL || undefined,
-    operatorKey: env.OPERATOR_KEY || undefined,
+  const set = fromEnvironment(env);
+  const file = fromFile(env, dataDir);
+  // fromFile has every one that the environment does not set.
+  const either = (key: keyof Secrets) => (set[key] ?? file[key])!;
+  const tokenSecret = either("tokenSecret");
+  const secrets: Secrets = {
+    tokenSecret,
+    internalCredential: either("internalCredential"),
+    operatorKey: either("operatorKey"),
+    // Set nowhere (a deployment configured before door scanners): the same on every instance, from the token secret.
+    scannerKey: set.scannerKey ?? file.scannerKey ?? scannerKeyFrom(tokenSecret),
   };
-  if (fromEnv.tokenSecret !== undefined && fromEnv.tokenSecret.length < 32) {
-    throw new ConfigError("TOKEN_SECRET must be at least 32 characters");
+  if (secrets.scannerKey === secrets.operatorKey) {
+    throw new ConfigError("SCANNER_KEY must differ from OPERATOR_KEY: a scanner at a gate must not open the admin RPCs");
   }
-  if (fromEnv.tokenSecret && fromEnv.internalCredential && fromEnv.operatorKey) return fromEnv as Secrets;
+  return secrets;
+}
+
+const secretNames = { tokenSecret: "TOKEN_SECRET", internalCredential: "INTERNAL_CREDENTIAL", operatorKey: "OPERATOR_KEY", scannerKey: "SCANNER_KEY" } as const;
+
+function fromEnvironment(env: Env): Partial<Secrets> {
+  const set: Partial<Secrets> = {};
+  for (const [key, name] of Object.entries(secretNames) as [keyof Secrets, string][]) if (env[name]) set[key] = env[name];
+  if (set.tokenSecret !== undefined && set.tokenSecret.length < 32) throw new ConfigError("TOKEN_SECRET must be at least 32 characters");
+  return set;
+}
+
+/** The scanner key a deployment that never set one gets: every process sharing the token secret derives the same. */
+function scannerKeyFrom(tokenSecret: string): string {
+  return createHmac("sha256", tokenSecret).update("boxoffice scanner key").digest("base64url").slice(0, 32);
+}
+
+/**
+ * The secrets of dataDir/secrets.json, made on first use; none when the
+ * environment sets the token secret, the internal credential and the operator
+ * key (the scanner key then comes from SCANNER_KEY, or is derived).
+ */
+function fromFile(env: Env, dataDir: string): Partial<Secrets> {
+  if ([secretNames.tokenSecret, secretNames.internalCredential, secretNames.operatorKey].every((name) => env[name])) return {};
   const file = join(dataDir, "secrets.json");
   mkdirSync(dataDir, { recursive: true });
   const fresh: Secrets = {
     tokenSecret: randomBytes(32).toString("base64url"),
     internalCredential: randomBytes(24).toString("base64url"),
     operatorKey: randomBytes(24).toString("base64url"),
+    scannerKey: randomBytes(24).toString("base64url"),
   };
   try {
     // Exclusive create: of processes starting together on one folder, one writes and all read the same.
@@ -216,14 +249,18 @@ function loadSecrets(env: Env, dataDir: string): Secrets {
   } catch {
     throw new ConfigError(`${file} is unreadable; fix or remove it (removing it invalidates every issued token)`);
   }
-  for (const key of ["tokenSecret", "internalCredential", "operatorKey"] as const) {
+  if (generated.scannerKey === undefined && typeof generated.tokenSecret === "string") {
+    // A file from before door scanners: its scanner key is derived from its own token secret, so that every
+    // process sharing the folder adds the same one (each replacing the file whole, with the same content).
+    generated = { ...generated, scannerKey: scannerKeyFrom(generated.tokenSecret) };
+    const next = `${file}.${process.pid}.tmp`;
+    writeFileSync(next, JSON.stringify(generated, null, 2), { mode: 0o600 });
+    renameSync(next, file);
+  }
+  for (const key of Object.keys(secretNames) as (keyof Secrets)[]) {
     if (typeof generated[key] !== "string" || generated[key].length < 16) throw new ConfigError(`${file} has no usable ${key}`);
   }
-  return {
-    tokenSecret: fromEnv.tokenSecret ?? generated.tokenSecret,
-    internalCredential: fromEnv.internalCredential ?? generated.internalCredential,
-    operatorKey: fromEnv.operatorKey ?? generated.operatorKey,
-  };
+  return generated;
 }
 
 // ---- Abuse limits and accounts ----

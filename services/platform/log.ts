@@ -18,7 +18,7 @@ export const log: Logger = pino({
   timestamp: pino.stdTimeFunctions.isoTime,
   formatters: { level: (label) => ({ level: label }) },
   redact: {
-    paths: ["authorization", "token", "queueToken", "internalCredential", "operatorKey", "tokenSecret", "password", "*.authorization", "*.token", "*.queueToken", "*.password"],
+    paths: ["authorization", "token", "queueToken", "internalCredential", "operatorKey", "scannerKey", "tokenSecret", "password", "*.authorization", "*.token", "*.queueToken", "*.password"],
     censor: "[redacted]",
   },
   hooks: {

@@ -140,7 +140,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     const gate =
       running.find(({ service }) => service.gate)?.service.gate ??
       modules.find((module) => module.remoteGate && !served.includes(module))?.remoteGate!(clients);
-    const check = accessCheck({ tokens, internalCredential: config.internalCredential, operatorKey: config.operatorKey, gate });
+    const check = accessCheck({ tokens, internalCredential: config.internalCredential, operatorKey: config.operatorKey, scannerKey: config.scannerKey, gate });
     const access = accessInterceptor(check);
     const rawStreams: RawStream[] = running.flatMap(({ service, orm }) => {
       // The raw path has no request EntityManager to give a handler: a service with a database serves on Connect.

@@ -20,6 +20,7 @@ export interface Fixtures {
   scheduleId: string;
   reservationId: string;
   operatorKey: string;
+  scannerKey: string;
   internalCredential: string;
 }
 
@@ -237,6 +238,8 @@ function accessMayRefuse(rpc: Rpc, headers: Record<string, string | string[]>): 
       return !userOk;
     case Access.OPERATOR:
       return authorization !== `Bearer ${f.operatorKey}`;
+    case Access.SCANNER:
+      return authorization !== `Bearer ${f.scannerKey}`;
     case Access.INTERNAL:
       return one("x-internal-credential") !== f.internalCredential;
     case Access.QUEUE_TOKEN:
@@ -251,8 +254,9 @@ function accessMayRefuse(rpc: Rpc, headers: Record<string, string | string[]>): 
 function validAuth(rpc: Rpc, f: Fixtures): fc.Arbitrary<Record<string, string>> {
   const user = `Bearer ${f.userToken}`;
   const operator = `Bearer ${f.operatorKey}`;
+  const scanner = `Bearer ${f.scannerKey}`;
   return fc.oneof(
-    { weight: 6, arbitrary: fc.constant({ authorization: rpc.access === Access.OPERATOR ? operator : user, "x-queue-token": f.queueToken, "x-internal-credential": f.internalCredential }) },
+    { weight: 6, arbitrary: fc.constant({ authorization: rpc.access === Access.OPERATOR ? operator : rpc.access === Access.SCANNER ? scanner : user, "x-queue-token": f.queueToken, "x-internal-credential": f.internalCredential }) },
     { weight: 1, arbitrary: fc.constant({}) },
     { weight: 1, arbitrary: fc.constant({ authorization: operator }) },
   );

@@ -11,7 +11,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file boxoffice/common/v1/access.proto.
  */
 export const file_boxoffice_common_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("CiBib3hvZmZpY2UvY29tbW9uL3YxL2FjY2Vzcy5wcm90bxITYm94b2ZmaWNlLmNvbW1vbi52MSq1AQoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEhEKDUFDQ0VTU19BTllPTkUQARIPCgtBQ0NFU1NfVVNFUhACEhAKDEFDQ0VTU19HQVRFRBADEhYKEkFDQ0VTU19RVUVVRV9UT0tFThAEEhMKD0FDQ0VTU19JTlRFUk5BTBAFEhMKD0FDQ0VTU19PUEVSQVRPUhAGEhsKF0FDQ0VTU19HQVRFRF9JREVNUE9URU5UEAc6VQoGYWNjZXNzEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMY0YYDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuQWNjZXNzUgZhY2Nlc3NiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("CiBib3hvZmZpY2UvY29tbW9uL3YxL2FjY2Vzcy5wcm90bxITYm94b2ZmaWNlLmNvbW1vbi52MSrJAQoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEhEKDUFDQ0VTU19BTllPTkUQARIPCgtBQ0NFU1NfVVNFUhACEhAKDEFDQ0VTU19HQVRFRBADEhYKEkFDQ0VTU19RVUVVRV9UT0tFThAEEhMKD0FDQ0VTU19JTlRFUk5BTBAFEhMKD0FDQ0VTU19PUEVSQVRPUhAGEhsKF0FDQ0VTU19HQVRFRF9JREVNUE9URU5UEAcSEgoOQUNDRVNTX1NDQU5ORVIQCDpVCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxjRhgMgASgOMhsuYm94b2ZmaWNlLmNvbW1vbi52MS5BY2Nlc3NSBmFjY2Vzc2IGcHJvdG8z", [file_google_protobuf_descriptor]);
 
 /**
  * Access says who may call an RPC. Every RPC of boxoffice carries one, and the
@@ -78,6 +78,15 @@ export enum Access {
    * @generated from enum value: ACCESS_GATED_IDEMPOTENT = 7;
    */
   GATED_IDEMPOTENT = 7,
+
+  /**
+   * Door scanners, holding the scanner credential (`authorization: Bearer
+   * <scanner key>`), which is not the operator's: a scanner lost at a gate
+   * opens no admin RPC, and an operator key or user token opens no scanner RPC.
+   *
+   * @generated from enum value: ACCESS_SCANNER = 8;
+   */
+  SCANNER = 8,
 }
 
 /**
