@@ -1,7 +1,6 @@
-import type { DescService } from "@bufbuild/protobuf";
 import { toJsonString } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { randomUUID } from "node:crypto";
 import { execFile } from "node:child_process";
@@ -11,17 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Reason } from "../gen/boxoffice/common/v1/error_pb.js";
-import { ConcertAdminService, ConcertService, SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
-import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
-import { PaymentService, PaymentState, type Payment } from "../gen/boxoffice/payment/v1/payment_pb.js";
-import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/point_pb.js";
-import { GetSaleFairnessResponseSchema, QueueAdminService, QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
+import { SeatState } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { PaymentState, type Payment } from "../gen/boxoffice/payment/v1/payment_pb.js";
+import { GetSaleFairnessResponseSchema, QueueAdminService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { reasonOf } from "../services/platform/errors.js";
-import { ReservationService, ReservationState, type Reservation } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
-import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
+import { ReservationState, type Reservation } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 import { startServerProcess, type ServerProcess } from "./server-process.js";
-import { bearer, gated, inDays, operator, testSecrets, withQueueToken } from "./support.js";
+import { apiOf, bearer, gated, inDays, ledgerOf as ledgerRows, operator, serverEnv, withQueueToken } from "./support.js";
 
 /**
  * The booking flow against a real `npm start` process (services/main.ts as a
@@ -43,6 +39,7 @@ const recoveryMs = 2_000;
  * the lease has lapsed: within the recovery interval of the restarted process being up.
  */
 const documentedLeaseMs = 1_000;
+const baseEnv = (dataDir: string) => serverEnv(dataDir, { HOLD_SECONDS: String(holdSeconds), PAYMENT_RECOVERY_MS: String(recoveryMs) });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface Mode {
@@ -50,27 +47,6 @@ interface Mode {
   /** Prepares the data (a temp DATA_DIR; a fresh database) and returns the env the process runs with. */
   prepare(): Promise<NodeJS.ProcessEnv>;
   cleanup(): Promise<void>;
-}
-
-/** The inherited environment, without anything that would point the process at another database, Redis or split deployment. */
-function baseEnv(dataDir: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const name of ["DATABASE_URL", "REDIS_URL", "REDIS_KEY_PREFIX", "SERVICES"]) delete env[name];
-  for (const name of Object.keys(env)) if (/^(TOKEN|QUEUE|CONCERT|RESERVATION|POINT|PAYMENT|COORDINATOR)_URL$/.test(name)) delete env[name];
-  return {
-    ...env,
-    DATA_DIR: dataDir,
-    SEED_DEMO: "false",
-    HOST: "127.0.0.1",
-    PORT: "0",
-    ...testSecrets,
-    HOLD_SECONDS: String(holdSeconds),
-    HOLD_SWEEP_MS: "200",
-    PAYMENT_RECOVERY_MS: String(recoveryMs),
-    QUEUE_TICK_MS: "20",
-    QUEUE_MAX_ACTIVE: "1000",
-    SHUTDOWN_GRACE_MS: "2000",
-  };
 }
 
 function embedded(): Mode {
@@ -123,20 +99,7 @@ describe.each([embedded(), postgresql()])("booking on a real server process, $na
   let c: ReturnType<typeof clientsOf>;
 
   /** One client per service of a process, gRPC over h2c. */
-  function clientsOf(url: string) {
-    const transport = createGrpcTransport({ baseUrl: url });
-    const make = <T extends DescService>(service: T): Client<T> => createClient(service, transport);
-    return {
-      tokens: make(TokenService),
-      queue: make(QueueService),
-      concerts: make(ConcertService),
-      admin: make(ConcertAdminService),
-      reservations: make(ReservationService),
-      coordinator: make(CoordinatorService),
-      points: make(PointService),
-      payments: make(PaymentService),
-    };
-  }
+  const clientsOf = (url: string) => apiOf(createGrpcTransport({ baseUrl: url }));
 
   async function start(): Promise<ServerProcess> {
     const begun = Date.now();
@@ -230,16 +193,7 @@ describe.each([embedded(), postgresql()])("booking on a real server process, $na
   const reservationOf = async (fan: Fan, reservationId: string) => (await c.reservations.getReservation({ reservationId }, fan.auth)).reservation!;
 
   /** The fan's whole ledger (every page), newest first. */
-  async function ledgerOf(fan: Fan) {
-    const rows: { kind: string; amount: bigint; paymentId: string }[] = [];
-    let pageToken = "";
-    do {
-      const page = await c.points.listPointTransactions({ pageSize: 2, pageToken }, fan.auth);
-      rows.push(...page.transactions.map((t) => ({ kind: PointTransactionKind[t.kind], amount: t.amount, paymentId: t.paymentId })));
-      pageToken = page.nextPageToken;
-    } while (pageToken !== "");
-    return rows;
-  }
+  const ledgerOf = (fan: Fan) => ledgerRows(c, fan.auth, 2);
 
   /** The fan's payments (every page), newest first. */
   async function paymentsOf(fan: Fan) {

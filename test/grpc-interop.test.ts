@@ -648,6 +648,41 @@ describe("TicketService and TicketScannerService", () => {
   });
 });
 
+// ---------------------------------------------------------------- cancellations
+
+describe("cancellations", () => {
+  it("CancelReservation cancels a paid booking and refunds it (REFUNDED, one REFUND); CancelSchedule cancels a date's bookings with the reason", async () => {
+    const { concertId, schedules } = await createConcert([
+      { seatCount: 4, price: 70 },
+      { seatCount: 4, price: 80 },
+    ]);
+    // A new fan per booking: paying ends the queue session.
+    const book = async (scheduleId: string, seatNumbers: number[]) => {
+      const fan = await admittedFan(concertId);
+      await charge(fan, 500);
+      const { reservation } = await g.unary(RESERVATION, "HoldSeats", { scheduleId, seatNumbers }, fan.headers);
+      const { payment } = await g.unary(PAYMENT, "Pay", { reservationId: reservation.id, idempotencyKey: randomUUID() }, fan.headers);
+      return { fan, reservation, payment };
+    };
+    const first = await book(schedules[0]!.id as string, [1]);
+    let fan = first.fan;
+    const { reservation } = await g.unary(RESERVATION, "CancelReservation", { reservationId: first.reservation.id }, bearer(fan.token));
+    expect(reservation).toMatchObject({ state: "RESERVATION_STATE_CANCELLED", cancelReason: "cancelled at your request", paymentId: first.payment.id });
+    expect(reservation.refundedAt).not.toBeNull();
+    expect((await g.unary(PAYMENT, "GetPayment", { paymentId: first.payment.id }, bearer(fan.token))).payment.state).toBe("PAYMENT_STATE_REFUNDED");
+    expect(await g.unary(POINT, "GetBalance", {}, bearer(fan.token))).toEqual({ balance: "500" });
+    await expectFailure(g.unary(RESERVATION, "CancelReservation", { reservationId: "x" }, bearer(fan.token)), "INVALID_ARGUMENT", "REASON_INVALID_ARGUMENT", "reservation_id");
+
+    const second = await book(schedules[1]!.id as string, [2]);
+    fan = second.fan;
+    const cancelled = await g.unary(CONCERT_ADMIN, "CancelSchedule", { scheduleId: schedules[1]!.id, reason: "Fog" }, operator);
+    expect(cancelled).toMatchObject({ cancelledBookings: 1, schedule: { id: schedules[1]!.id, cancelled: true, cancelReason: "Fog" } });
+    const after = (await g.unary(RESERVATION, "GetReservation", { reservationId: second.reservation.id }, bearer(fan.token))).reservation;
+    expect(after).toMatchObject({ state: "RESERVATION_STATE_CANCELLED", cancelReason: "Fog" });
+    await expectFailure(g.unary(CONCERT_ADMIN, "CancelSchedule", { scheduleId: schedules[0]!.id }, bearer(fan.token)), "PERMISSION_DENIED", "REASON_OPERATOR_ONLY");
+  });
+});
+
 // ---------------------------------------------------------------- coordinator
 
 describe("CoordinatorService", () => {

@@ -7,7 +7,12 @@ import { join } from "node:path";
 import { inject } from "vitest";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
-import { ConcertAdminService } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { ConcertAdminService, ConcertService } from "../gen/boxoffice/concert/v1/concert_pb.js";
+import { CoordinatorService } from "../gen/boxoffice/coordinator/v1/coordinator_pb.js";
+import { PaymentService } from "../gen/boxoffice/payment/v1/payment_pb.js";
+import { PointService, PointTransactionKind } from "../gen/boxoffice/point/v1/point_pb.js";
+import { ReservationService } from "../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { TicketScannerService, TicketService } from "../gen/boxoffice/ticket/v1/ticket_pb.js";
 import { QueueService, QueueState } from "../gen/boxoffice/queue/v1/queue_pb.js";
 import { TokenService } from "../gen/boxoffice/token/v1/token_pb.js";
 import { loadConfig, type Config } from "../services/platform/config.js";
@@ -166,4 +171,58 @@ export async function failure(call: Promise<unknown>): Promise<import("@connectr
     return ConnectError.from(error);
   }
   throw new Error("expected the call to fail, but it succeeded");
+}
+
+/**
+ * The environment a server process runs with in tests: the inherited one without anything that would point it
+ * at another database, Redis or split deployment, an embedded store under `dataDir`, fast background loops,
+ * and `overrides` on top (DATABASE_URL for real PostgreSQL).
+ */
+export function serverEnv(dataDir: string, overrides: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of ["DATABASE_URL", "REDIS_URL", "REDIS_KEY_PREFIX", "SERVICES"]) delete env[name];
+  for (const name of Object.keys(env)) if (/^(TOKEN|QUEUE|CONCERT|RESERVATION|POINT|PAYMENT|COORDINATOR)_URL$/.test(name)) delete env[name];
+  return {
+    ...env,
+    DATA_DIR: dataDir,
+    SEED_DEMO: "false",
+    HOST: "127.0.0.1",
+    PORT: "0",
+    ...testSecrets,
+    HOLD_SWEEP_MS: "200",
+    QUEUE_TICK_MS: "20",
+    QUEUE_MAX_ACTIVE: "1000",
+    SHUTDOWN_GRACE_MS: "2000",
+    ...overrides,
+  };
+}
+
+/** One client per public service of a suite or a server process, sharing the transport. */
+export function apiOf(transport: Transport) {
+  const make = <T extends DescService>(service: T): Client<T> => createClient(service, transport);
+  return {
+    tokens: make(TokenService),
+    queue: make(QueueService),
+    concerts: make(ConcertService),
+    admin: make(ConcertAdminService),
+    reservations: make(ReservationService),
+    coordinator: make(CoordinatorService),
+    points: make(PointService),
+    payments: make(PaymentService),
+    tickets: make(TicketService),
+    scanner: make(TicketScannerService),
+  };
+}
+export type Api = ReturnType<typeof apiOf>;
+
+/** A fan's whole ledger (every page, `pageSize` at a time), newest first. */
+export async function ledgerOf(api: Pick<Api, "points">, auth: { headers: Record<string, string> }, pageSize = 100) {
+  const rows: { kind: string; amount: bigint; paymentId: string }[] = [];
+  let pageToken = "";
+  do {
+    const page = await api.points.listPointTransactions({ pageSize, pageToken }, auth);
+    rows.push(...page.transactions.map((t) => ({ kind: PointTransactionKind[t.kind], amount: t.amount, paymentId: t.paymentId })));
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return rows;
 }

@@ -13,6 +13,8 @@ import { beforeSale, checkSaleTimes, phaseOf, saleColumns, saleOf, type Sale, ty
 
 export const defaultSeatCount = 50;
 export const defaultSeatLimit = 4;
+/** Fans may cancel a paid booking until a day before its date starts, unless the concert says otherwise. */
+export const defaultCancelCutoffSeconds = 24 * 3600;
 
 export interface ScheduleDraft {
   startsAt: Date;
@@ -31,6 +33,8 @@ export interface ConcertDraft {
   /** Unset: when the last date starts. */
   saleClosesAt?: Date;
   seatLimit?: number;
+  /** Unset: defaultCancelCutoffSeconds. */
+  cancelCutoffSeconds?: number;
   /** Created as a draft, to be published later. */
   draft?: boolean;
   /** Makes the create idempotent: the same draft with it again answers the concert it created. */
@@ -52,6 +56,7 @@ export interface ConcertView {
   venue: string;
   listed: boolean;
   seatLimit: number;
+  cancelCutoffSeconds: number;
   seedCommitment: string;
   minPrice: number;
   maxPrice: number;
@@ -68,6 +73,7 @@ interface ConcertRow extends SaleRow {
   venue: string;
   listed: boolean;
   seat_limit: number;
+  cancel_cutoff_seconds: number;
   seed_commitment: string;
   min_price: string | number;
   max_price: string | number;
@@ -75,11 +81,11 @@ interface ConcertRow extends SaleRow {
   sold_out: boolean;
 }
 
-const concertColumns = `concert.id, concert.title, concert.venue, concert.listed, concert.seat_limit, concert.seed_commitment,
+const concertColumns = `concert.id, concert.title, concert.venue, concert.listed, concert.seat_limit, concert.cancel_cutoff_seconds, concert.seed_commitment,
   concert.min_price, concert.max_price, concert.cancel_reason, ${saleColumns}`;
 /** Every seat of the dates still to come is SOLD (true too when none is to come: the phase is PAST then). */
 const soldOut = `not exists (select 1 from "concert"."schedule" coming join "concert"."seat" seat on seat.schedule_id = coming.id
-  where coming.concert_id = concert.id and coming.starts_at > now() and seat.state <> 'SOLD') as sold_out`;
+  where coming.concert_id = concert.id and coming.starts_at > now() and coming.cancelled_at is null and seat.state <> 'SOLD') as sold_out`;
 
 function view(row: ConcertRow): ConcertView {
   const sale = saleOf(row);
@@ -90,6 +96,7 @@ function view(row: ConcertRow): ConcertView {
     venue: row.venue,
     listed: row.listed,
     seatLimit: row.seat_limit,
+    cancelCutoffSeconds: row.cancel_cutoff_seconds,
     seedCommitment: row.seed_commitment,
     minPrice: Number(row.min_price),
     maxPrice: Number(row.max_price),
@@ -125,6 +132,8 @@ function requestHash(draft: ConcertDraft): string {
     time(draft.saleClosesAt),
     draft.seatLimit ?? defaultSeatLimit,
     draft.draft ?? false,
+    // Appended only when given, so that a draft from before the cutoff existed hashes as it did.
+    ...(draft.cancelCutoffSeconds === undefined ? [] : [draft.cancelCutoffSeconds]),
   ];
   return createHash("sha256").update(JSON.stringify(canonical)).digest("hex");
 }
@@ -154,9 +163,9 @@ export async function createConcert(em: EntityManager, draft: ConcertDraft, now 
     `with opening as (select coalesce(?::timestamptz, now()) as sale_opens_at),
      concert as (
        insert into "concert"."concert" (id, title, venue, created_at, status, listed, prequeue_opens_at, sale_opens_at, sale_closes_at, seat_limit,
-                                        seed, seed_commitment, min_price, max_price, request_id, request_hash)
+                                        cancel_cutoff_seconds, seed, seed_commitment, min_price, max_price, request_id, request_hash)
        select ?, ?, ?, ?, ?, true, least(coalesce(?::timestamptz, opening.sale_opens_at), opening.sale_opens_at), opening.sale_opens_at, ?::timestamptz, ?,
-              ?, ?, ?, ?, ?, ?
+              ?, ?, ?, ?, ?, ?, ?
          from opening
        on conflict (request_id) do nothing
        returning id),
@@ -177,6 +186,7 @@ export async function createConcert(em: EntityManager, draft: ConcertDraft, now 
       draft.prequeueOpensAt ?? null,
       draft.saleClosesAt ?? null,
       draft.seatLimit ?? defaultSeatLimit,
+      draft.cancelCutoffSeconds ?? defaultCancelCutoffSeconds,
       seed.toString("hex"),
       createHash("sha256").update(seed).digest("hex"),
       Math.min(...prices),
@@ -218,18 +228,29 @@ export interface ScheduleRow {
   startsAt: Date;
   seatCount: number;
   available: number;
+  /** Cancelled by the organiser, with the reason fans are told. */
+  cancelled: boolean;
+  cancelReason: string;
 }
 
 /** A concert's dates, soonest first, with the seats free on each counted (none on a date that has started), in one query. */
 export async function schedulesOf(em: EntityManager, concertId: string): Promise<ScheduleRow[]> {
-  const rows = await em.execute<{ id: string; starts_at: string | Date; seat_count: number; available: string }[]>(
+  const rows = await em.execute<{ id: string; starts_at: string | Date; seat_count: number; available: string; cancel_reason: string | null; cancelled: boolean }[]>(
     `select schedule.id, schedule.starts_at, schedule.seat_count,
             (select count(*) from "concert"."seat" seat where seat.schedule_id = schedule.id and ${seatStateNow} = 'AVAILABLE'
-                and schedule.starts_at > now()) as available
+                and schedule.starts_at > now() and schedule.cancelled_at is null) as available,
+            schedule.cancel_reason, schedule.cancelled_at is not null as cancelled
        from "concert"."schedule" schedule where schedule.concert_id = ? order by schedule.starts_at, schedule.id`,
     [concertId],
   );
-  return rows.map((row) => ({ id: row.id, startsAt: new Date(row.starts_at), seatCount: row.seat_count, available: Number(row.available) }));
+  return rows.map((row) => ({
+    id: row.id,
+    startsAt: new Date(row.starts_at),
+    seatCount: row.seat_count,
+    available: Number(row.available),
+    cancelled: row.cancelled,
+    cancelReason: row.cancel_reason ?? "",
+  }));
 }
 
 export interface Supply {
@@ -243,15 +264,18 @@ export interface Supply {
   sold: number;
 }
 
-/** A concert's seats counted by state and its sale, in one query; undefined when there is no such concert. */
+/** A date whose seats count as supply: not cancelled by the organiser. */
+const onSaleDate = `schedule.cancelled_at is null`;
+
+/** A concert's seats counted by state (of the dates not cancelled) and its sale, in one query; undefined when there is no such concert. */
 export async function supplyOf(em: EntityManager, concertId: string): Promise<Supply | undefined> {
   const [row] = await em.execute<(SaleRow & { cancel_reason: string | null; total: string; available: string; held: string; sold: string; sold_out: boolean })[]>(
     `select concert.cancel_reason, ${saleColumns},
-            count(*) as total,
-            count(*) filter (where schedule.starts_at > now() and ${seatStateNow} = 'AVAILABLE') as available,
-            count(*) filter (where ${seatStateNow} = 'HELD') as held,
-            count(*) filter (where seat.state = 'SOLD') as sold,
-            count(*) filter (where schedule.starts_at > now() and seat.state <> 'SOLD') = 0 as sold_out
+            count(*) filter (where ${onSaleDate}) as total,
+            count(*) filter (where ${onSaleDate} and schedule.starts_at > now() and ${seatStateNow} = 'AVAILABLE') as available,
+            count(*) filter (where ${onSaleDate} and ${seatStateNow} = 'HELD') as held,
+            count(*) filter (where ${onSaleDate} and seat.state = 'SOLD') as sold,
+            count(*) filter (where ${onSaleDate} and schedule.starts_at > now() and seat.state <> 'SOLD') = 0 as sold_out
        from "concert"."concert" concert
        join "concert"."schedule" schedule on schedule.concert_id = concert.id
        join "concert"."seat" seat on seat.schedule_id = schedule.id
@@ -291,6 +315,7 @@ export interface ConcertChange {
   saleOpensAt?: Date;
   saleClosesAt?: Date | null;
   seatLimit?: number;
+  cancelCutoffSeconds?: number;
 }
 
 /**
@@ -312,8 +337,17 @@ export async function updateConcert(em: EntityManager, concertId: string, change
     };
     checkSaleTimes(times, concert.sale.firstStartsAt, concert.sale.lastStartsAt);
     await tx.execute(
-      `update "concert"."concert" set title = ?, venue = ?, prequeue_opens_at = ?, sale_opens_at = ?, sale_closes_at = ?, seat_limit = ? where id = ?`,
-      [change.title ?? concert.title, change.venue ?? concert.venue, times.prequeueOpensAt, times.saleOpensAt, times.saleClosesAt, change.seatLimit ?? concert.seatLimit, concertId],
+      `update "concert"."concert" set title = ?, venue = ?, prequeue_opens_at = ?, sale_opens_at = ?, sale_closes_at = ?, seat_limit = ?, cancel_cutoff_seconds = ? where id = ?`,
+      [
+        change.title ?? concert.title,
+        change.venue ?? concert.venue,
+        times.prequeueOpensAt,
+        times.saleOpensAt,
+        times.saleClosesAt,
+        change.seatLimit ?? concert.seatLimit,
+        change.cancelCutoffSeconds ?? concert.cancelCutoffSeconds,
+        concertId,
+      ],
     );
     return concert;
   });
@@ -345,30 +379,4 @@ export async function publishConcert(em: EntityManager, concertId: string): Prom
 export async function listConcert(em: EntityManager, concertId: string, listed: boolean): Promise<{ changed: boolean; after: ConcertView }> {
   const changed = await em.execute<{ id: string }[]>(`update "concert"."concert" set listed = ? where id = ? and listed <> ? returning id`, [listed, concertId, listed]);
   return { changed: changed.length > 0, after: await concertNow(em, concertId) };
-}
-
-/**
- * Cancels a concert unless a seat of it is sold, in one short transaction;
- * idempotent. The statement that sells (Holds.confirm) takes the concert row
- * FOR KEY SHARE: once it is locked FOR UPDATE here, no sale is in flight and
- * none starts until this commits (and then it finds the concert cancelled). The
- * statement that cancels, with its snapshot taken after the lock, so sees every
- * sale there is and cancels only if there is none.
- */
-export async function cancelConcert(em: EntityManager, concertId: string, reason: string): Promise<{ changed: boolean; after: ConcertView }> {
-  const changed = await em.transactional(async (tx) => {
-    const [locked] = await tx.execute<{ status: string }[]>(`select status from "concert"."concert" where id = ? for update`, [concertId]);
-    if (!locked) throw new NotFound(Reason.CONCERT_NOT_FOUND, `no concert with id ${concertId}`);
-    if (locked.status === "CANCELLED") return false;
-    const cancelled = await tx.execute<{ id: string }[]>(
-      `update "concert"."concert" concert set status = 'CANCELLED', cancel_reason = ?, cancelled_at = now()
-        where concert.id = ? and not exists (select 1 from "concert"."schedule" schedule join "concert"."seat" seat on seat.schedule_id = schedule.id
-                                               where schedule.concert_id = concert.id and seat.state = 'SOLD')
-        returning concert.id`,
-      [reason, concertId],
-    );
-    if (cancelled.length === 0) throw new Refused(Reason.CONCERT_HAS_SALES, "seats of the concert are sold: it cannot be cancelled while they are");
-    return true;
-  });
-  return { changed, after: await concertNow(em, concertId) };
 }

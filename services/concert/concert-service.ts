@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   ConcertAdminService as ConcertAdminServiceDesc,
@@ -8,6 +8,7 @@ import {
   ConcertService as ConcertServiceDesc,
   SeatState,
   type CancelConcertRequest,
+  type CancelScheduleRequest,
   type ConcertSchema,
   type CreateConcertRequest,
   type GetConcertSupplyRequest,
@@ -24,8 +25,8 @@ import { entityManager } from "../platform/database.js";
 import { Forbidden, InvalidInput, NotFound, Reason } from "../platform/errors.js";
 import { audit } from "../platform/log.js";
 import { check } from "../platform/validate.js";
+import type { Cancellations } from "./cancellations.js";
 import {
-  cancelConcert,
   concertNow,
   concertsWhere,
   createConcert,
@@ -55,6 +56,8 @@ function scheduleMessage(concertId: string, schedule: ScheduleRow) {
     startsAt: timestampFromDate(schedule.startsAt),
     availableSeats: schedule.available,
     totalSeats: schedule.seatCount,
+    cancelled: schedule.cancelled,
+    cancelReason: schedule.cancelReason,
   };
 }
 
@@ -75,11 +78,20 @@ function concertMessage(concert: ConcertView): MessageInitShape<typeof ConcertSc
     seatLimit: concert.seatLimit,
     seedCommitment: concert.seedCommitment,
     listed: concert.listed,
+    cancelCutoff: { seconds: BigInt(concert.cancelCutoffSeconds) },
   };
 }
 
 /** What an operator's change is audited as: the concert's settings and sale (never its seed). */
-const audited = ({ title, venue, listed, seatLimit, cancelReason, sale }: ConcertView) => ({ title, venue, listed, seatLimit, cancelReason, ...sale });
+const audited = ({ title, venue, listed, seatLimit, cancelCutoffSeconds, cancelReason, sale }: ConcertView) => ({
+  title,
+  venue,
+  listed,
+  seatLimit,
+  cancelCutoffSeconds,
+  cancelReason,
+  ...sale,
+});
 
 const onSale = (concert: ConcertView) => concert.phase === ConcertPhase.ON_SALE || concert.phase === ConcertPhase.SOLD_OUT;
 
@@ -91,6 +103,14 @@ function catalogOrder(a: ConcertView, b: ConcertView): number {
 }
 
 const optionalTime = (value: Timestamp | undefined, field: string) => (value === undefined ? undefined : check.time(value, field));
+
+const maxCancelCutoffSeconds = 365 * 24 * 3600;
+/** A cancellation cutoff in whole seconds, 0..365 days; undefined when unset. */
+function optionalCutoff(value: Duration | undefined, field: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (value.nanos !== 0) throw new InvalidInput(field, "must be whole seconds");
+  return check.integer(Number(value.seconds), field, 0, maxCancelCutoffSeconds);
+}
 
 export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
   constructor(private readonly maps: SeatMaps) {}
@@ -152,6 +172,8 @@ export class ConcertInternalService implements ServiceImpl<typeof ConcertInterna
 }
 
 export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServiceDesc> {
+  constructor(private readonly cancellations: Cancellations) {}
+
   async createConcert(req: CreateConcertRequest, ctx: HandlerContext) {
     let requestId: string | undefined;
     if (req.requestId !== "") {
@@ -171,6 +193,7 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
       saleOpensAt: optionalTime(req.saleOpensAt, "sale_opens_at"),
       saleClosesAt: optionalTime(req.saleClosesAt, "sale_closes_at"),
       seatLimit: req.seatLimit === 0 ? defaultSeatLimit : check.integer(req.seatLimit, "seat_limit", 1, 100),
+      cancelCutoffSeconds: optionalCutoff(req.cancelCutoff, "cancel_cutoff"),
       draft: req.draft,
       requestId,
     });
@@ -190,6 +213,7 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
       saleOpensAt: optionalTime(req.saleOpensAt, "sale_opens_at"),
       saleClosesAt: req.clearSaleClosesAt ? null : optionalTime(req.saleClosesAt, "sale_closes_at"),
       seatLimit: req.seatLimit === undefined ? undefined : check.integer(req.seatLimit, "seat_limit", 1, 100),
+      cancelCutoffSeconds: optionalCutoff(req.cancelCutoff, "cancel_cutoff"),
     });
     audit(ctx, { subject: `concert ${concertId}`, before: audited(before), after: audited(after) });
     return { concert: concertMessage(after) };
@@ -209,7 +233,19 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
 
   cancelConcert(req: CancelConcertRequest, ctx: HandlerContext) {
     const reason = check.text(req.reason, "reason", { min: 0, max: 500 });
-    return this.#change(ctx, req.concertId, (em, id) => cancelConcert(em, id, reason));
+    return this.#change(ctx, req.concertId, (em, id) => this.cancellations.cancelConcert(em, id, reason));
+  }
+
+  async cancelSchedule(req: CancelScheduleRequest, ctx: HandlerContext) {
+    const scheduleId = check.id(req.scheduleId, "schedule_id");
+    const reason = check.text(req.reason, "reason", { min: 0, max: 500 });
+    const em = entityManager(ctx);
+    const { changed, cancelledBookings, concertId } = await this.cancellations.cancelSchedule(em, scheduleId, reason);
+    const schedule = (await schedulesOf(em, concertId)).find((date) => date.id === scheduleId)!;
+    if (changed) {
+      audit(ctx, { subject: `schedule ${scheduleId}`, after: { cancelled: true, cancelReason: schedule.cancelReason, cancelledBookings } });
+    }
+    return { schedule: scheduleMessage(concertId, schedule), cancelledBookings };
   }
 
   /** A change that is idempotent: audited when it changed something, answered with the concert now either way. */

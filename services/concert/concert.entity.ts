@@ -31,6 +31,8 @@ export const Concert = defineEntity({
     requestHash: p.string().length(64).nullable(),
     cancelReason: p.string().length(500).nullable(),
     cancelledAt: p.datetime().nullable(),
+    /** Fans may cancel a paid booking until this many seconds before its date starts. */
+    cancelCutoffSeconds: p.integer().default(86400),
   },
 });
 
@@ -44,6 +46,9 @@ export const Schedule = defineEntity({
     concert: () => p.manyToOne(Concert).index(),
     startsAt: p.datetime(),
     seatCount: p.integer(),
+    /** Set when the organiser cancelled the date: nothing of it is held or sold any more. */
+    cancelReason: p.string().length(500).nullable(),
+    cancelledAt: p.datetime().nullable(),
   },
 });
 
@@ -79,7 +84,7 @@ export const Seat = defineEntity({
   },
 });
 
-export const holdStates = ["HELD", "CONFIRMED", "RELEASED", "EXPIRED"] as const;
+export const holdStates = ["HELD", "CONFIRMED", "RELEASED", "EXPIRED", "CANCELLED"] as const;
 export type HoldState = (typeof holdStates)[number];
 
 /**
@@ -95,6 +100,8 @@ export const Hold = defineEntity({
   indexes: [
     { name: "hold_user_newest_index", properties: ["userId", "createdAt", "id"] },
     { name: "hold_expiry_index", properties: ["expiresAt"], where: `"state" = 'HELD'` },
+    // The refund run's to-do list: bookings cancelled whose points are not back yet.
+    { name: "hold_refund_due_index", properties: ["cancelledAt"], where: `"state" = 'CANCELLED' and "refunded_at" is null` },
   ],
   uniques: [
     // At most one live hold per fan and date; a HELD row past its end is marked EXPIRED before a new hold is written.
@@ -118,6 +125,10 @@ export const Hold = defineEntity({
      * hold row itself, so that any change to the booking conditional on this column meets every scan on the row.
      */
     usedSeats: p.array<number>().columnType("int[]").defaultRaw(`'{}'`),
+    /** While CANCELLED: why (for the fan), when, and when its payment's points came back (null: a refund still to do). */
+    cancelReason: p.string().length(500).nullable(),
+    cancelledAt: p.datetime().nullable(),
+    refundedAt: p.datetime().nullable(),
   },
 });
 

@@ -18,6 +18,10 @@ export interface HoldRecord {
   expiresAt: Date;
   createdAt: Date;
   paymentId: string | null | undefined;
+  /** While CANCELLED: why, when, and when the points came back (unset: the refund is still to do). */
+  cancelReason?: string | null;
+  cancelledAt?: Date | null;
+  refundedAt?: Date | null;
 }
 
 /**
@@ -37,6 +41,14 @@ const seatsOfFan = (concertId: string) => `(select coalesce(sum(jsonb_array_leng
 /** A hold record's state now: HELD past expires_at reads EXPIRED. */
 export function holdStateNow(hold: Pick<HoldRecord, "state" | "expiresAt">, now = Date.now()): HoldState {
   return heldPastItsEnd(hold.state, hold.expiresAt.getTime(), now) ? "EXPIRED" : hold.state;
+}
+
+/** A CTE (to follow others) that frees the seats of the holds of `from` still HELD (or, for bookings cancelled, SOLD) for them. */
+export function freeSeatsOf(from: string, state: "HELD" | "SOLD" = "HELD"): string {
+  return `, freed as (
+         update "concert"."seat" seat set state = 'AVAILABLE', reservation_id = null, held_until = null
+           from ${from} where seat.schedule_id = ${from}.schedule_id and seat.reservation_id = ${from}.id and seat.state = '${state}'
+         returning seat.schedule_id)`;
 }
 
 /** Told when seats of a concert are free again (the queue then admits at once). */
@@ -62,14 +74,17 @@ export interface Confirmation {
   amount?: number;
 }
 
-const columns = `id, user_id, concert_id, schedule_id, seat_numbers, amount, state, expires_at, created_at, payment_id`;
+/** The columns a new hold is inserted with. */
+const insertedColumns = `id, user_id, concert_id, schedule_id, seat_numbers, amount, state, expires_at, created_at, payment_id`;
+/** What a hold record is read with. */
+export const columns = `${insertedColumns}, cancel_reason, cancelled_at, refunded_at`;
 /** The same, qualified by the table's alias, for statements that join. */
-const holdColumns = columns
+export const holdColumns = columns
   .split(", ")
   .map((column) => `hold.${column}`)
   .join(", ");
 
-interface HoldRow {
+export interface HoldRow {
   id: string;
   user_id: string;
   concert_id: string;
@@ -80,9 +95,14 @@ interface HoldRow {
   expires_at: string | Date;
   created_at: string | Date;
   payment_id: string | null;
+  cancel_reason: string | null;
+  cancelled_at: string | Date | null;
+  refunded_at: string | Date | null;
 }
 
-function record(row: HoldRow): HoldRecord {
+const dateOrNull = (value: string | Date | null) => (value === null ? null : new Date(value));
+
+export function record(row: HoldRow): HoldRecord {
   return {
     id: row.id,
     userId: row.user_id,
@@ -94,8 +114,14 @@ function record(row: HoldRow): HoldRecord {
     expiresAt: new Date(row.expires_at),
     createdAt: new Date(row.created_at),
     paymentId: row.payment_id,
+    cancelReason: row.cancel_reason,
+    cancelledAt: dateOrNull(row.cancelled_at),
+    refundedAt: dateOrNull(row.refunded_at),
   };
 }
+
+const dateCancelled = (date: { date_cancelled: boolean }) =>
+  date.date_cancelled ? new Refused(Reason.SCHEDULE_CANCELLED, "that date was cancelled by the organiser") : undefined;
 
 /**
  * Seat holds, the story of the seed's temporary assignment: hold seats for a
@@ -150,7 +176,7 @@ export class Holds {
              from free
             where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
            returning seat.number, seat.price, seat.held_until)
-         insert into "concert"."hold" (${columns})
+         insert into "concert"."hold" (${insertedColumns})
          select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
            from taken having count(*) = ?
          returning ${columns}`,
@@ -220,25 +246,17 @@ export class Holds {
     const stale = await em.getConnection().execute<{ id: string }[]>(
       `with expired as (
          update "concert"."hold" hold set state = 'EXPIRED' where user_id = ? and schedule_id = ? and state = 'HELD' and expires_at <= now() returning id, schedule_id)
-       ${this.#freeSeatsOf("expired")}
+       ${freeSeatsOf("expired")}
        select id from expired`,
       [userId, scheduleId],
     );
     return stale.length;
   }
 
-  /** A CTE (to follow others) that frees the seats still held for the holds of `from`. */
-  #freeSeatsOf(from: string): string {
-    return `, freed as (
-         update "concert"."seat" seat set state = 'AVAILABLE', reservation_id = null, held_until = null
-           from ${from} where seat.schedule_id = ${from}.schedule_id and seat.reservation_id = ${from}.id and seat.state = 'HELD'
-         returning seat.schedule_id)`;
-  }
-
   /** A date, its concert's sale and the fan's seats of it (held or owned), and which of `seatNumbers` are taken now. */
   async #dateOf(em: EntityManager, scheduleId: string, userId: string, seatNumbers: number[]) {
-    const [date] = await em.getConnection().execute<(SaleRow & { concert_id: string; seat_count: number; starts_at: string | Date; seat_limit: number; owned: string; taken: number[] | null })[]>(
-      `select schedule.concert_id, schedule.seat_count, schedule.starts_at, concert.seat_limit, ${saleColumns},
+    const [date] = await em.getConnection().execute<(SaleRow & { concert_id: string; seat_count: number; starts_at: string | Date; date_cancelled: boolean; seat_limit: number; owned: string; taken: number[] | null })[]>(
+      `select schedule.concert_id, schedule.seat_count, schedule.starts_at, schedule.cancelled_at is not null as date_cancelled, concert.seat_limit, ${saleColumns},
               ${seatsOfFan("concert.id")} as owned,
               (select array_agg(seat.number order by seat.number) from "concert"."seat" seat
                 where seat.schedule_id = schedule.id and seat.number = any(?::int[]) and not ${seatFree}) as taken
@@ -253,7 +271,7 @@ export class Holds {
     const date = await this.#dateOf(em, request.scheduleId, request.userId, request.seatNumbers);
     if (!date) return new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${request.scheduleId}`);
     if (date.concert_id !== request.concertId) return new Refused(Reason.NOT_ADMITTED, "that date belongs to another concert");
-    const closed = holdRefusal(date.sale, date.startsAt, date.now);
+    const closed = dateCancelled(date) ?? holdRefusal(date.sale, date.startsAt, date.now);
     if (closed) return closed;
     const missing = request.seatNumbers.filter((n) => n > date.seat_count);
     if (missing.length > 0) {
@@ -288,13 +306,13 @@ export class Holds {
     const [row] = await em.getConnection().execute<HoldRow[]>(
       `with released as (
          update "concert"."hold" hold set state = 'RELEASED' where id = ? and user_id = ? and ${holdLive} returning ${columns})
-       ${this.#freeSeatsOf("released")}
+       ${freeSeatsOf("released")}
        select * from released`,
       [reservationId, userId],
     );
     if (!row) {
       const hold = await this.get(em, userId, reservationId);
-      if (hold.state === "CONFIRMED") throw new Refused(Reason.RESERVATION_CONFIRMED, "a paid reservation cannot be released");
+      if (hold.state === "CONFIRMED") throw new Refused(Reason.RESERVATION_CONFIRMED, "a paid reservation cannot be released; cancel it instead");
       return hold;
     }
     const released = record(row);
@@ -311,9 +329,9 @@ export class Holds {
    * changes. It first waits for the fan's holds of the concert (the per-fan
    * limit's lock) and then judges the hold live by the clock at that moment: a
    * hold sold just as it runs out cannot count twice with a new hold made just
-   * after. The concert row is taken FOR KEY SHARE, which only a cancel's
-   * FOR UPDATE waits for (catalog.ts): a sale and a cancel never pass each
-   * other. Seats already SOLD to the hold count (a hold carried over from the
+   * after. The concert and date rows are taken FOR KEY SHARE, which only a
+   * cancel's FOR UPDATE waits for (cancellations.ts): a sale and a cancel of
+   * its concert or date never pass each other. Seats already SOLD to the hold count (a hold carried over from the
    * old layout, whose seats were sold before its record was; now a hold's seats
    * are SOLD only with it CONFIRMED). Idempotent per payment.
    */
@@ -330,7 +348,7 @@ export class Holds {
          select concert.id from live join "concert"."schedule" schedule on schedule.id = live.schedule_id
            join "concert"."concert" concert on concert.id = schedule.concert_id
           where ${sellableNow}
-          for key share of concert),
+          for key share of schedule, concert),
        held as (
          select seat.schedule_id, seat.number from "concert"."seat" seat join live on seat.schedule_id = live.schedule_id
           where seat.reservation_id = live.id and seat.state in ('HELD', 'SOLD')
@@ -358,8 +376,9 @@ export class Holds {
       throw new Refused(Reason.RESERVATION_CONFIRMED, "the reservation is already paid for by another payment");
     }
     if (state === "RELEASED") throw new Refused(Reason.HOLD_RELEASED, "the hold was released; its seats are free again");
+    if (state === "CANCELLED") throw new Refused(Reason.RESERVATION_CANCELLED, "the booking was cancelled");
     const date = await this.#dateOf(em, hold.scheduleId, userId, []);
-    const unsellable = date && saleRefusal(date.sale, date.startsAt, date.now);
+    const unsellable = date && (dateCancelled(date) ?? saleRefusal(date.sale, date.startsAt, date.now));
     if (unsellable) throw unsellable;
     if (state === "HELD" && amount !== undefined && amount !== hold.amount) {
       throw new Refused(Reason.AMOUNT_MISMATCH, `the reservation costs ${hold.amount} points, not ${amount}`);
@@ -378,7 +397,7 @@ export class Holds {
          update "concert"."hold" set state = 'EXPIRED'
           where id in (select id from "concert"."hold" where state = 'HELD' and expires_at <= now() order by expires_at limit ? for update skip locked)
          returning id, concert_id, schedule_id)
-       ${this.#freeSeatsOf("expired")}
+       ${freeSeatsOf("expired")}
        select id, concert_id, schedule_id from expired`,
       [batch],
     );

@@ -3,6 +3,7 @@ import {
   ConcertInternalService as ConcertInternalServiceDesc,
   ConcertService as ConcertServiceDesc,
 } from "../../gen/boxoffice/concert/v1/concert_pb.js";
+import { PaymentInternalService } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { QueueInternalService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationInternalService, ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TicketScannerService, TicketService } from "../../gen/boxoffice/ticket/v1/ticket_pb.js";
@@ -20,7 +21,9 @@ import { Migration20261124020000_seat_notify } from "./migrations/Migration20261
 import { Migration20261201000000_holds } from "./migrations/Migration20261201000000_holds.js";
 import { Migration20261202000000_sale_events } from "./migrations/Migration20261202000000_sale_events.js";
 import { Migration20261202200000_tickets } from "./migrations/Migration20261202200000_tickets.js";
-import { queueSupplyAnnouncer } from "./neighbours.js";
+import { Migration20261203000000_cancellations } from "./migrations/Migration20261203000000_cancellations.js";
+import { queueSupplyAnnouncer, refundsPort } from "./neighbours.js";
+import { Cancellations } from "./cancellations.js";
 import { ReservationHandlers, ReservationInternalHandlers } from "./reservation-service.js";
 import { SeatMaps } from "./seat-maps.js";
 import { TicketHandlers, TicketScannerHandlers } from "./ticket-service.js";
@@ -41,6 +44,7 @@ export const concertModule: ServiceModule = {
       Migration20261201000000_holds,
       Migration20261202000000_sale_events,
       Migration20261202200000_tickets,
+      Migration20261203000000_cancellations,
     ],
     // The longest a hold waits for another hold on the same seats before it is refused.
     settings: { lock_timeout: "2s" },
@@ -51,16 +55,20 @@ export const concertModule: ServiceModule = {
     rowsByState(metrics, "boxoffice_seats", "Seats of every date by state (SOLD: the sales)", byState("seat"));
     // On a shared PostgreSQL other instances change seats too: cache seat maps only while hearing their notifications.
     const maps = new SeatMaps(config.databaseUrl !== undefined);
-    const holds = new Holds(maps, queueSupplyAnnouncer(clients.for(QueueInternalService)), config.holdMs);
+    const supply = queueSupplyAnnouncer(clients.for(QueueInternalService));
+    const holds = new Holds(maps, supply, config.holdMs);
+    const cancellations = new Cancellations(maps, supply, refundsPort(clients.for(PaymentInternalService)));
     const tickets = new Tickets(new TicketCodes(config.tokenSecret));
     const sweeper = new Repeating("hold sweeper", config.holdSweepMs, () => holds.sweep(orm!.em.fork()));
+    // Refunds that a crash or an outage interrupted: the cancelled bookings whose points are not back yet.
+    const refundRun = new Repeating("refund run", config.refundRunMs, () => cancellations.refundDue(orm!.em.fork()));
     let listening: Listening | undefined;
     return {
       implementations: [
         implementation(ConcertServiceDesc, new ConcertService(maps)),
         implementation(ConcertInternalServiceDesc, new ConcertInternalService()),
-        implementation(ConcertAdminServiceDesc, new ConcertAdminService()),
-        implementation(ReservationService, new ReservationHandlers(holds)),
+        implementation(ConcertAdminServiceDesc, new ConcertAdminService(cancellations)),
+        implementation(ReservationService, new ReservationHandlers(holds, cancellations)),
         implementation(ReservationInternalService, new ReservationInternalHandlers(holds)),
         implementation(TicketService, new TicketHandlers(tickets)),
         implementation(TicketScannerService, new TicketScannerHandlers(tickets)),
@@ -74,9 +82,13 @@ export const concertModule: ServiceModule = {
         }
         if (config.seedDemo && (await seedDemo(orm!))) logger("concert").info("loaded the demo concerts");
         sweeper.start();
+        refundRun.start();
+        // What a crash left to refund is taken up at once, not a REFUND_RUN_MS later.
+        cancellations.startRun(orm!.em.fork());
       },
       stop: async () => {
-        await sweeper.stop();
+        await Promise.all([sweeper.stop(), refundRun.stop()]);
+        await cancellations.idle();
         await listening?.close();
       },
     };

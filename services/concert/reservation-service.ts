@@ -12,6 +12,7 @@ import {
   type ListReservationsRequest,
   type Reservation as ReservationMessage,
   type ReleaseHoldRequest,
+  type CancelReservationRequest,
   type ReleaseUserHoldRequest,
   type ReservationInternalService,
   type ReservationService,
@@ -19,6 +20,7 @@ import {
 import { admission, caller } from "../platform/access.js";
 import { entityManager } from "../platform/database.js";
 import { check } from "../platform/validate.js";
+import type { Cancellations } from "./cancellations.js";
 import { holdStateNow, type HoldRecord, type Holds } from "./holds.js";
 
 const states = {
@@ -26,6 +28,7 @@ const states = {
   CONFIRMED: ReservationState.CONFIRMED,
   RELEASED: ReservationState.RELEASED,
   EXPIRED: ReservationState.EXPIRED,
+  CANCELLED: ReservationState.CANCELLED,
 } as const;
 
 /** A hold as the contract's reservation; a HELD one past expires_at reads EXPIRED. */
@@ -41,12 +44,18 @@ export function reservationMessage(hold: HoldRecord): ReservationMessage {
     userId: hold.userId,
     createdAt: timestampFromDate(hold.createdAt),
     paymentId: hold.paymentId ?? "",
+    cancelReason: hold.cancelReason ?? "",
+    cancelledAt: hold.cancelledAt ? timestampFromDate(hold.cancelledAt) : undefined,
+    refundedAt: hold.refundedAt ? timestampFromDate(hold.refundedAt) : undefined,
   });
 }
 
 /** The fan-facing reservations, served beside the seats they hold. */
 export class ReservationHandlers implements ServiceImpl<typeof ReservationService> {
-  constructor(private readonly holds: Holds) {}
+  constructor(
+    private readonly holds: Holds,
+    private readonly cancellations: Cancellations,
+  ) {}
 
   async holdSeats(req: HoldSeatsRequest, ctx: HandlerContext) {
     const admitted = admission(ctx);
@@ -71,6 +80,11 @@ export class ReservationHandlers implements ServiceImpl<typeof ReservationServic
 
   async releaseHold(req: ReleaseHoldRequest, ctx: HandlerContext) {
     const hold = await this.holds.release(entityManager(ctx), caller(ctx).userId, check.id(req.reservationId, "reservation_id"));
+    return { reservation: reservationMessage(hold) };
+  }
+
+  async cancelReservation(req: CancelReservationRequest, ctx: HandlerContext) {
+    const hold = await this.cancellations.cancelByFan(entityManager(ctx), caller(ctx).userId, check.id(req.reservationId, "reservation_id"));
     return { reservation: reservationMessage(hold) };
   }
 }

@@ -47,9 +47,9 @@ export function saleEndsAt(sale: Sale): Date {
  * `holdRefusal` below is undefined (prequeue_opens_at is never after sale_opens_at).
  */
 export const holdableNow = `(concert.status = 'PUBLISHED' and concert.sale_opens_at <= now()
-  and (concert.sale_closes_at is null or concert.sale_closes_at > now()) and schedule.starts_at > now())`;
-/** And for the statement that sells them: the concert is not cancelled and the date has not started. */
-export const sellableNow = `(concert.status <> 'CANCELLED' and schedule.starts_at > now())`;
+  and (concert.sale_closes_at is null or concert.sale_closes_at > now()) and schedule.starts_at > now() and schedule.cancelled_at is null)`;
+/** And for the statement that sells them: the concert and the date are not cancelled and the date has not started. */
+export const sellableNow = `(concert.status <> 'CANCELLED' and schedule.starts_at > now() and schedule.cancelled_at is null)`;
 
 /** Why seats of a date starting at `startsAt` cannot be sold now (a held seat is sold until the date starts); undefined when they can. */
 export function saleRefusal(sale: Sale, startsAt: Date, now: Date): Refused | undefined {

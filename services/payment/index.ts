@@ -7,6 +7,7 @@ import { rowsByState } from "../platform/metrics.js";
 import { implementation, type ServiceModule } from "../platform/suite.js";
 import { Migration20261124040000_payments } from "./migrations/Migration20261124040000_payments.js";
 import { Migration20261124050000_payment_lease } from "./migrations/Migration20261124050000_payment_lease.js";
+import { Migration20261203010000_payment_refunds } from "./migrations/Migration20261203010000_payment_refunds.js";
 import { pointsPort, reservationsPort, sessionsPort } from "./neighbours.js";
 import { Payment } from "./payment.entity.js";
 import { PaymentAdminHandlers, PaymentHandlers, PaymentInternalHandlers } from "./payment-service.js";
@@ -16,7 +17,7 @@ import { Payments } from "./payments.js";
 export const paymentModule: ServiceModule = {
   name: "payment",
   serves: [PaymentService, PaymentInternalService, PaymentAdminService],
-  database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments, Migration20261124050000_payment_lease] },
+  database: { schema: "payment", entities: [Payment], migrations: [Migration20261124040000_payments, Migration20261124050000_payment_lease, Migration20261203010000_payment_refunds] },
   create: ({ config, orm, clients, metrics }) => {
     const { paymentRecoveryMs } = config;
     rowsByState(metrics, "boxoffice_payments", "Payments by state (PENDING: being driven or waiting for recovery)", () =>

@@ -8,6 +8,7 @@ import {
   type ListPaymentsRequest,
   type PayForUserRequest,
   type PayRequest,
+  type RefundPaymentRequest,
   type Payment as PaymentMessage,
   type PaymentAdminService,
   type PaymentInternalService,
@@ -21,7 +22,7 @@ import { check } from "../platform/validate.js";
 import { Payment } from "./payment.entity.js";
 import type { Paid, PaymentRecord, Payments } from "./payments.js";
 
-const states = { PENDING: PaymentState.PENDING, SUCCEEDED: PaymentState.SUCCEEDED, FAILED: PaymentState.FAILED } as const;
+const states = { PENDING: PaymentState.PENDING, SUCCEEDED: PaymentState.SUCCEEDED, FAILED: PaymentState.FAILED, REFUNDED: PaymentState.REFUNDED } as const;
 
 export function paymentMessage(payment: PaymentRecord): PaymentMessage {
   return create(PaymentSchema, {
@@ -89,18 +90,28 @@ export class PaymentInternalHandlers implements ServiceImpl<typeof PaymentIntern
     });
     return answer(paid);
   }
+
+  async refundPayment(req: RefundPaymentRequest, ctx: HandlerContext) {
+    const payment = await this.payments.refund(entityManager(ctx), {
+      userId: check.id(req.userId, "user_id"),
+      paymentId: check.id(req.paymentId, "payment_id"),
+      reservationId: check.id(req.reservationId, "reservation_id"),
+    });
+    return { payment: paymentMessage(payment) };
+  }
 }
 
 /** Operators' view of the payments: counts by state per concert. */
 export class PaymentAdminHandlers implements ServiceImpl<typeof PaymentAdminService> {
   async listPaymentCounts(_req: unknown, ctx: HandlerContext) {
-    const rows = await entityManager(ctx).getConnection().execute<{ concert_id: string; pending: string; succeeded: string; failed: string }[]>(
+    const rows = await entityManager(ctx).getConnection().execute<{ concert_id: string; pending: string; succeeded: string; failed: string; refunded: string }[]>(
       `select concert_id,
               count(*) filter (where state = 'PENDING') as pending,
               count(*) filter (where state = 'SUCCEEDED') as succeeded,
-              count(*) filter (where state = 'FAILED') as failed
+              count(*) filter (where state = 'FAILED') as failed,
+              count(*) filter (where state = 'REFUNDED') as refunded
          from "payment"."payment" group by concert_id order by concert_id`,
     );
-    return { concerts: rows.map((row) => ({ concertId: row.concert_id, pending: Number(row.pending), succeeded: Number(row.succeeded), failed: Number(row.failed) })) };
+    return { concerts: rows.map((row) => ({ concertId: row.concert_id, pending: Number(row.pending), succeeded: Number(row.succeeded), failed: Number(row.failed), refunded: Number(row.refunded) })) };
   }
 }

@@ -1,6 +1,6 @@
 import { defineEntity, p } from "@mikro-orm/postgresql";
 
-export const paymentStates = ["PENDING", "SUCCEEDED", "FAILED"] as const;
+export const paymentStates = ["PENDING", "SUCCEEDED", "FAILED", "REFUNDED"] as const;
 export type PaymentState = (typeof paymentStates)[number];
 
 /** A payment for one reservation, and where its saga stands. */

@@ -162,6 +162,31 @@ export class Payments {
     return this.#single(paymentId, () => this.#claimAndRun(em.fork(), paymentId, !skipIfBusy));
   }
 
+  /**
+   * Gives back the points of a payment whose booking was cancelled, and marks
+   * it REFUNDED. The ledger refunds a payment at most once (its unique index),
+   * so any number of calls, concurrent or after a crash, move the points once;
+   * the mark is one conditional statement. A payment still PENDING is driven
+   * first (its confirm then finds the booking cancelled, and a failed payment
+   * is refunded by the saga itself); one that cannot settle now is an outage,
+   * retried by the caller. Nothing is held open while the point service is called.
+   */
+  async refund(em: EntityManager, request: { userId: string; paymentId: string; reservationId: string }): Promise<PaymentRecord> {
+    let payment = await em.fork().findOne(Payment, { id: request.paymentId, userId: request.userId, reservationId: request.reservationId });
+    if (!payment) throw new NotFound(Reason.PAYMENT_NOT_FOUND, `no payment ${request.paymentId} of that user for that reservation`);
+    if (payment.state === "PENDING") payment = (await this.drive(em, payment.id)).payment;
+    if (payment.state === "PENDING") throw new DependencyDown(`payment ${payment.id} is still being settled; retry later`);
+    if (payment.state !== "SUCCEEDED") return payment;
+    const reservation = await this.neighbours.reservations.get(payment.userId, payment.reservationId);
+    if (reservation.state !== ReservationState.CANCELLED) throw new Refused(Reason.RESERVATION_CONFIRMED, "the booking is not cancelled: its payment is not refunded");
+    await this.neighbours.points.refund(payment.userId, payment.id);
+    const [row] = await em
+      .getConnection()
+      .execute(`update ${table} set "state" = 'REFUNDED', updated_at = now() where id = ? and "state" = 'SUCCEEDED' returning *`, [payment.id]);
+    if (row) paymentLog.info({ paymentId: payment.id }, `payment ${payment.id}: refunded, its booking was cancelled`);
+    return row ? em.map(Payment, row) : em.fork().findOneOrFail(Payment, { id: payment.id });
+  }
+
   /** Payments left PENDING (or with a session to end) for longer than `olderThanMs`, and driven by no one: drive each again. */
   async recover(em: EntityManager, olderThanMs: number, batch = 100): Promise<number> {
     const stale = await em.getConnection().execute<{ id: string }[]>(
@@ -332,7 +357,7 @@ export class Payments {
     const changed = next.state !== payment.state || next.sessionToEnd !== payment.sessionToEnd;
     const [row] = await em.getConnection().execute(
       `update ${table}
-          set "state" = ?, failure_reason = ?, failure_message = ?, session_to_end = ?, driven_until = null,
+          set "state" = case when "state" = 'REFUNDED' then "state" else ? end, failure_reason = ?, failure_message = ?, session_to_end = ?, driven_until = null,
               updated_at = case when ? then now() else updated_at end
         where id = ? and driven_until = ?::timestamptz
        returning *`,

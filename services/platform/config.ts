@@ -63,6 +63,8 @@ export interface Config extends Secrets {
   holdMs: number;
   /** How often expired holds are tidied up and announced. */
   holdSweepMs: number;
+  /** How often the concert service's refund run looks for cancelled bookings whose points are not back yet. */
+  refundRunMs: number;
   /** Longest a payment stays PENDING after a crash or outage before recovery settles it. */
   paymentRecoveryMs: number;
   /** Abuse limits per client address and per user (rate-limit.ts). */
@@ -374,6 +376,7 @@ export function loadConfig(env: Env = process.env): Config {
     holdMs: 1000 * integer(env, "HOLD_SECONDS", 300, 1, 3600),
     holdSweepMs: integer(env, "HOLD_SWEEP_MS", 1000, 10, 60_000),
     paymentRecoveryMs: integer(env, "PAYMENT_RECOVERY_MS", 30_000, 100, 3_600_000),
+    refundRunMs: integer(env, "REFUND_RUN_MS", 5_000, 10, 3_600_000),
     limits: rateLimits(env),
     accounts: accounts(env),
     queue: {

@@ -104,8 +104,11 @@ export class AdmissionWorker {
     // A tick waits at most one tick's length for the supply, then goes on with the last one known,
     // if that is recent: while the concert service is down for longer, the line waits.
     const supply = await this.supply.current(concertId, this.options.tickMs, lastKnownSupplyMaxAgeMs);
-    if (supply.total > 0 && supply.sold === supply.total && !settings.soldOut) settings = await this.rooms.change(concertId, { soldOut: true });
     const { sale } = supply;
+    // Sold out when every seat is SOLD; open again when seats came back (a booking cancelled), unless the room has closed.
+    const soldOut = supply.total > 0 && supply.sold === supply.total;
+    if (soldOut && !settings.soldOut) settings = await this.rooms.change(concertId, { soldOut: true });
+    else if (settings.soldOut && !soldOut && supply.available > 0 && !sale.cancelled && !settings.closed) settings = await this.rooms.change(concertId, { soldOut: false });
     // The sale's end closes the room for good: the line is told, and nobody enters any more.
     // A draft's times may still change (its room is listed once a policy is set early): the room is left alone until it is published.
     if (!sale.published) return;

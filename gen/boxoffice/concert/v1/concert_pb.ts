@@ -5,15 +5,15 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_boxoffice_common_v1_access } from "../../common/v1/access_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file boxoffice/concert/v1/concert.proto.
  */
 export const file_boxoffice_concert_v1_concert: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSLQAwoHQ29uY2VydBIKCgJpZBgBIAEoCRINCgV0aXRsZRgCIAEoCRINCgV2ZW51ZRgDIAEoCRIxCgVwaGFzZRgEIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1pbl9wcmljZRgIIAEoAxIRCgltYXhfcHJpY2UYCSABKAMSMwoPZmlyc3Rfc3RhcnRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3N0YXJ0c19hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9saW1pdBgMIAEoBRIXCg9zZWVkX2NvbW1pdG1lbnQYDSABKAkSDgoGbGlzdGVkGA4gASgIIocBCghTY2hlZHVsZRIKCgJpZBgBIAEoCRItCglzdGFydHNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2F2YWlsYWJsZV9zZWF0cxgDIAEoBRITCgt0b3RhbF9zZWF0cxgEIAEoBRISCgpjb25jZXJ0X2lkGAUgASgJIlUKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0IhgKFkxpc3RBbGxDb25jZXJ0c1JlcXVlc3QiSgoXTGlzdEFsbENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0ImAKDFNjaGVkdWxlU3BlYxItCglzdGFydHNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNlYXRfY291bnQYAiABKAUSDQoFcHJpY2UYAyABKAMiwAIKFENyZWF0ZUNvbmNlcnRSZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEg0KBXZlbnVlGAIgASgJEjUKCXNjaGVkdWxlcxgDIAMoCzIiLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlU3BlYxISCgpyZXF1ZXN0X2lkGAQgASgJEjUKEXByZXF1ZXVlX29wZW5zX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX29wZW5zX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlX2Nsb3Nlc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9saW1pdBgIIAEoBRINCgVkcmFmdBgJIAEoCCJ6ChVDcmVhdGVDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQSMQoJc2NoZWR1bGVzGAIgAygLMh4uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGUiygIKFFVwZGF0ZUNvbmNlcnRSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkSEgoFdGl0bGUYAiABKAlIAIgBARISCgV2ZW51ZRgDIAEoCUgBiAEBEjUKEXByZXF1ZXVlX29wZW5zX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX29wZW5zX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlX2Nsb3Nlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUY2xlYXJfc2FsZV9jbG9zZXNfYXQYByABKAgSFwoKc2VhdF9saW1pdBgIIAEoBUgCiAEBQggKBl90aXRsZUIICgZfdmVudWVCDQoLX3NlYXRfbGltaXQiRwoVVXBkYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IisKFVB1Ymxpc2hDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIkgKFlB1Ymxpc2hDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUVW5saXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVVbmxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUUmVsaXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVSZWxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiOgoUQ2FuY2VsQ29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRwoVQ2FuY2VsQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IiQKDkdldFNhbGVSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiawoPR2V0U2FsZVJlc3BvbnNlEjEKDXNhbGVfb3BlbnNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD3NlZWRfY29tbWl0bWVudBgCIAEoCRIMCgRzZWVkGAMgASgJIi0KF0dldENvbmNlcnRTdXBwbHlSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkivgIKGEdldENvbmNlcnRTdXBwbHlSZXNwb25zZRINCgV0b3RhbBgBIAEoBRIRCglhdmFpbGFibGUYAiABKAUSDAoEaGVsZBgDIAEoBRIMCgRzb2xkGAQgASgFEjEKBXBoYXNlGAUgASgOMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ29uY2VydFBoYXNlEjUKEXByZXF1ZXVlX29wZW5zX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1zYWxlX29wZW5zX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxzYWxlX2VuZHNfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWNhbmNlbF9yZWFzb24YCSABKAkiFwoVTGlzdFNlYXRDb3VudHNSZXF1ZXN0Il4KClNlYXRDb3VudHMSEgoKY29uY2VydF9pZBgBIAEoCRINCgV0b3RhbBgCIAEoBRIRCglhdmFpbGFibGUYAyABKAUSDAoEaGVsZBgEIAEoBRIMCgRzb2xkGAUgASgFIkwKFkxpc3RTZWF0Q291bnRzUmVzcG9uc2USMgoIY29uY2VydHMYASADKAsyIC5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0Q291bnRzKoUCCgxDb25jZXJ0UGhhc2USHQoZQ09OQ0VSVF9QSEFTRV9VTlNQRUNJRklFRBAAEhcKE0NPTkNFUlRfUEhBU0VfRFJBRlQQARIbChdDT05DRVJUX1BIQVNFX1NDSEVEVUxFRBACEhoKFkNPTkNFUlRfUEhBU0VfUFJFUVVFVUUQAxIZChVDT05DRVJUX1BIQVNFX09OX1NBTEUQBBIaChZDT05DRVJUX1BIQVNFX1NPTERfT1VUEAUSGAoUQ09OQ0VSVF9QSEFTRV9DTE9TRUQQBhIWChJDT05DRVJUX1BIQVNFX1BBU1QQBxIbChdDT05DRVJUX1BIQVNFX0NBTkNFTExFRBAIKmsKCVNlYXRTdGF0ZRIaChZTRUFUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VBVF9TVEFURV9BVkFJTEFCTEUQARITCg9TRUFUX1NUQVRFX0hFTEQQAhITCg9TRUFUX1NUQVRFX1NPTEQQAzLaAgoOQ29uY2VydFNlcnZpY2USbgoMTGlzdENvbmNlcnRzEikuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdENvbmNlcnRzUmVxdWVzdBoqLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1Jlc3BvbnNlIgeQAgGItRgBEnEKDUxpc3RTY2hlZHVsZXMSKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTY2hlZHVsZXNSZXNwb25zZSIHkAIBiLUYARJlCglMaXN0U2VhdHMSJi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdHNSZXF1ZXN0GicuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVzcG9uc2UiB5ACAYi1GAMytgcKE0NvbmNlcnRBZG1pblNlcnZpY2USbgoNQ3JlYXRlQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ3JlYXRlQ29uY2VydFJlc3BvbnNlIgSItRgGEnEKDVVwZGF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5VcGRhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLlVwZGF0ZUNvbmNlcnRSZXNwb25zZSIHkAICiLUYBhJ0Cg5QdWJsaXNoQ29uY2VydBIrLmJveG9mZmljZS5jb25jZXJ0LnYxLlB1Ymxpc2hDb25jZXJ0UmVxdWVzdBosLmJveG9mZmljZS5jb25jZXJ0LnYxLlB1Ymxpc2hDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYScQoNVW5saXN0Q29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLlVubGlzdENvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuVW5saXN0Q29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnEKDVJlbGlzdENvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5SZWxpc3RDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLlJlbGlzdENvbmNlcnRSZXNwb25zZSIHkAICiLUYBhJxCg1DYW5jZWxDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsQ29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5DYW5jZWxDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYSdwoPTGlzdEFsbENvbmNlcnRzEiwuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdEFsbENvbmNlcnRzUmVxdWVzdBotLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RBbGxDb25jZXJ0c1Jlc3BvbnNlIgeQAgGItRgGEnQKDkxpc3RTZWF0Q291bnRzEisuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRDb3VudHNSZXF1ZXN0GiwuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRDb3VudHNSZXNwb25zZSIHkAIBiLUYBjL1AQoWQ29uY2VydEludGVybmFsU2VydmljZRJ6ChBHZXRDb25jZXJ0U3VwcGx5Ei0uYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0Q29uY2VydFN1cHBseVJlcXVlc3QaLi5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVzcG9uc2UiB5ACAYi1GAUSXwoHR2V0U2FsZRIkLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldFNhbGVSZXF1ZXN0GiUuYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0U2FsZVJlc3BvbnNlIgeQAgGItRgFYgZwcm90bzM", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSKCBAoHQ29uY2VydBIKCgJpZBgBIAEoCRINCgV0aXRsZRgCIAEoCRINCgV2ZW51ZRgDIAEoCRIxCgVwaGFzZRgEIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1pbl9wcmljZRgIIAEoAxIRCgltYXhfcHJpY2UYCSABKAMSMwoPZmlyc3Rfc3RhcnRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3N0YXJ0c19hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9saW1pdBgMIAEoBRIXCg9zZWVkX2NvbW1pdG1lbnQYDSABKAkSDgoGbGlzdGVkGA4gASgIEjAKDWNhbmNlbF9jdXRvZmYYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24isQEKCFNjaGVkdWxlEgoKAmlkGAEgASgJEi0KCXN0YXJ0c19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPYXZhaWxhYmxlX3NlYXRzGAMgASgFEhMKC3RvdGFsX3NlYXRzGAQgASgFEhIKCmNvbmNlcnRfaWQYBSABKAkSFQoNY2FuY2VsX3JlYXNvbhgGIAEoCRIRCgljYW5jZWxsZWQYByABKAgiVQoEU2VhdBIOCgZudW1iZXIYASABKAUSDQoFcHJpY2UYAiABKAMSLgoFc3RhdGUYAyABKA4yHy5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0U3RhdGUiFQoTTGlzdENvbmNlcnRzUmVxdWVzdCJHChRMaXN0Q29uY2VydHNSZXNwb25zZRIvCghjb25jZXJ0cxgBIAMoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUTGlzdFNjaGVkdWxlc1JlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJKChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USMQoJc2NoZWR1bGVzGAEgAygLMh4uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGUiJwoQTGlzdFNlYXRzUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCSI+ChFMaXN0U2VhdHNSZXNwb25zZRIpCgVzZWF0cxgBIAMoCzIaLmJveG9mZmljZS5jb25jZXJ0LnYxLlNlYXQiGAoWTGlzdEFsbENvbmNlcnRzUmVxdWVzdCJKChdMaXN0QWxsQ29uY2VydHNSZXNwb25zZRIvCghjb25jZXJ0cxgBIAMoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiYAoMU2NoZWR1bGVTcGVjEi0KCXN0YXJ0c19hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9jb3VudBgCIAEoBRINCgVwcmljZRgDIAEoAyLyAgoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjEhIKCnJlcXVlc3RfaWQYBCABKAkSNQoRcHJlcXVldWVfb3BlbnNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDXNhbGVfb3BlbnNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVfY2xvc2VzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZWF0X2xpbWl0GAggASgFEg0KBWRyYWZ0GAkgASgIEjAKDWNhbmNlbF9jdXRvZmYYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iegoVQ3JlYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0EjEKCXNjaGVkdWxlcxgCIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIvwCChRVcGRhdGVDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJEhIKBXRpdGxlGAIgASgJSACIAQESEgoFdmVudWUYAyABKAlIAYgBARI1ChFwcmVxdWV1ZV9vcGVuc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNsZWFyX3NhbGVfY2xvc2VzX2F0GAcgASgIEhcKCnNlYXRfbGltaXQYCCABKAVIAogBARIwCg1jYW5jZWxfY3V0b2ZmGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQggKBl90aXRsZUIICgZfdmVudWVCDQoLX3NlYXRfbGltaXQiRwoVVXBkYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IisKFVB1Ymxpc2hDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIkgKFlB1Ymxpc2hDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUVW5saXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVVbmxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUUmVsaXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVSZWxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiOgoUQ2FuY2VsQ29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRwoVQ2FuY2VsQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IjwKFUNhbmNlbFNjaGVkdWxlUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiZgoWQ2FuY2VsU2NoZWR1bGVSZXNwb25zZRIwCghzY2hlZHVsZRgBIAEoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlEhoKEmNhbmNlbGxlZF9ib29raW5ncxgCIAEoBSIkCg5HZXRTYWxlUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJImsKD0dldFNhbGVSZXNwb25zZRIxCg1zYWxlX29wZW5zX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9zZWVkX2NvbW1pdG1lbnQYAiABKAkSDAoEc2VlZBgDIAEoCSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIr4CChhHZXRDb25jZXJ0U3VwcGx5UmVzcG9uc2USDQoFdG90YWwYASABKAUSEQoJYXZhaWxhYmxlGAIgASgFEgwKBGhlbGQYAyABKAUSDAoEc29sZBgEIAEoBRIxCgVwaGFzZRgFIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc2FsZV9lbmRzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jYW5jZWxfcmVhc29uGAkgASgJIhcKFUxpc3RTZWF0Q291bnRzUmVxdWVzdCJeCgpTZWF0Q291bnRzEhIKCmNvbmNlcnRfaWQYASABKAkSDQoFdG90YWwYAiABKAUSEQoJYXZhaWxhYmxlGAMgASgFEgwKBGhlbGQYBCABKAUSDAoEc29sZBgFIAEoBSJMChZMaXN0U2VhdENvdW50c1Jlc3BvbnNlEjIKCGNvbmNlcnRzGAEgAygLMiAuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdENvdW50cyqFAgoMQ29uY2VydFBoYXNlEh0KGUNPTkNFUlRfUEhBU0VfVU5TUEVDSUZJRUQQABIXChNDT05DRVJUX1BIQVNFX0RSQUZUEAESGwoXQ09OQ0VSVF9QSEFTRV9TQ0hFRFVMRUQQAhIaChZDT05DRVJUX1BIQVNFX1BSRVFVRVVFEAMSGQoVQ09OQ0VSVF9QSEFTRV9PTl9TQUxFEAQSGgoWQ09OQ0VSVF9QSEFTRV9TT0xEX09VVBAFEhgKFENPTkNFUlRfUEhBU0VfQ0xPU0VEEAYSFgoSQ09OQ0VSVF9QSEFTRV9QQVNUEAcSGwoXQ09OQ0VSVF9QSEFTRV9DQU5DRUxMRUQQCCprCglTZWF0U3RhdGUSGgoWU0VBVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFNFQVRfU1RBVEVfQVZBSUxBQkxFEAESEwoPU0VBVF9TVEFURV9IRUxEEAISEwoPU0VBVF9TVEFURV9TT0xEEAMy2gIKDkNvbmNlcnRTZXJ2aWNlEm4KDExpc3RDb25jZXJ0cxIpLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1JlcXVlc3QaKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0Q29uY2VydHNSZXNwb25zZSIHkAIBiLUYARJxCg1MaXN0U2NoZWR1bGVzEiouYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiB5ACAYi1GAESZQoJTGlzdFNlYXRzEiYuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVxdWVzdBonLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0c1Jlc3BvbnNlIgeQAgGItRgDMqwIChNDb25jZXJ0QWRtaW5TZXJ2aWNlEm4KDUNyZWF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5DcmVhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXNwb25zZSIEiLUYBhJxCg1VcGRhdGVDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuVXBkYXRlQ29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5VcGRhdGVDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYSdAoOUHVibGlzaENvbmNlcnQSKy5ib3hvZmZpY2UuY29uY2VydC52MS5QdWJsaXNoQ29uY2VydFJlcXVlc3QaLC5ib3hvZmZpY2UuY29uY2VydC52MS5QdWJsaXNoQ29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnEKDVVubGlzdENvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5Vbmxpc3RDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLlVubGlzdENvbmNlcnRSZXNwb25zZSIHkAICiLUYBhJxCg1SZWxpc3RDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuUmVsaXN0Q29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5SZWxpc3RDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYScQoNQ2FuY2VsQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNhbmNlbENvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsQ29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnQKDkNhbmNlbFNjaGVkdWxlEisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsU2NoZWR1bGVSZXF1ZXN0GiwuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsU2NoZWR1bGVSZXNwb25zZSIHkAICiLUYBhJ3Cg9MaXN0QWxsQ29uY2VydHMSLC5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0QWxsQ29uY2VydHNSZXF1ZXN0Gi0uYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdEFsbENvbmNlcnRzUmVzcG9uc2UiB5ACAYi1GAYSdAoOTGlzdFNlYXRDb3VudHMSKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdENvdW50c1JlcXVlc3QaLC5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdENvdW50c1Jlc3BvbnNlIgeQAgGItRgGMvUBChZDb25jZXJ0SW50ZXJuYWxTZXJ2aWNlEnoKEEdldENvbmNlcnRTdXBwbHkSLS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBouLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXNwb25zZSIHkAIBiLUYBRJfCgdHZXRTYWxlEiQuYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0U2FsZVJlcXVlc3QaJS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRTYWxlUmVzcG9uc2UiB5ACAYi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Concert is a show on sale.
@@ -120,6 +120,13 @@ export type Concert = Message<"boxoffice.concert.v1.Concert"> & {
    * @generated from field: bool listed = 14;
    */
   listed: boolean;
+
+  /**
+   * Fans may cancel a paid booking until this long before its date starts.
+   *
+   * @generated from field: google.protobuf.Duration cancel_cutoff = 15;
+   */
+  cancelCutoff?: Duration | undefined;
 };
 
 /**
@@ -169,6 +176,20 @@ export type Schedule = Message<"boxoffice.concert.v1.Schedule"> & {
    * @generated from field: string concert_id = 5;
    */
   concertId: string;
+
+  /**
+   * Set when the organiser cancelled the date: why, as fans are told.
+   *
+   * @generated from field: string cancel_reason = 6;
+   */
+  cancelReason: string;
+
+  /**
+   * Whether the organiser cancelled the date.
+   *
+   * @generated from field: bool cancelled = 7;
+   */
+  cancelled: boolean;
 };
 
 /**
@@ -474,6 +495,14 @@ export type CreateConcertRequest = Message<"boxoffice.concert.v1.CreateConcertRe
    * @generated from field: bool draft = 9;
    */
   draft: boolean;
+
+  /**
+   * Fans may cancel a paid booking until this long before its date starts
+   * (0..365 days, whole seconds); unset: 24 hours.
+   *
+   * @generated from field: google.protobuf.Duration cancel_cutoff = 10;
+   */
+  cancelCutoff?: Duration | undefined;
 };
 
 /**
@@ -573,6 +602,13 @@ export type UpdateConcertRequest = Message<"boxoffice.concert.v1.UpdateConcertRe
    * @generated from field: optional int32 seat_limit = 8;
    */
   seatLimit?: number | undefined;
+
+  /**
+   * A new cancellation cutoff (0..365 days, whole seconds).
+   *
+   * @generated from field: google.protobuf.Duration cancel_cutoff = 9;
+   */
+  cancelCutoff?: Duration | undefined;
 };
 
 /**
@@ -779,6 +815,63 @@ export const CancelConcertResponseSchema: GenMessage<CancelConcertResponse> = /*
   messageDesc(file_boxoffice_concert_v1_concert, 23);
 
 /**
+ * CancelScheduleRequest names the date.
+ *
+ * @generated from message boxoffice.concert.v1.CancelScheduleRequest
+ */
+export type CancelScheduleRequest = Message<"boxoffice.concert.v1.CancelScheduleRequest"> & {
+  /**
+   * The date (schedule) to cancel.
+   *
+   * @generated from field: string schedule_id = 1;
+   */
+  scheduleId: string;
+
+  /**
+   * Why, as fans are told (up to 500 characters).
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.CancelScheduleRequest.
+ * Use `create(CancelScheduleRequestSchema)` to create a new message.
+ */
+export const CancelScheduleRequestSchema: GenMessage<CancelScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 24);
+
+/**
+ * CancelScheduleResponse carries the date now.
+ *
+ * @generated from message boxoffice.concert.v1.CancelScheduleResponse
+ */
+export type CancelScheduleResponse = Message<"boxoffice.concert.v1.CancelScheduleResponse"> & {
+  /**
+   * The date now (cancelled).
+   *
+   * @generated from field: boxoffice.concert.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+
+  /**
+   * The paid bookings this call cancelled (0 when it was cancelled already);
+   * their refunds run on after the answer.
+   *
+   * @generated from field: int32 cancelled_bookings = 2;
+   */
+  cancelledBookings: number;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.CancelScheduleResponse.
+ * Use `create(CancelScheduleResponseSchema)` to create a new message.
+ */
+export const CancelScheduleResponseSchema: GenMessage<CancelScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 25);
+
+/**
  * GetSaleRequest names the concert.
  *
  * @generated from message boxoffice.concert.v1.GetSaleRequest
@@ -797,7 +890,7 @@ export type GetSaleRequest = Message<"boxoffice.concert.v1.GetSaleRequest"> & {
  * Use `create(GetSaleRequestSchema)` to create a new message.
  */
 export const GetSaleRequestSchema: GenMessage<GetSaleRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 24);
+  messageDesc(file_boxoffice_concert_v1_concert, 26);
 
 /**
  * GetSaleResponse carries the concert's sale.
@@ -832,7 +925,7 @@ export type GetSaleResponse = Message<"boxoffice.concert.v1.GetSaleResponse"> & 
  * Use `create(GetSaleResponseSchema)` to create a new message.
  */
 export const GetSaleResponseSchema: GenMessage<GetSaleResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 25);
+  messageDesc(file_boxoffice_concert_v1_concert, 27);
 
 /**
  * GetConcertSupplyRequest names the concert.
@@ -853,7 +946,7 @@ export type GetConcertSupplyRequest = Message<"boxoffice.concert.v1.GetConcertSu
  * Use `create(GetConcertSupplyRequestSchema)` to create a new message.
  */
 export const GetConcertSupplyRequestSchema: GenMessage<GetConcertSupplyRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 26);
+  messageDesc(file_boxoffice_concert_v1_concert, 28);
 
 /**
  * GetConcertSupplyResponse counts the concert's seats by state.
@@ -931,7 +1024,7 @@ export type GetConcertSupplyResponse = Message<"boxoffice.concert.v1.GetConcertS
  * Use `create(GetConcertSupplyResponseSchema)` to create a new message.
  */
 export const GetConcertSupplyResponseSchema: GenMessage<GetConcertSupplyResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 27);
+  messageDesc(file_boxoffice_concert_v1_concert, 29);
 
 /**
  * ListSeatCountsRequest has no fields: every concert is counted.
@@ -946,7 +1039,7 @@ export type ListSeatCountsRequest = Message<"boxoffice.concert.v1.ListSeatCounts
  * Use `create(ListSeatCountsRequestSchema)` to create a new message.
  */
 export const ListSeatCountsRequestSchema: GenMessage<ListSeatCountsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 28);
+  messageDesc(file_boxoffice_concert_v1_concert, 30);
 
 /**
  * SeatCounts counts one concert's seats by state.
@@ -995,7 +1088,7 @@ export type SeatCounts = Message<"boxoffice.concert.v1.SeatCounts"> & {
  * Use `create(SeatCountsSchema)` to create a new message.
  */
 export const SeatCountsSchema: GenMessage<SeatCounts> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 29);
+  messageDesc(file_boxoffice_concert_v1_concert, 31);
 
 /**
  * ListSeatCountsResponse counts the seats of every concert.
@@ -1016,7 +1109,7 @@ export type ListSeatCountsResponse = Message<"boxoffice.concert.v1.ListSeatCount
  * Use `create(ListSeatCountsResponseSchema)` to create a new message.
  */
 export const ListSeatCountsResponseSchema: GenMessage<ListSeatCountsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 30);
+  messageDesc(file_boxoffice_concert_v1_concert, 32);
 
 /**
  * ConcertPhase is where a concert is in its life.
@@ -1241,8 +1334,9 @@ export const ConcertAdminService: GenService<{
   },
   /**
    * CancelConcert cancels a concert: nothing more is held or sold, its waiting
-   * room closes and fans are told why. Refused with REASON_CONCERT_HAS_SALES
-   * while any of its seats is sold (refunds come with cancellations).
+   * room closes, every paid booking of it is CANCELLED with the reason and
+   * refunded (exactly once, resumed after a crash until done), and fans are
+   * told why.
    *
    * @generated from rpc boxoffice.concert.v1.ConcertAdminService.CancelConcert
    */
@@ -1250,6 +1344,20 @@ export const ConcertAdminService: GenService<{
     methodKind: "unary";
     input: typeof CancelConcertRequestSchema;
     output: typeof CancelConcertResponseSchema;
+  },
+  /**
+   * CancelSchedule cancels one date of a concert: its seats can no longer be
+   * held or sold, every paid booking of it is CANCELLED with the reason and
+   * refunded (exactly once, resumed after a crash until done), and live holds
+   * on it are released. Refused for a date that has started
+   * (REASON_DATE_STARTED). Cancelling it again returns it as it is.
+   *
+   * @generated from rpc boxoffice.concert.v1.ConcertAdminService.CancelSchedule
+   */
+  cancelSchedule: {
+    methodKind: "unary";
+    input: typeof CancelScheduleRequestSchema;
+    output: typeof CancelScheduleResponseSchema;
   },
   /**
    * ListAllConcerts returns every concert in any phase, drafts, unlisted,

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/payment/v1/payment.proto.
  */
 export const file_boxoffice_payment_v1_payment: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvcGF5bWVudC92MS9wYXltZW50LnByb3RvEhRib3hvZmZpY2UucGF5bWVudC52MSKvAgoHUGF5bWVudBIKCgJpZBgBIAEoCRIxCgVzdGF0ZRgCIAEoDjIiLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRTdGF0ZRIzCg5mYWlsdXJlX3JlYXNvbhgDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuUmVhc29uEg4KBmFtb3VudBgEIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2ZhaWx1cmVfbWVzc2FnZRgJIAEoCSI9CgpQYXlSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJ5CgtQYXlSZXNwb25zZRIuCgdwYXltZW50GAEgASgLMh0uYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5bWVudBI6CgtyZXNlcnZhdGlvbhgCIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJAChFHZXRQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJEChJHZXRQYXltZW50UmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQiPAoTTGlzdFBheW1lbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJgChRMaXN0UGF5bWVudHNSZXNwb25zZRIvCghwYXltZW50cxgBIAMoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIroBChFQYXlGb3JVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjoKC3Jlc2VydmF0aW9uGAUgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uEhMKC3JlcGxheV9vbmx5GAYgASgIIoABChJQYXlGb3JVc2VyUmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSOgoLcmVzZXJ2YXRpb24YAiABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iGgoYTGlzdFBheW1lbnRDb3VudHNSZXF1ZXN0IlcKDVBheW1lbnRDb3VudHMSEgoKY29uY2VydF9pZBgBIAEoCRIPCgdwZW5kaW5nGAIgASgFEhEKCXN1Y2NlZWRlZBgDIAEoBRIOCgZmYWlsZWQYBCABKAUiUgoZTGlzdFBheW1lbnRDb3VudHNSZXNwb25zZRI1Cghjb25jZXJ0cxgBIAMoCzIjLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRDb3VudHMqfwoMUGF5bWVudFN0YXRlEh0KGVBBWU1FTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVQQVlNRU5UX1NUQVRFX1BFTkRJTkcQARIbChdQQVlNRU5UX1NUQVRFX1NVQ0NFRURFRBACEhgKFFBBWU1FTlRfU1RBVEVfRkFJTEVEEAMyvwIKDlBheW1lbnRTZXJ2aWNlElMKA1BheRIgLmJveG9mZmljZS5wYXltZW50LnYxLlBheVJlcXVlc3QaIS5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlSZXNwb25zZSIHkAICiLUYBxJoCgpHZXRQYXltZW50EicuYm94b2ZmaWNlLnBheW1lbnQudjEuR2V0UGF5bWVudFJlcXVlc3QaKC5ib3hvZmZpY2UucGF5bWVudC52MS5HZXRQYXltZW50UmVzcG9uc2UiB5ACAYi1GAISbgoMTGlzdFBheW1lbnRzEikuYm94b2ZmaWNlLnBheW1lbnQudjEuTGlzdFBheW1lbnRzUmVxdWVzdBoqLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50c1Jlc3BvbnNlIgeQAgGItRgCMoIBChZQYXltZW50SW50ZXJuYWxTZXJ2aWNlEmgKClBheUZvclVzZXISJy5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlGb3JVc2VyUmVxdWVzdBooLmJveG9mZmljZS5wYXltZW50LnYxLlBheUZvclVzZXJSZXNwb25zZSIHkAICiLUYBTKUAQoTUGF5bWVudEFkbWluU2VydmljZRJ9ChFMaXN0UGF5bWVudENvdW50cxIuLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50Q291bnRzUmVxdWVzdBovLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50Q291bnRzUmVzcG9uc2UiB5ACAYi1GAZiBnByb3RvMw", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_boxoffice_reservation_v1_reservation, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvcGF5bWVudC92MS9wYXltZW50LnByb3RvEhRib3hvZmZpY2UucGF5bWVudC52MSKvAgoHUGF5bWVudBIKCgJpZBgBIAEoCRIxCgVzdGF0ZRgCIAEoDjIiLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRTdGF0ZRIzCg5mYWlsdXJlX3JlYXNvbhgDIAEoDjIbLmJveG9mZmljZS5jb21tb24udjEuUmVhc29uEg4KBmFtb3VudBgEIAEoAxIWCg5yZXNlcnZhdGlvbl9pZBgFIAEoCRIPCgd1c2VyX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2ZhaWx1cmVfbWVzc2FnZRgJIAEoCSI9CgpQYXlSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJ5CgtQYXlSZXNwb25zZRIuCgdwYXltZW50GAEgASgLMh0uYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5bWVudBI6CgtyZXNlcnZhdGlvbhgCIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJAChFHZXRQYXltZW50UmVxdWVzdBISCgpwYXltZW50X2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCSJEChJHZXRQYXltZW50UmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQiPAoTTGlzdFBheW1lbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJgChRMaXN0UGF5bWVudHNSZXNwb25zZRIvCghwYXltZW50cxgBIAMoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIroBChFQYXlGb3JVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSFgoOcmVzZXJ2YXRpb25faWQYAyABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAQgASgJEjoKC3Jlc2VydmF0aW9uGAUgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uEhMKC3JlcGxheV9vbmx5GAYgASgIIoABChJQYXlGb3JVc2VyUmVzcG9uc2USLgoHcGF5bWVudBgBIAEoCzIdLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnQSOgoLcmVzZXJ2YXRpb24YAiABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iGgoYTGlzdFBheW1lbnRDb3VudHNSZXF1ZXN0ImkKDVBheW1lbnRDb3VudHMSEgoKY29uY2VydF9pZBgBIAEoCRIPCgdwZW5kaW5nGAIgASgFEhEKCXN1Y2NlZWRlZBgDIAEoBRIOCgZmYWlsZWQYBCABKAUSEAoIcmVmdW5kZWQYBSABKAUiUgoZTGlzdFBheW1lbnRDb3VudHNSZXNwb25zZRI1Cghjb25jZXJ0cxgBIAMoCzIjLmJveG9mZmljZS5wYXltZW50LnYxLlBheW1lbnRDb3VudHMiUwoUUmVmdW5kUGF5bWVudFJlcXVlc3QSEgoKcGF5bWVudF9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhYKDnJlc2VydmF0aW9uX2lkGAMgASgJIkcKFVJlZnVuZFBheW1lbnRSZXNwb25zZRIuCgdwYXltZW50GAEgASgLMh0uYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5bWVudCqbAQoMUGF5bWVudFN0YXRlEh0KGVBBWU1FTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVQQVlNRU5UX1NUQVRFX1BFTkRJTkcQARIbChdQQVlNRU5UX1NUQVRFX1NVQ0NFRURFRBACEhgKFFBBWU1FTlRfU1RBVEVfRkFJTEVEEAMSGgoWUEFZTUVOVF9TVEFURV9SRUZVTkRFRBAEMr8CCg5QYXltZW50U2VydmljZRJTCgNQYXkSIC5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlSZXF1ZXN0GiEuYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5UmVzcG9uc2UiB5ACAoi1GAcSaAoKR2V0UGF5bWVudBInLmJveG9mZmljZS5wYXltZW50LnYxLkdldFBheW1lbnRSZXF1ZXN0GiguYm94b2ZmaWNlLnBheW1lbnQudjEuR2V0UGF5bWVudFJlc3BvbnNlIgeQAgGItRgCEm4KDExpc3RQYXltZW50cxIpLmJveG9mZmljZS5wYXltZW50LnYxLkxpc3RQYXltZW50c1JlcXVlc3QaKi5ib3hvZmZpY2UucGF5bWVudC52MS5MaXN0UGF5bWVudHNSZXNwb25zZSIHkAIBiLUYAjL1AQoWUGF5bWVudEludGVybmFsU2VydmljZRJoCgpQYXlGb3JVc2VyEicuYm94b2ZmaWNlLnBheW1lbnQudjEuUGF5Rm9yVXNlclJlcXVlc3QaKC5ib3hvZmZpY2UucGF5bWVudC52MS5QYXlGb3JVc2VyUmVzcG9uc2UiB5ACAoi1GAUScQoNUmVmdW5kUGF5bWVudBIqLmJveG9mZmljZS5wYXltZW50LnYxLlJlZnVuZFBheW1lbnRSZXF1ZXN0GisuYm94b2ZmaWNlLnBheW1lbnQudjEuUmVmdW5kUGF5bWVudFJlc3BvbnNlIgeQAgKItRgFMpQBChNQYXltZW50QWRtaW5TZXJ2aWNlEn0KEUxpc3RQYXltZW50Q291bnRzEi4uYm94b2ZmaWNlLnBheW1lbnQudjEuTGlzdFBheW1lbnRDb3VudHNSZXF1ZXN0Gi8uYm94b2ZmaWNlLnBheW1lbnQudjEuTGlzdFBheW1lbnRDb3VudHNSZXNwb25zZSIHkAIBiLUYBmIGcHJvdG8z", [file_boxoffice_common_v1_access, file_boxoffice_common_v1_error, file_boxoffice_reservation_v1_reservation, file_google_protobuf_timestamp]);
 
 /**
  * Payment is one attempt to pay for a reservation.
@@ -394,6 +394,13 @@ export type PaymentCounts = Message<"boxoffice.payment.v1.PaymentCounts"> & {
    * @generated from field: int32 failed = 4;
    */
   failed: number;
+
+  /**
+   * Payments whose booking was cancelled and refunded (REFUNDED).
+   *
+   * @generated from field: int32 refunded = 5;
+   */
+  refunded: number;
 };
 
 /**
@@ -423,6 +430,62 @@ export type ListPaymentCountsResponse = Message<"boxoffice.payment.v1.ListPaymen
  */
 export const ListPaymentCountsResponseSchema: GenMessage<ListPaymentCountsResponse> = /*@__PURE__*/
   messageDesc(file_boxoffice_payment_v1_payment, 11);
+
+/**
+ * RefundPaymentRequest names the payment to refund.
+ *
+ * @generated from message boxoffice.payment.v1.RefundPaymentRequest
+ */
+export type RefundPaymentRequest = Message<"boxoffice.payment.v1.RefundPaymentRequest"> & {
+  /**
+   * The payment to refund.
+   *
+   * @generated from field: string payment_id = 1;
+   */
+  paymentId: string;
+
+  /**
+   * The user who paid; the payment must be theirs.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * The cancelled reservation it paid for.
+   *
+   * @generated from field: string reservation_id = 3;
+   */
+  reservationId: string;
+};
+
+/**
+ * Describes the message boxoffice.payment.v1.RefundPaymentRequest.
+ * Use `create(RefundPaymentRequestSchema)` to create a new message.
+ */
+export const RefundPaymentRequestSchema: GenMessage<RefundPaymentRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_payment_v1_payment, 12);
+
+/**
+ * RefundPaymentResponse carries the payment after the refund.
+ *
+ * @generated from message boxoffice.payment.v1.RefundPaymentResponse
+ */
+export type RefundPaymentResponse = Message<"boxoffice.payment.v1.RefundPaymentResponse"> & {
+  /**
+   * The payment, REFUNDED (or FAILED: it kept no points).
+   *
+   * @generated from field: boxoffice.payment.v1.Payment payment = 1;
+   */
+  payment?: Payment | undefined;
+};
+
+/**
+ * Describes the message boxoffice.payment.v1.RefundPaymentResponse.
+ * Use `create(RefundPaymentResponseSchema)` to create a new message.
+ */
+export const RefundPaymentResponseSchema: GenMessage<RefundPaymentResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_payment_v1_payment, 13);
 
 /**
  * PaymentState is where a payment stands.
@@ -457,6 +520,13 @@ export enum PaymentState {
    * @generated from enum value: PAYMENT_STATE_FAILED = 3;
    */
   FAILED = 3,
+
+  /**
+   * It had succeeded; its booking was cancelled and the points given back.
+   *
+   * @generated from enum value: PAYMENT_STATE_REFUNDED = 4;
+   */
+  REFUNDED = 4,
 }
 
 /**
@@ -531,6 +601,21 @@ export const PaymentInternalService: GenService<{
     methodKind: "unary";
     input: typeof PayForUserRequestSchema;
     output: typeof PayForUserResponseSchema;
+  },
+  /**
+   * RefundPayment gives back the points of a SUCCEEDED payment whose booking
+   * was cancelled (the reservation must read CANCELLED), and marks it
+   * REFUNDED. Idempotent per payment: the ledger refunds a payment at most
+   * once, and a REFUNDED or FAILED payment (which kept no points) is returned
+   * as it is. A payment still PENDING is driven first; while it cannot settle
+   * the call is Unavailable, to be retried.
+   *
+   * @generated from rpc boxoffice.payment.v1.PaymentInternalService.RefundPayment
+   */
+  refundPayment: {
+    methodKind: "unary";
+    input: typeof RefundPaymentRequestSchema;
+    output: typeof RefundPaymentResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_payment_v1_payment, 1);

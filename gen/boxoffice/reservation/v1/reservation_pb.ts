@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/reservation/v1/reservation.proto.
  */
 export const file_boxoffice_reservation_v1_reservation: GenFile = /*@__PURE__*/
-  fileDesc("Cipib3hvZmZpY2UvcmVzZXJ2YXRpb24vdjEvcmVzZXJ2YXRpb24ucHJvdG8SGGJveG9mZmljZS5yZXNlcnZhdGlvbi52MSKoAgoLUmVzZXJ2YXRpb24SCgoCaWQYASABKAkSOQoFc3RhdGUYAiABKA4yKi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb25TdGF0ZRIUCgxzZWF0X251bWJlcnMYAyADKAUSDgoGYW1vdW50GAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3NjaGVkdWxlX2lkGAYgASgJEhIKCmNvbmNlcnRfaWQYByABKAkSDwoHdXNlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwYXltZW50X2lkGAogASgJIj0KEEhvbGRTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkSFAoMc2VhdF9udW1iZXJzGAIgAygFIk8KEUhvbGRTZWF0c1Jlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIi8KFUdldFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJUChZHZXRSZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIkAKF0xpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJInAKGExpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRI7CgxyZXNlcnZhdGlvbnMYASADKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiwKElJlbGVhc2VIb2xkUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJRChNSZWxlYXNlSG9sZFJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uImgKGUNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEg4KBmFtb3VudBgEIAEoAyJYChpDb25maXJtUmVzZXJ2YXRpb25SZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiKBAQoXSG9sZFNlYXRzRm9yVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpjb25jZXJ0X2lkGAIgASgJEhMKC3NjaGVkdWxlX2lkGAMgASgJEhQKDHNlYXRfbnVtYmVycxgEIAMoBRIWCg5yZXVzZV9vd25faG9sZBgFIAEoCCJmChhIb2xkU2VhdHNGb3JVc2VyUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24SDgoGcmV1c2VkGAIgASgIIkEKFlJlbGVhc2VVc2VySG9sZFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgCIAEoCSJVChdSZWxlYXNlVXNlckhvbGRSZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJEChlHZXRVc2VyUmVzZXJ2YXRpb25SZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSFgoOcmVzZXJ2YXRpb25faWQYAiABKAkiWAoaR2V0VXNlclJlc2VydmF0aW9uUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24qsQEKEFJlc2VydmF0aW9uU3RhdGUSIQodUkVTRVJWQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZSRVNFUlZBVElPTl9TVEFURV9IRUxEEAESHwobUkVTRVJWQVRJT05fU1RBVEVfQ09ORklSTUVEEAISHgoaUkVTRVJWQVRJT05fU1RBVEVfUkVMRUFTRUQQAxIdChlSRVNFUlZBVElPTl9TVEFURV9FWFBJUkVEEAQy+AMKElJlc2VydmF0aW9uU2VydmljZRJqCglIb2xkU2VhdHMSKi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzUmVxdWVzdBorLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5Ib2xkU2VhdHNSZXNwb25zZSIEiLUYAxJ8Cg5HZXRSZXNlcnZhdGlvbhIvLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRSZXNlcnZhdGlvblJlcXVlc3QaMC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0UmVzZXJ2YXRpb25SZXNwb25zZSIHkAIBiLUYAhKCAQoQTGlzdFJlc2VydmF0aW9ucxIxLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5MaXN0UmVzZXJ2YXRpb25zUmVxdWVzdBoyLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5MaXN0UmVzZXJ2YXRpb25zUmVzcG9uc2UiB5ACAYi1GAIScwoLUmVsZWFzZUhvbGQSLC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVsZWFzZUhvbGRSZXF1ZXN0Gi0uYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlbGVhc2VIb2xkUmVzcG9uc2UiB5ACAoi1GAIytAQKGlJlc2VydmF0aW9uSW50ZXJuYWxTZXJ2aWNlEn8KEEhvbGRTZWF0c0ZvclVzZXISMS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlcXVlc3QaMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlc3BvbnNlIgSItRgFEn8KD1JlbGVhc2VVc2VySG9sZBIwLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlVXNlckhvbGRSZXF1ZXN0GjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlbGVhc2VVc2VySG9sZFJlc3BvbnNlIgeQAgKItRgFEogBChJHZXRVc2VyUmVzZXJ2YXRpb24SMy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0VXNlclJlc2VydmF0aW9uUmVxdWVzdBo0LmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRVc2VyUmVzZXJ2YXRpb25SZXNwb25zZSIHkAIBiLUYBRKIAQoSQ29uZmlybVJlc2VydmF0aW9uEjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QaNC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ29uZmlybVJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("Cipib3hvZmZpY2UvcmVzZXJ2YXRpb24vdjEvcmVzZXJ2YXRpb24ucHJvdG8SGGJveG9mZmljZS5yZXNlcnZhdGlvbi52MSKiAwoLUmVzZXJ2YXRpb24SCgoCaWQYASABKAkSOQoFc3RhdGUYAiABKA4yKi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb25TdGF0ZRIUCgxzZWF0X251bWJlcnMYAyADKAUSDgoGYW1vdW50GAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3NjaGVkdWxlX2lkGAYgASgJEhIKCmNvbmNlcnRfaWQYByABKAkSDwoHdXNlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwYXltZW50X2lkGAogASgJEhUKDWNhbmNlbF9yZWFzb24YCyABKAkSMAoMY2FuY2VsbGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWZ1bmRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoQSG9sZFNlYXRzUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCRIUCgxzZWF0X251bWJlcnMYAiADKAUiTwoRSG9sZFNlYXRzUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIlQKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iQAoXTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkicAoYTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlEjsKDHJlc2VydmF0aW9ucxgBIAMoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLAoSUmVsZWFzZUhvbGRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIlEKE1JlbGVhc2VIb2xkUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iaAoZQ29uZmlybVJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgpwYXltZW50X2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDgoGYW1vdW50GAQgASgDIlgKGkNvbmZpcm1SZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIoEBChdIb2xkU2VhdHNGb3JVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSEwoLc2NoZWR1bGVfaWQYAyABKAkSFAoMc2VhdF9udW1iZXJzGAQgAygFEhYKDnJldXNlX293bl9ob2xkGAUgASgIImYKGEhvbGRTZWF0c0ZvclVzZXJSZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbhIOCgZyZXVzZWQYAiABKAgiQQoWUmVsZWFzZVVzZXJIb2xkUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhYKDnJlc2VydmF0aW9uX2lkGAIgASgJIlUKF1JlbGVhc2VVc2VySG9sZFJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIkQKGUdldFVzZXJSZXNlcnZhdGlvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgCIAEoCSJYChpHZXRVc2VyUmVzZXJ2YXRpb25SZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiIyChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiVwoZQ2FuY2VsUmVzZXJ2YXRpb25SZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbirSAQoQUmVzZXJ2YXRpb25TdGF0ZRIhCh1SRVNFUlZBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlJFU0VSVkFUSU9OX1NUQVRFX0hFTEQQARIfChtSRVNFUlZBVElPTl9TVEFURV9DT05GSVJNRUQQAhIeChpSRVNFUlZBVElPTl9TVEFURV9SRUxFQVNFRBADEh0KGVJFU0VSVkFUSU9OX1NUQVRFX0VYUElSRUQQBBIfChtSRVNFUlZBVElPTl9TVEFURV9DQU5DRUxMRUQQBTKABQoSUmVzZXJ2YXRpb25TZXJ2aWNlEmoKCUhvbGRTZWF0cxIqLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5Ib2xkU2VhdHNSZXF1ZXN0GisuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRTZWF0c1Jlc3BvbnNlIgSItRgDEnwKDkdldFJlc2VydmF0aW9uEi8uYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBowLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRSZXNlcnZhdGlvblJlc3BvbnNlIgeQAgGItRgCEoIBChBMaXN0UmVzZXJ2YXRpb25zEjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0GjIuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXNwb25zZSIHkAIBiLUYAhJzCgtSZWxlYXNlSG9sZBIsLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlSG9sZFJlcXVlc3QaLS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVsZWFzZUhvbGRSZXNwb25zZSIHkAICiLUYAhKFAQoRQ2FuY2VsUmVzZXJ2YXRpb24SMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXF1ZXN0GjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNhbmNlbFJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAIytAQKGlJlc2VydmF0aW9uSW50ZXJuYWxTZXJ2aWNlEn8KEEhvbGRTZWF0c0ZvclVzZXISMS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlcXVlc3QaMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlc3BvbnNlIgSItRgFEn8KD1JlbGVhc2VVc2VySG9sZBIwLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlVXNlckhvbGRSZXF1ZXN0GjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlbGVhc2VVc2VySG9sZFJlc3BvbnNlIgeQAgKItRgFEogBChJHZXRVc2VyUmVzZXJ2YXRpb24SMy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0VXNlclJlc2VydmF0aW9uUmVxdWVzdBo0LmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRVc2VyUmVzZXJ2YXRpb25SZXNwb25zZSIHkAIBiLUYBRKIAQoSQ29uZmlybVJlc2VydmF0aW9uEjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QaNC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ29uZmlybVJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
 
 /**
  * Reservation is a fan's hold on seats of one date, and the sale it becomes.
@@ -85,11 +85,33 @@ export type Reservation = Message<"boxoffice.reservation.v1.Reservation"> & {
   createdAt?: Timestamp | undefined;
 
   /**
-   * While CONFIRMED: the payment that bought the seats.
+   * The payment that bought the seats (while CONFIRMED, and once CANCELLED).
    *
    * @generated from field: string payment_id = 10;
    */
   paymentId: string;
+
+  /**
+   * While CANCELLED: why, for the fan to read.
+   *
+   * @generated from field: string cancel_reason = 11;
+   */
+  cancelReason: string;
+
+  /**
+   * While CANCELLED: when.
+   *
+   * @generated from field: google.protobuf.Timestamp cancelled_at = 12;
+   */
+  cancelledAt?: Timestamp | undefined;
+
+  /**
+   * While CANCELLED: when the points came back; unset while the refund is
+   * still under way (it is retried until done).
+   *
+   * @generated from field: google.protobuf.Timestamp refunded_at = 13;
+   */
+  refundedAt?: Timestamp | undefined;
 };
 
 /**
@@ -529,6 +551,48 @@ export const GetUserReservationResponseSchema: GenMessage<GetUserReservationResp
   messageDesc(file_boxoffice_reservation_v1_reservation, 16);
 
 /**
+ * CancelReservationRequest names the booking to cancel.
+ *
+ * @generated from message boxoffice.reservation.v1.CancelReservationRequest
+ */
+export type CancelReservationRequest = Message<"boxoffice.reservation.v1.CancelReservationRequest"> & {
+  /**
+   * The paid reservation to cancel; it must belong to the caller.
+   *
+   * @generated from field: string reservation_id = 1;
+   */
+  reservationId: string;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.CancelReservationRequest.
+ * Use `create(CancelReservationRequestSchema)` to create a new message.
+ */
+export const CancelReservationRequestSchema: GenMessage<CancelReservationRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 17);
+
+/**
+ * CancelReservationResponse carries the cancelled booking.
+ *
+ * @generated from message boxoffice.reservation.v1.CancelReservationResponse
+ */
+export type CancelReservationResponse = Message<"boxoffice.reservation.v1.CancelReservationResponse"> & {
+  /**
+   * The reservation, now CANCELLED (refunded_at set once the points are back).
+   *
+   * @generated from field: boxoffice.reservation.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.CancelReservationResponse.
+ * Use `create(CancelReservationResponseSchema)` to create a new message.
+ */
+export const CancelReservationResponseSchema: GenMessage<CancelReservationResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 18);
+
+/**
  * ReservationState is where a reservation stands.
  *
  * @generated from enum boxoffice.reservation.v1.ReservationState
@@ -568,6 +632,15 @@ export enum ReservationState {
    * @generated from enum value: RESERVATION_STATE_EXPIRED = 4;
    */
   EXPIRED = 4,
+
+  /**
+   * The paid booking was cancelled, by the fan or because the organiser
+   * cancelled its date or concert (cancel_reason says which): the seats are
+   * free again, the tickets void and the points refunded.
+   *
+   * @generated from enum value: RESERVATION_STATE_CANCELLED = 5;
+   */
+  CANCELLED = 5,
 }
 
 /**
@@ -628,6 +701,22 @@ export const ReservationService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseHoldRequestSchema;
     output: typeof ReleaseHoldResponseSchema;
+  },
+  /**
+   * CancelReservation cancels one of the caller's paid bookings: it becomes
+   * CANCELLED, its seats are on sale again, its tickets read VOID, and the
+   * points it cost come back (refunded_at is set once they have). Refused
+   * with REASON_CANCEL_CUTOFF_PASSED once its date starts within the concert's
+   * cancel_cutoff, REASON_TICKET_USED once a ticket of it was admitted at the
+   * door, REASON_RESERVATION_NOT_CONFIRMED for a hold not paid for (release it
+   * instead). Cancelling a cancelled booking returns it as it is.
+   *
+   * @generated from rpc boxoffice.reservation.v1.ReservationService.CancelReservation
+   */
+  cancelReservation: {
+    methodKind: "unary";
+    input: typeof CancelReservationRequestSchema;
+    output: typeof CancelReservationResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_boxoffice_reservation_v1_reservation, 0);
