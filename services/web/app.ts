@@ -11,8 +11,10 @@ import { CoordinatorService } from "../../gen/boxoffice/coordinator/v1/coordinat
 import { PaymentService, PaymentState, type Payment } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { PointService } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { DrawState, QueueService, QueueState, type GetSaleFairnessResponse, type QueueStatus } from "../../gen/boxoffice/queue/v1/queue_pb.js";
-import type { Reservation } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { ReservationService, ReservationState, type Reservation } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
+import { TicketService, TicketState, type Ticket } from "../../gen/boxoffice/ticket/v1/ticket_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
+import QRCode from "qrcode";
 import { explain, explainReason, reasonOf, reconnectingMessage, sentence, when } from "./messages.js";
 
 const transport = createConnectTransport({ baseUrl: location.origin });
@@ -23,6 +25,8 @@ const api = {
   queue: createClient(QueueService, transport),
   points: createClient(PointService, transport),
   payments: createClient(PaymentService, transport),
+  reservations: createClient(ReservationService, transport),
+  tickets: createClient(TicketService, transport),
 };
 
 const tokenKey = "boxoffice.userToken";
@@ -599,6 +603,7 @@ async function pay() {
   }
   await refreshBalance();
   showPayment(payment!, reservation);
+  if (!section("bookings").hidden) await loadBookings().catch(() => undefined);
   await loadSchedules(); // public: still readable after the session ended, and shows the seats gone
 }
 
@@ -615,8 +620,10 @@ function showPayment(payment: Payment, reservation: Reservation | undefined) {
     $("result-seats").textContent = seats.map((n) => `Seat ${n}: SOLD to you`).join(" · ");
     show("hold", false);
     show("result");
+    $("result-tickets").hidden = false;
     notify(`Payment succeeded: ${points(payment.amount)} paid. ${seatList(seats)} ${seats.length === 1 ? "is" : "are"} yours. Enjoy the show!`);
   } else if (payment.state === PaymentState.FAILED) {
+    $("result-tickets").hidden = true;
     say(explainReason(payment.failureReason) ?? `The payment failed: ${payment.failureMessage || "unknown reason"}.`);
     show("result");
     void recover(payment.failureReason).finally(() => {
@@ -627,6 +634,236 @@ function showPayment(payment: Payment, reservation: Reservation | undefined) {
   } else {
     say("Your payment is still being processed. Check your balance and bookings again in a minute.");
   }
+}
+
+// ---- my bookings and tickets ----
+
+/** The fan's bookings as last listed, their tickets, and what the section shows. */
+const bookings = {
+  reservations: [] as Reservation[],
+  /** Tickets by reservation id. */
+  tickets: new Map<string, Ticket[]>(),
+  /** The booking whose "really cancel?" question is open, if any. */
+  confirming: "",
+  /** Counts the listings, so that an older answer arriving late does not overwrite a newer one. */
+  generation: 0,
+  /** A QR image (data: URL) per ticket code, made once. */
+  qr: new Map<string, Promise<string>>(),
+};
+
+/** Most pages of bookings (100 each) the section reads. */
+const mostPages = 5;
+
+async function allReservations() {
+  const all: Reservation[] = [];
+  let pageToken = "";
+  for (let i = 0; i < mostPages; i++) {
+    const page = await api.reservations.listReservations({ pageSize: 100, pageToken }, user());
+    all.push(...page.reservations);
+    if (!(pageToken = page.nextPageToken)) break;
+  }
+  return all;
+}
+
+async function allTickets() {
+  const all: Ticket[] = [];
+  let pageToken = "";
+  for (let i = 0; i < mostPages; i++) {
+    const page = await api.tickets.listTickets({ pageSize: 100, pageToken }, user());
+    all.push(...page.tickets);
+    if (!(pageToken = page.nextPageToken)) break;
+  }
+  return all;
+}
+
+/** Paid bookings (CONFIRMED) and cancelled ones; holds never paid for are no booking. */
+const isBooking = (reservation: Reservation) => reservation.state === ReservationState.CONFIRMED || reservation.state === ReservationState.CANCELLED;
+
+/** Reads the fan's bookings and tickets again and draws them, newest first. */
+async function loadBookings() {
+  const generation = ++bookings.generation;
+  const [reservations, tickets] = await Promise.all([allReservations(), allTickets()]);
+  if (generation !== bookings.generation) return;
+  bookings.reservations = reservations.filter(isBooking).sort((a, b) => (ms(b.createdAt) ?? 0) - (ms(a.createdAt) ?? 0));
+  bookings.tickets = new Map();
+  for (const ticket of tickets) {
+    const list = bookings.tickets.get(ticket.reservationId) ?? [];
+    list.push(ticket);
+    bookings.tickets.set(ticket.reservationId, list);
+  }
+  for (const list of bookings.tickets.values()) list.sort((a, b) => a.seatNumber - b.seatNumber);
+  renderBookings();
+}
+
+async function openBookings() {
+  show("bookings");
+  $("bookings-status").textContent = "Loading your bookings…";
+  section("bookings").scrollIntoView({ block: "start" });
+  try {
+    await loadBookings();
+  } finally {
+    if ($("bookings-status").textContent === "Loading your bookings…") $("bookings-status").textContent = "";
+  }
+}
+
+function qrImage(code: string) {
+  let url = bookings.qr.get(code);
+  if (!url) {
+    url = QRCode.toDataURL(code, { errorCorrectionLevel: "M", margin: 2, width: 256 });
+    bookings.qr.set(code, url);
+  }
+  return url;
+}
+
+const ticketStateText: Record<TicketState, string> = {
+  [TicketState.UNSPECIFIED]: "unknown",
+  [TicketState.VALID]: "valid",
+  [TicketState.USED]: "used",
+  [TicketState.VOID]: "void",
+};
+
+function bookingStateText(reservation: Reservation) {
+  if (reservation.state === ReservationState.CONFIRMED) return "Confirmed";
+  const reason = reservation.cancelReason ? ` (${reservation.cancelReason})` : "";
+  const at = reservation.cancelledAt ? ` on ${dateTime(reservation.cancelledAt)}` : "";
+  return `Cancelled${at}${reason} · ${reservation.refundedAt ? `refunded ${points(reservation.amount)}` : "refund under way…"}`;
+}
+
+function renderBookings() {
+  const list = $("bookings");
+  list.replaceChildren();
+  $("bookings-status").textContent = bookings.reservations.length === 0 ? "You have no bookings yet." : "";
+  for (const reservation of bookings.reservations) list.append(bookingItem(reservation));
+}
+
+const withTestId = <T extends HTMLElement>(node: T, testId: string) => {
+  node.dataset.testid = testId;
+  return node;
+};
+
+function bookingItem(reservation: Reservation) {
+  const id = reservation.id;
+  const tickets = bookings.tickets.get(id) ?? [];
+  const first = tickets[0];
+  const concert = state.concerts.get(reservation.concertId);
+  const title = first?.concertTitle || concert?.title || "Concert";
+  const venue = first?.venue || concert?.venue || "";
+  const order = first?.orderNumber || "—";
+  const confirmed = reservation.state === ReservationState.CONFIRMED;
+
+  const stateLabel = withTestId(element("span", { className: "booking-state", textContent: bookingStateText(reservation) }), `booking-state-${id}`);
+  stateLabel.dataset.state = ReservationState[reservation.state];
+  stateLabel.dataset.refunded = String(reservation.refundedAt !== undefined);
+  const head = element(
+    "div",
+    { className: "booking-head" },
+    element("span", {}, "Order ", withTestId(element("strong", { textContent: order }), `booking-order-${id}`)),
+    stateLabel,
+  );
+  const facts = element(
+    "dl",
+    {},
+    element("dt", {}, "Concert"),
+    withTestId(element("dd", { textContent: venue ? `${title} · ${venue}` : title }), `booking-concert-${id}`),
+    element("dt", {}, "Date"),
+    withTestId(element("dd", { textContent: dateTime(first?.startsAt) || "—" }), `booking-date-${id}`),
+    element("dt", {}, "Seats"),
+    withTestId(element("dd", { textContent: reservation.seatNumbers.join(", ") }), `booking-seats-${id}`),
+    element("dt", {}, "Amount"),
+    withTestId(element("dd", { textContent: points(reservation.amount) }), `booking-amount-${id}`),
+  );
+  const item = withTestId(element("li", { className: "booking" }, head, facts), `booking-${id}`);
+  item.dataset.state = ReservationState[reservation.state];
+  if (!confirmed) return item;
+
+  const ticketList = withTestId(element("ul", { className: "tickets" }), `tickets-${id}`);
+  for (const ticket of tickets) ticketList.append(ticketItem(ticket));
+  item.append(ticketList);
+
+  if (tickets.some((ticket) => ticket.state === TicketState.USED)) return item; // the service would refuse (TICKET_USED)
+  const cancel = withTestId(element("button", { type: "button", className: "danger", textContent: "Cancel booking" }), `cancel-${id}`);
+  cancel.setAttribute("aria-label", `Cancel booking ${order}`);
+  cancel.addEventListener("click", () => {
+    bookings.confirming = id;
+    renderBookings();
+    $<HTMLButtonElement>(`cancel-confirm-${id}`).focus();
+  });
+  item.append(element("div", { className: "row" }, cancel));
+  if (bookings.confirming === id) {
+    const yes = withTestId(element("button", { type: "button", className: "danger", textContent: "Yes, cancel booking" }), `cancel-confirm-${id}`);
+    const no = withTestId(element("button", { type: "button", className: "secondary", textContent: "Keep booking" }), `cancel-keep-${id}`);
+    yes.addEventListener("click", () => void act(yes, () => cancelBooking(reservation, order)));
+    no.addEventListener("click", () => {
+      bookings.confirming = "";
+      renderBookings();
+    });
+    cancel.disabled = true;
+    const question = `Cancel booking ${order}? ${seatList(reservation.seatNumbers)} go${reservation.seatNumbers.length === 1 ? "es" : ""} back on sale, the tickets stop working and your ${points(reservation.amount)} are refunded. This cannot be undone.`;
+    item.append(withTestId(element("div", { className: "confirm-cancel", role: "alertdialog" }, element("p", {}, question), element("div", { className: "row" }, yes, no)), `cancel-question-${id}`));
+  }
+  return item;
+}
+
+function ticketItem(ticket: Ticket) {
+  const key = `${ticket.reservationId}-${ticket.seatNumber}`;
+  const image = withTestId(element("img", { alt: `QR code of the ticket for seat ${ticket.seatNumber}`, width: 256, height: 256 }), `ticket-qr-${key}`);
+  void qrImage(ticket.code).then(
+    (url) => (image.src = url),
+    () => (image.alt = "The QR code could not be drawn: show the code below instead."),
+  );
+  const stateLabel = withTestId(element("span", { textContent: ticketStateText[ticket.state] }), `ticket-state-${key}`);
+  stateLabel.dataset.state = TicketState[ticket.state];
+  const used = ticket.state === TicketState.USED && ticket.usedAt ? ` ${dateTime(ticket.usedAt)}${ticket.gate ? ` at ${ticket.gate}` : ""}` : "";
+  const item = withTestId(
+    element(
+      "li",
+      { className: "ticket" },
+      image,
+      element("div", {}, withTestId(element("strong", { textContent: `Seat ${ticket.seatNumber}` }), `ticket-seat-${key}`), " · ", points(ticket.price)),
+      element("div", {}, "Ticket ", stateLabel, used),
+      withTestId(element("code", { textContent: ticket.code, title: ticket.code }), `ticket-code-${key}`),
+    ),
+    `ticket-${key}`,
+  );
+  item.dataset.state = TicketState[ticket.state];
+  return item;
+}
+
+/** Cancels a booking, shows it cancelled, then watches for its refund for a few seconds. */
+async function cancelBooking(reservation: Reservation, order: string) {
+  say("");
+  try {
+    const { reservation: cancelled } = await api.reservations.cancelReservation({ reservationId: reservation.id }, user());
+    bookings.confirming = "";
+    if (cancelled) bookings.reservations = bookings.reservations.map((r) => (r.id === cancelled.id ? cancelled : r));
+    renderBookings();
+    // The seats are on sale again: the date list (public) counts them back.
+    if (state.concert?.id === reservation.concertId) void loadSchedules().catch(() => undefined);
+    if (cancelled?.refundedAt) return refunded(cancelled, order);
+    notify(`Booking ${order} is cancelled. Your ${points(reservation.amount)} are on their way back…`);
+    void watchRefund(reservation.id, order).catch(() => undefined);
+  } catch (error) {
+    bookings.confirming = "";
+    await loadBookings().catch(() => undefined);
+    throw error;
+  }
+}
+
+async function refunded(reservation: Reservation, order: string) {
+  await refreshBalance();
+  notify(`Booking ${order} is cancelled and ${points(reservation.amount)} are back on your balance (${$("balance").textContent} points).`);
+}
+
+/** Reads the bookings and balance again every half second, for up to 15 s, until the booking's refund has landed. */
+async function watchRefund(reservationId: string, order: string) {
+  for (let i = 0; i < 30; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await loadBookings();
+    const booking = bookings.reservations.find((r) => r.id === reservationId);
+    if (booking?.refundedAt) return refunded(booking, order);
+  }
+  await refreshBalance();
+  notify(`Booking ${order} is cancelled. The refund is still under way: your points come back shortly (refresh your bookings in a minute).`);
 }
 
 // ---- countdowns ----
@@ -667,10 +904,19 @@ $("charge-form").addEventListener("submit", (event) => {
   if (!/^\d+$/.test(input.value) || BigInt(input.value) < 1n) return say("Enter a whole number of points to add (1 to 10,000,000).");
   void act($<HTMLButtonElement>("charge"), () => charge(BigInt(input.value)));
 });
+for (const link of ["open-bookings", "see-tickets"]) {
+  $(link).addEventListener("click", (event) => {
+    event.preventDefault();
+    void act(undefined, openBookings);
+  });
+}
+$("refresh-bookings").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, loadBookings));
+$("close-bookings").addEventListener("click", () => show("bookings", false));
 setInterval(tick, 250);
 
 void act(undefined, async () => {
   await signIn();
   await loadConcerts();
+  if (location.hash === "#bookings") await openBookings();
   document.body.dataset.ready = "true";
 });

@@ -35,6 +35,11 @@ const byReason: Partial<Record<Reason, string>> = {
   [Reason.FAN_LIMIT_REACHED]: "You have reached the most seats one fan may have for this concert, over all its dates.",
   [Reason.SALE_STARTED]: "The sale has already opened: this can only be changed before it opens.",
   [Reason.CONCERT_HAS_SALES]: "This concert has sold seats, so it cannot be cancelled yet.",
+  [Reason.CANCEL_CUTOFF_PASSED]: "This booking can no longer be cancelled: the cancellation deadline before the show has passed.",
+  [Reason.TICKET_USED]: "A ticket of this booking was already used at the door, so the booking can no longer be cancelled.",
+  [Reason.RESERVATION_NOT_CONFIRMED]: "Only a paid booking can be cancelled. Seats you only hold are released when the hold runs out.",
+  [Reason.RESERVATION_CANCELLED]: "This booking was cancelled and its points are refunded.",
+  [Reason.SCHEDULE_CANCELLED]: "This date was cancelled by the organiser. Bookings on it are refunded.",
   [Reason.RANDOM_ADMISSION]: "Admission is by lot: fans are let in at random from everyone waiting, so there is no place in line. Keep this page open.",
 };
 
@@ -47,8 +52,8 @@ export function when(time: string | Date | undefined): string {
 
 /**
  * The message for a refusal whose metadata says more than its reason: when a
- * sale that has not opened opens, and how many seats a fan already has against
- * the per-fan limit.
+ * sale that has not opened opens, how many seats a fan already has against
+ * the per-fan limit, and until when a booking could be cancelled.
  */
 function withFacts(reason: Reason | undefined, metadata: Record<string, string>): string | undefined {
   if (reason === Reason.SALE_NOT_OPEN) {
@@ -60,6 +65,11 @@ function withFacts(reason: Reason | undefined, metadata: Record<string, string>)
   if (reason === Reason.FAN_LIMIT_REACHED && metadata["limit"]) {
     const held = metadata["held"];
     return `One fan may have at most ${metadata["limit"]} seats for this concert, over all its dates${held ? ` (you already have ${held})` : ""}. Pick fewer seats.`;
+  }
+  if (reason === Reason.CANCEL_CUTOFF_PASSED) {
+    const cutoff = when(metadata["cutoff_at"]);
+    const starts = when(metadata["starts_at"]);
+    if (cutoff) return `This booking can no longer be cancelled: bookings of this date could be cancelled until ${cutoff}${starts ? ` (the show starts ${starts})` : ""}.`;
   }
   return undefined;
 }
