@@ -467,7 +467,9 @@ describe("ConcertService and ConcertAdminService", () => {
     const { concertId, scheduleId } = await createConcert([{ seatCount: 4, price: 700 }]);
     const fan = await admittedFan(concertId);
     const { seats } = await g.unary(CONCERT, "ListSeats", { scheduleId }, fan.headers);
-    expect(seats).toEqual([1, 2, 3, 4].map((number) => ({ number, price: "700", state: "SEAT_STATE_AVAILABLE" })));
+    expect(seats).toEqual(
+      [1, 2, 3, 4].map((number) => ({ number, price: "700", state: "SEAT_STATE_AVAILABLE", section: "", row: "", label: String(number), tier: "", place: number, rowPosition: 1 })),
+    );
 
     await expectFailure(g.unary(CONCERT, "ListSeats", { scheduleId }), "UNAUTHENTICATED", "REASON_TOKEN_MISSING");
     await expectFailure(g.unary(CONCERT, "ListSeats", { scheduleId }, bearer(fan.token)), "PERMISSION_DENIED", "REASON_QUEUE_TOKEN_MISSING");
@@ -525,6 +527,26 @@ describe("ReservationService", () => {
     // The seats are free again: the rival gets them.
     const rivalHold = await g.unary(RESERVATION, "HoldSeats", { scheduleId, seatNumbers: [3, 4] }, rival.headers);
     expect(rivalHold.reservation.state).toBe("RESERVATION_STATE_HELD");
+  });
+
+  it("HoldBestAvailable holds adjacent seats of a date without a plan (tier \"\"); no block left is SEAT_UNAVAILABLE; a bad count INVALID_ARGUMENT", async () => {
+    const { concertId, scheduleId } = await createConcert([{ seatCount: 6, price: 250 }]);
+    const [fan, rival] = await Promise.all([admittedFan(concertId), admittedFan(concertId)]);
+    const { reservation } = await g.unary(RESERVATION, "HoldBestAvailable", { scheduleId, tier: "", count: 2 }, fan.headers);
+    // Six seats in one row: two from its end.
+    expect(reservation).toMatchObject({ state: "RESERVATION_STATE_HELD", seatNumbers: [1, 2], amount: "500", scheduleId, concertId, userId: fan.userId });
+    // Left: 3-6; three of them would leave a single seat.
+    const none = await expectFailure(g.unary(RESERVATION, "HoldBestAvailable", { scheduleId, tier: "", count: 3 }, rival.headers), "FAILED_PRECONDITION", "REASON_SEAT_UNAVAILABLE");
+    expect(none.message).toContain("adjacent");
+    await expectFailure(g.unary(RESERVATION, "HoldBestAvailable", { scheduleId, tier: "", count: 5 }, rival.headers), "INVALID_ARGUMENT", "REASON_INVALID_ARGUMENT", "count");
+    // A seat plan whose row names a tier it does not define is refused, naming the field.
+    const plan = { sections: [{ name: "Floor", rows: [{ label: "A", tier: "Gold", seats: ["1", "2"] }] }], tiers: [{ name: "Silver", price: "10" }] };
+    await expectFailure(
+      g.unary(CONCERT_ADMIN, "CreateConcert", { title: "Bad plan", schedules: [{ startsAt: inDays(9), plan }] }, operator),
+      "INVALID_ARGUMENT",
+      "REASON_INVALID_ARGUMENT",
+      "schedules[0].plan.sections[0].rows[0].tier",
+    );
   });
 });
 

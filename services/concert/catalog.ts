@@ -18,9 +18,47 @@ export const defaultCancelCutoffSeconds = 24 * 3600;
 
 export interface ScheduleDraft {
   startsAt: Date;
+  /** With a plan: the plan's seats. */
   seatCount: number;
+  /** Without a plan: every seat's. */
+  price: number;
+  /** Unset: seatCount numbered seats at one price, in one unnamed section, row and tier. */
+  plan?: SeatPlanDraft;
+}
+
+/** A date's seat plan, checked (concert-service.ts): every row's tier is one of the tiers. */
+export interface SeatPlanDraft {
+  sections: { name: string; rows: { label: string; tier: string; seats: string[] }[] }[];
+  tiers: { name: string; price: number }[];
+}
+
+/** A seat as a plan lays it out; numbered 1..N in plan order (sections, rows, seats). */
+export interface PlannedSeat {
+  number: number;
+  section: string;
+  row_label: string;
+  row_position: number;
+  label: string;
+  place: number;
+  tier: string;
   price: number;
 }
+
+export function seatsOfPlan(plan: SeatPlanDraft): PlannedSeat[] {
+  const prices = new Map(plan.tiers.map((tier) => [tier.name, tier.price]));
+  const seats: PlannedSeat[] = [];
+  for (const section of plan.sections) {
+    section.rows.forEach((row, r) => {
+      row.seats.forEach((label, s) => {
+        seats.push({ number: seats.length + 1, section: section.name, row_label: row.label, row_position: r + 1, label, place: s + 1, tier: row.tier, price: prices.get(row.tier)! });
+      });
+    });
+  }
+  return seats;
+}
+
+/** The prices a date's seats are sold at. */
+const pricesOf = (spec: ScheduleDraft) => (spec.plan ? [...new Set(seatsOfPlan(spec.plan).map((seat) => seat.price))] : [spec.price]);
 
 export interface ConcertDraft {
   title: string;
@@ -126,7 +164,8 @@ function requestHash(draft: ConcertDraft): string {
   const canonical = [
     draft.title,
     draft.venue,
-    draft.schedules.map((spec) => [time(spec.startsAt), spec.seatCount, spec.price]),
+    // A plan is appended only when given, so that a draft without one hashes as it did.
+    draft.schedules.map((spec) => [time(spec.startsAt), spec.seatCount, spec.price, ...(spec.plan ? [spec.plan] : [])]),
     time(draft.prequeueOpensAt),
     time(draft.saleOpensAt),
     time(draft.saleClosesAt),
@@ -156,8 +195,16 @@ export async function createConcert(em: EntityManager, draft: ConcertDraft, now 
   const saleOpensAt = draft.saleOpensAt ?? now;
   checkSaleTimes({ prequeueOpensAt: draft.prequeueOpensAt ?? saleOpensAt, saleOpensAt, saleClosesAt: draft.saleClosesAt ?? null }, new Date(Math.min(...starts)), new Date(Math.max(...starts)));
   const seed = randomBytes(32);
-  const prices = draft.schedules.map((spec) => spec.price);
-  const schedules = draft.schedules.map((spec) => ({ id: randomUUID(), starts_at: spec.startsAt.toISOString(), seat_count: spec.seatCount, price: spec.price }));
+  const prices = draft.schedules.flatMap(pricesOf);
+  const schedules = draft.schedules.map((spec) => ({
+    id: randomUUID(),
+    starts_at: spec.startsAt.toISOString(),
+    seat_count: spec.plan ? seatsOfPlan(spec.plan).length : spec.seatCount,
+    price: spec.price,
+    planned: spec.plan !== undefined,
+  }));
+  // The seats of the dates with a plan, laid out here; the others' are numbered in the statement.
+  const planned = draft.schedules.flatMap((spec, i) => (spec.plan ? seatsOfPlan(spec.plan).map((seat) => ({ schedule_id: schedules[i]!.id, ...seat })) : []));
   // Unset sale times are the database's now(), the clock every hold is decided by, so a concert on sale at once is so for the first hold.
   const [row] = await em.execute<{ id: string }[]>(
     `with opening as (select coalesce(?::timestamptz, now()) as sale_opens_at),
@@ -169,12 +216,18 @@ export async function createConcert(em: EntityManager, draft: ConcertDraft, now 
          from opening
        on conflict (request_id) do nothing
        returning id),
-     spec as (select * from jsonb_to_recordset(?::jsonb) as spec(id uuid, starts_at timestamptz, seat_count int, price bigint)),
+     spec as (select * from jsonb_to_recordset(?::jsonb) as spec(id uuid, starts_at timestamptz, seat_count int, price bigint, planned boolean)),
+     plan as (select * from jsonb_to_recordset(?::jsonb)
+                as plan(schedule_id uuid, number int, section text, row_label text, row_position int, label text, place int, tier text, price bigint)),
      dates as (
        insert into "concert"."schedule" (id, concert_id, starts_at, seat_count) select spec.id, concert.id, spec.starts_at, spec.seat_count from concert, spec),
      seats as (
-       insert into "concert"."seat" (schedule_id, number, price, state)
-       select spec.id, number, spec.price, 'AVAILABLE' from concert, spec, generate_series(1, spec.seat_count) number)
+       insert into "concert"."seat" (schedule_id, number, price, state, section, row_label, row_position, label, place, tier)
+       select spec.id, number, spec.price, 'AVAILABLE', '', '', 1, number::text, number, ''
+         from concert, spec, generate_series(1, spec.seat_count) number where not spec.planned
+       union all
+       select plan.schedule_id, plan.number, plan.price, 'AVAILABLE', plan.section, plan.row_label, plan.row_position, plan.label, plan.place, plan.tier
+         from concert, plan)
      select id from concert`,
     [
       draft.saleOpensAt ?? null,
@@ -194,6 +247,7 @@ export async function createConcert(em: EntityManager, draft: ConcertDraft, now 
       draft.requestId ?? null,
       hash,
       JSON.stringify(schedules),
+      JSON.stringify(planned),
     ],
   );
   if (row) return { concert: { id: row.id }, schedules: schedules.map(({ id }) => ({ id })), replayed: false };

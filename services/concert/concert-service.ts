@@ -16,6 +16,7 @@ import {
   type ListSchedulesRequest,
   type ListSeatsRequest,
   type PublishConcertRequest,
+  type SeatPlan,
   type RelistConcertRequest,
   type UnlistConcertRequest,
   type UpdateConcertRequest,
@@ -40,6 +41,7 @@ import {
   updateConcert,
   type ConcertView,
   type ScheduleRow,
+  type SeatPlanDraft,
 } from "./catalog.js";
 import { seatStateNow } from "./holds.js";
 import { cataloguedPhases, saleEndsAt } from "./sale.js";
@@ -104,6 +106,44 @@ function catalogOrder(a: ConcertView, b: ConcertView): number {
 
 const optionalTime = (value: Timestamp | undefined, field: string) => (value === undefined ? undefined : check.time(value, field));
 
+const maxSeatsPerDate = 1000;
+const name = (value: string, field: string) => check.text(value, field, { max: 50 });
+const unique = (names: string[], field: string, what: string) => {
+  const seen = new Set<string>();
+  names.forEach((n, i) => {
+    if (seen.has(n)) throw new InvalidInput(`${field}[${i}]`, `repeats the ${what} "${n}"`);
+    seen.add(n);
+  });
+};
+
+/** A date's seat plan as the operator gave it, checked; every error names the field's path under `field`. */
+function checkPlan(plan: SeatPlan, field: string): SeatPlanDraft {
+  const tiers = check.count(plan.tiers, `${field}.tiers`, 1, 20).map((tier, i) => ({
+    name: name(tier.name, `${field}.tiers[${i}].name`),
+    price: check.integer(tier.price, `${field}.tiers[${i}].price`, 1, 10_000_000),
+  }));
+  const tierNames = new Set(tiers.map((t) => t.name));
+  if (tierNames.size !== tiers.length) unique(tiers.map((t) => t.name), `${field}.tiers`, "tier");
+  let seatCount = 0;
+  const sections = check.count(plan.sections, `${field}.sections`, 1, 50).map((section, i) => {
+    const at = `${field}.sections[${i}]`;
+    const rows = check.count(section.rows, `${at}.rows`, 1, 100).map((row, r) => {
+      const rowAt = `${at}.rows[${r}]`;
+      const tier = row.tier.trim();
+      if (!tierNames.has(tier)) throw new InvalidInput(`${rowAt}.tier`, `must be one of the plan's tiers${tier === "" ? "" : `; there is no tier "${tier}"`}`);
+      const seats = check.count(row.seats, `${rowAt}.seats`, 1, maxSeatsPerDate).map((label, s) => name(label, `${rowAt}.seats[${s}]`));
+      unique(seats, `${rowAt}.seats`, "seat label");
+      seatCount += seats.length;
+      if (seatCount > maxSeatsPerDate) throw new InvalidInput(`${rowAt}.seats`, `the plan has more than ${maxSeatsPerDate} seats`);
+      return { label: name(row.label, `${rowAt}.label`), tier, seats };
+    });
+    unique(rows.map((row) => row.label), `${at}.rows`, "row label");
+    return { name: name(section.name, `${at}.name`), rows };
+  });
+  unique(sections.map((section) => section.name), `${field}.sections`, "section");
+  return { sections, tiers };
+}
+
 const maxCancelCutoffSeconds = 365 * 24 * 3600;
 /** A cancellation cutoff in whole seconds, 0..365 days; undefined when unset. */
 function optionalCutoff(value: Duration | undefined, field: string): number | undefined {
@@ -142,7 +182,17 @@ export class ConcertService implements ServiceImpl<typeof ConcertServiceDesc> {
     if (map.concertId !== admission(ctx).concertId) {
       throw new Forbidden(Reason.NOT_ADMITTED, "the queue token admits you to another concert");
     }
-    const seats = SeatMaps.listing(map, Date.now(), (seat, state) => ({ number: seat.number, price: BigInt(seat.price), state: seatStates[state] }));
+    const seats = SeatMaps.listing(map, Date.now(), (seat, state) => ({
+      number: seat.number,
+      price: BigInt(seat.price),
+      state: seatStates[state],
+      section: seat.section,
+      row: seat.rowLabel,
+      label: seat.label,
+      tier: seat.tier,
+      place: seat.place,
+      rowPosition: seat.rowPosition,
+    }));
     return { seats };
   }
 }
@@ -184,11 +234,19 @@ export class ConcertAdminService implements ServiceImpl<typeof ConcertAdminServi
     const created = await createConcert(em, {
       title: check.text(req.title, "title", { max: 200 }),
       venue: check.text(req.venue, "venue", { min: 0, max: 200 }),
-      schedules: check.count(req.schedules, "schedules", 1, 100).map((spec, i) => ({
-        startsAt: check.time(spec.startsAt, `schedules[${i}].starts_at`),
-        seatCount: spec.seatCount === 0 ? defaultSeatCount : check.integer(spec.seatCount, `schedules[${i}].seat_count`, 1, 1000),
-        price: check.integer(spec.price, `schedules[${i}].price`, 1, 10_000_000),
-      })),
+      schedules: check.count(req.schedules, "schedules", 1, 100).map((spec, i) => {
+        const startsAt = check.time(spec.startsAt, `schedules[${i}].starts_at`);
+        if (spec.plan) {
+          // The plan's seats and prices; seat_count and price are ignored.
+          const plan = checkPlan(spec.plan, `schedules[${i}].plan`);
+          return { startsAt, plan, seatCount: plan.sections.reduce((n, s) => n + s.rows.reduce((m, r) => m + r.seats.length, 0), 0), price: 0 };
+        }
+        return {
+          startsAt,
+          seatCount: spec.seatCount === 0 ? defaultSeatCount : check.integer(spec.seatCount, `schedules[${i}].seat_count`, 1, maxSeatsPerDate),
+          price: check.integer(spec.price, `schedules[${i}].price`, 1, 10_000_000),
+        };
+      }),
       prequeueOpensAt: optionalTime(req.prequeueOpensAt, "prequeue_opens_at"),
       saleOpensAt: optionalTime(req.saleOpensAt, "sale_opens_at"),
       saleClosesAt: optionalTime(req.saleClosesAt, "sale_closes_at"),

@@ -61,7 +61,11 @@ export const Seat = defineEntity({
   name: "Seat",
   schema: "concert",
   tableName: "seat",
-  indexes: [{ name: "seat_reservation_id_index", properties: ["reservationId"], where: `"reservation_id" is not null` }],
+  indexes: [
+    { name: "seat_reservation_id_index", properties: ["reservationId"], where: `"reservation_id" is not null` },
+    // The best-available chooser reads the seats of one tier of a date.
+    { name: "seat_tier_index", properties: ["scheduleId", "tier"] },
+  ],
   // Created by Migration20261124020000_seat_notify: every statement changing seats notifies
   // `concert_seats` with the dates it touched, so concert instances drop their cached seat maps.
   triggers: [
@@ -81,6 +85,15 @@ export const Seat = defineEntity({
     reservationId: p.uuid().nullable(),
     /** A HELD seat is free again from this moment, whether or not anyone tidies it up. */
     heldUntil: p.datetime().nullable(),
+    /** Where it is in the date's seat plan ("" names: a date without a plan, one section, row and tier). */
+    section: p.string().length(50).default(""),
+    rowLabel: p.string().length(50).default(""),
+    /** Its row's place in the section, 1 = the front row. */
+    rowPosition: p.integer().default(1),
+    label: p.string().length(50).default(""),
+    /** Its place in the row, 1 = the first seat listed: seats of one row with consecutive places are adjacent. */
+    place: p.integer().default(0),
+    tier: p.string().length(50).default(""),
   },
 });
 

@@ -4,6 +4,7 @@ import { NotFound, Reason, Refused } from "../platform/errors.js";
 import { newestFirst } from "../platform/pagination.js";
 import { Hold, type HoldState } from "./concert.entity.js";
 import { holdableNow, holdRefusal, saleColumns, saleOf, saleRefusal, sellableNow, type SaleRow } from "./sale.js";
+import { bestAvailable } from "./best-available.js";
 import type { SeatMaps } from "./seat-maps.js";
 
 /** A hold as its owner sees it (the record behind a reservation). */
@@ -65,6 +66,18 @@ export interface HoldRequest {
   /** Answer the fan's live hold on exactly these seats instead of refusing (a retried booking). */
   reuseOwnHold?: boolean;
 }
+
+/** A best-available hold: `count` adjacent seats of a tier ("" on a date without a plan). */
+export interface BestRequest {
+  userId: string;
+  concertId: string;
+  scheduleId: string;
+  tier: string;
+  count: number;
+}
+
+/** How many times a best-available hold chooses again when plain holds take its seats first. */
+const bestAttempts = 5;
 
 export interface Confirmation {
   userId: string;
@@ -158,46 +171,9 @@ export class Holds {
    */
   async hold(em: EntityManager, request: HoldRequest, retried = false): Promise<HoldRecord & { reused?: true }> {
     const id = randomUUID();
-    const numbers = `{${request.seatNumbers.join(",")}}`;
     let rows: HoldRow[];
     try {
-      rows = await em.getConnection().execute<HoldRow[]>(
-        `with sale as (
-           select 1 from "concert"."schedule" schedule join "concert"."concert" concert on concert.id = schedule.concert_id
-            where schedule.id = ? and concert.id = ? and ${holdableNow} and "concert"."fan_seats_locked"(?::uuid, concert.id) + ?::int <= concert.seat_limit),
-         free as (
-           select seat.schedule_id, seat.number from "concert"."seat" seat
-            where seat.schedule_id = ? and seat.number = any(?::int[]) and ${seatFree} and exists (select 1 from sale)
-            order by seat.number
-            for update of seat),
-         taken as (
-           update "concert"."seat" seat
-              set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
-             from free
-            where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
-           returning seat.number, seat.price, seat.held_until)
-         insert into "concert"."hold" (${insertedColumns})
-         select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
-           from taken having count(*) = ?
-         returning ${columns}`,
-        [
-          request.scheduleId,
-          request.concertId,
-          request.userId,
-          request.seatNumbers.length,
-          request.scheduleId,
-          numbers,
-          id,
-          this.holdMs,
-          request.seatNumbers.length,
-          id,
-          request.userId,
-          request.concertId,
-          request.scheduleId,
-          new Date(),
-          request.seatNumbers.length,
-        ],
-      );
+      rows = await this.#take(em, request, id);
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       // A deadlock with the sweeper tidying the fan's own run-out hold on the date (it locks that hold, then
@@ -219,6 +195,108 @@ export class Holds {
     }
     this.maps.forget([request.scheduleId]);
     return record(rows[0]!);
+  }
+
+  /** The hold statement (see hold) for these seats: the new hold's row, or none when it took nothing. Runs in `em`'s transaction, if any. */
+  #take(em: EntityManager, request: HoldRequest, id: string): Promise<HoldRow[]> {
+    const numbers = `{${request.seatNumbers.join(",")}}`;
+    return em.execute<HoldRow[]>(
+      `with sale as (
+         select 1 from "concert"."schedule" schedule join "concert"."concert" concert on concert.id = schedule.concert_id
+          where schedule.id = ? and concert.id = ? and ${holdableNow} and "concert"."fan_seats_locked"(?::uuid, concert.id) + ?::int <= concert.seat_limit),
+       free as (
+         select seat.schedule_id, seat.number from "concert"."seat" seat
+          where seat.schedule_id = ? and seat.number = any(?::int[]) and ${seatFree} and exists (select 1 from sale)
+          order by seat.number
+          for update of seat),
+       taken as (
+         update "concert"."seat" seat
+            set state = 'HELD', reservation_id = ?, held_until = now() + make_interval(secs => ? / 1000.0)
+           from free
+          where seat.schedule_id = free.schedule_id and seat.number = free.number and (select count(*) from free) = ?
+         returning seat.number, seat.price, seat.held_until)
+       insert into "concert"."hold" (${insertedColumns})
+       select ?, ?, ?, ?, jsonb_agg(number order by number), sum(price)::bigint, 'HELD', min(held_until), ?, null
+         from taken having count(*) = ?
+       returning ${columns}`,
+      [
+        request.scheduleId,
+        request.concertId,
+        request.userId,
+        request.seatNumbers.length,
+        request.scheduleId,
+        numbers,
+        id,
+        this.holdMs,
+        request.seatNumbers.length,
+        id,
+        request.userId,
+        request.concertId,
+        request.scheduleId,
+        new Date(),
+        request.seatNumbers.length,
+      ],
+    );
+  }
+
+  /**
+   * Holds `count` adjacent seats of a tier chosen by the best-available rule
+   * (best-available.ts), in one short transaction: it first takes an advisory
+   * lock of the date and tier, so choosers of one tier go one after the other,
+   * each reading the seats as the one before left them (READ COMMITTED: each
+   * statement sees what committed before it began, and the lock is let go at
+   * commit); then picks the block and runs the hold statement on it, which
+   * still checks the sale, the fan's limit and that every seat is free. Two
+   * choosers never pick the same seats or leave an orphan between their blocks.
+   * A plain HoldSeats does not take the lock: when it took a chosen seat
+   * meanwhile, the choice is made again, a few times at most.
+   */
+  async holdBest(em: EntityManager, request: BestRequest): Promise<HoldRecord> {
+    const tier = request.tier === "" ? "" : ` in tier "${request.tier}"`;
+    for (let attempt = 1; ; attempt++) {
+      const id = randomUUID();
+      let chosen: { numbers?: number[]; rows: HoldRow[]; tierSeats: number };
+      try {
+        chosen = await em.transactional(async (tx) => {
+          await tx.execute(`select pg_advisory_xact_lock(hashtext(?), hashtext(?))`, [request.scheduleId, request.tier]);
+          const seats = await tx.execute<{ number: number; section: string; row_label: string; row_position: number; place: number; free: boolean }[]>(
+            `select seat.number, seat.section, seat.row_label, seat.row_position, seat.place, ${seatFree} as free
+               from "concert"."seat" seat where seat.schedule_id = ? and seat.tier = ?`,
+            [request.scheduleId, request.tier],
+          );
+          const numbers = bestAvailable(
+            seats.map((seat) => ({ number: seat.number, section: seat.section, rowLabel: seat.row_label, rowPosition: seat.row_position, place: seat.place, free: seat.free })),
+            request.count,
+          );
+          if (!numbers) return { rows: [], tierSeats: seats.length };
+          // A run-out hold of the fan's on the date, not yet tidied, would make the one-hold index refuse (and undo the transaction).
+          await this.#expireStale(tx, request.userId, request.scheduleId);
+          return { numbers, rows: await this.#take(tx, { ...request, seatNumbers: numbers }, id), tierSeats: seats.length };
+        });
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if ((code === "40P01" || code === "55P03") && attempt < bestAttempts) continue;
+        if (code === "55P03") throw new Refused(Reason.SEAT_UNAVAILABLE, "those seats are being taken by someone else right now");
+        if (code === "23505") return this.#ownLiveHold(em, { ...request, seatNumbers: [] });
+        throw error;
+      }
+      if (chosen.rows.length > 0) {
+        this.maps.forget([request.scheduleId]);
+        return record(chosen.rows[0]!);
+      }
+      const refusal = await this.#whyNot(em, { ...request, seatNumbers: chosen.numbers ?? [] }, request.count);
+      if (refusal.reason === Reason.FAN_LIMIT_REACHED) return this.#ownLiveHold(em, { ...request, seatNumbers: [] }, refusal);
+      if (refusal.reason !== Reason.SEAT_UNAVAILABLE) throw refusal;
+      if (chosen.tierSeats === 0) throw new NotFound(Reason.SEAT_NOT_FOUND, `this date has no seats${tier}`, { tier: request.tier });
+      if (!chosen.numbers) {
+        throw new Refused(Reason.SEAT_UNAVAILABLE, `no ${request.count} adjacent seats${tier} are free without leaving a single empty seat`, {
+          tier: request.tier,
+          count: String(request.count),
+        });
+      }
+      // A plain hold took a chosen seat between the read and the hold: choose again.
+      if (attempt >= bestAttempts) throw new Refused(Reason.SEAT_UNAVAILABLE, `the seats${tier} are being taken quickly; try again`, { tier: request.tier });
+    }
   }
 
   /**
@@ -243,7 +321,7 @@ export class Holds {
   }
 
   async #expireStale(em: EntityManager, userId: string, scheduleId: string): Promise<number> {
-    const stale = await em.getConnection().execute<{ id: string }[]>(
+    const stale = await em.execute<{ id: string }[]>(
       `with expired as (
          update "concert"."hold" hold set state = 'EXPIRED' where user_id = ? and schedule_id = ? and state = 'HELD' and expires_at <= now() returning id, schedule_id)
        ${freeSeatsOf("expired")}
@@ -267,7 +345,7 @@ export class Holds {
   }
 
   /** Why a hold took nothing: no such date, another concert's date, the sale, no such seat, the fan's limit, or seats taken. */
-  async #whyNot(em: EntityManager, request: HoldRequest): Promise<Refused | NotFound> {
+  async #whyNot(em: EntityManager, request: HoldRequest, wanted = request.seatNumbers.length): Promise<Refused | NotFound> {
     const date = await this.#dateOf(em, request.scheduleId, request.userId, request.seatNumbers);
     if (!date) return new NotFound(Reason.SCHEDULE_NOT_FOUND, `no concert date with id ${request.scheduleId}`);
     if (date.concert_id !== request.concertId) return new Refused(Reason.NOT_ADMITTED, "that date belongs to another concert");
@@ -279,7 +357,7 @@ export class Holds {
         seats: missing.join(","),
       });
     }
-    if (date.owned + request.seatNumbers.length > date.seat_limit) {
+    if (date.owned + wanted > date.seat_limit) {
       return new Refused(Reason.FAN_LIMIT_REACHED, `you may buy at most ${date.seat_limit} seats of this concert; you hold or own ${date.owned}`, {
         limit: String(date.seat_limit),
         held: String(date.owned),

@@ -22,6 +22,7 @@ import { Migration20261201000000_holds } from "./migrations/Migration20261201000
 import { Migration20261202000000_sale_events } from "./migrations/Migration20261202000000_sale_events.js";
 import { Migration20261202200000_tickets } from "./migrations/Migration20261202200000_tickets.js";
 import { Migration20261203000000_cancellations } from "./migrations/Migration20261203000000_cancellations.js";
+import { Migration20261203100000_seat_plans } from "./migrations/Migration20261203100000_seat_plans.js";
 import { queueSupplyAnnouncer, refundsPort } from "./neighbours.js";
 import { Cancellations } from "./cancellations.js";
 import { ReservationHandlers, ReservationInternalHandlers } from "./reservation-service.js";
@@ -45,6 +46,7 @@ export const concertModule: ServiceModule = {
       Migration20261202000000_sale_events,
       Migration20261202200000_tickets,
       Migration20261203000000_cancellations,
+      Migration20261203100000_seat_plans,
     ],
     // The longest a hold waits for another hold on the same seats before it is refused.
     settings: { lock_timeout: "2s" },

@@ -8,6 +8,7 @@ import {
   type GetReservationRequest,
   type GetUserReservationRequest,
   type HoldSeatsForUserRequest,
+  type HoldBestAvailableRequest,
   type HoldSeatsRequest,
   type ListReservationsRequest,
   type Reservation as ReservationMessage,
@@ -64,6 +65,18 @@ export class ReservationHandlers implements ServiceImpl<typeof ReservationServic
       concertId: admitted.concertId,
       scheduleId: check.id(req.scheduleId, "schedule_id"),
       seatNumbers: check.seatNumbers(req.seatNumbers),
+    });
+    return { reservation: reservationMessage(hold) };
+  }
+
+  async holdBestAvailable(req: HoldBestAvailableRequest, ctx: HandlerContext) {
+    const admitted = admission(ctx);
+    const hold = await this.holds.holdBest(entityManager(ctx), {
+      userId: admitted.userId,
+      concertId: admitted.concertId,
+      scheduleId: check.id(req.scheduleId, "schedule_id"),
+      tier: req.tier === "" ? "" : check.text(req.tier, "tier", { max: 50 }),
+      count: check.integer(req.count, "count", 1, 4),
     });
     return { reservation: reservationMessage(hold) };
   }

@@ -9,6 +9,13 @@ export interface SeatRow {
   state: SeatStateName;
   /** While HELD: when the hold runs out, as ms since the epoch by the database's clock. */
   heldUntil: number | null;
+  /** Where it is in the date's plan (concert.entity.ts). */
+  section: string;
+  rowLabel: string;
+  rowPosition: number;
+  label: string;
+  place: number;
+  tier: string;
 }
 
 export interface SeatMap {
@@ -96,8 +103,24 @@ export class SeatMaps {
     const asked = Date.now();
     const rows = await em
       .getConnection()
-      .execute<{ concert_id: string; number: number; price: string; state: SeatStateName; held_until: string | Date | null; db_now: string | Date }[]>(
-        `select schedule.concert_id, seat.number, seat.price, seat.state, seat.held_until, now() as db_now
+      .execute<
+        {
+          concert_id: string;
+          number: number;
+          price: string;
+          state: SeatStateName;
+          held_until: string | Date | null;
+          section: string;
+          row_label: string;
+          row_position: number;
+          label: string;
+          place: number;
+          tier: string;
+          db_now: string | Date;
+        }[]
+      >(
+        `select schedule.concert_id, seat.number, seat.price, seat.state, seat.held_until,
+                seat.section, seat.row_label, seat.row_position, seat.label, seat.place, seat.tier, now() as db_now
            from "concert"."schedule" schedule join "concert"."seat" seat on seat.schedule_id = schedule.id
           where schedule.id = ? order by seat.number`,
         [scheduleId],
@@ -107,7 +130,18 @@ export class SeatMaps {
     const answered = Date.now();
     return {
       concertId: rows[0]!.concert_id,
-      seats: rows.map((row) => ({ number: row.number, price: row.price, state: row.state, heldUntil: row.held_until === null ? null : new Date(row.held_until).getTime() })),
+      seats: rows.map((row) => ({
+        number: row.number,
+        price: row.price,
+        state: row.state,
+        heldUntil: row.held_until === null ? null : new Date(row.held_until).getTime(),
+        section: row.section,
+        rowLabel: row.row_label,
+        rowPosition: row.row_position,
+        label: row.label,
+        place: row.place,
+        tier: row.tier,
+      })),
       clockSkewMs: new Date(rows[0]!.db_now).getTime() - (asked + answered) / 2,
     };
   }

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/concert/v1/concert.proto.
  */
 export const file_boxoffice_concert_v1_concert: GenFile = /*@__PURE__*/
-  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSKCBAoHQ29uY2VydBIKCgJpZBgBIAEoCRINCgV0aXRsZRgCIAEoCRINCgV2ZW51ZRgDIAEoCRIxCgVwaGFzZRgEIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1pbl9wcmljZRgIIAEoAxIRCgltYXhfcHJpY2UYCSABKAMSMwoPZmlyc3Rfc3RhcnRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3N0YXJ0c19hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9saW1pdBgMIAEoBRIXCg9zZWVkX2NvbW1pdG1lbnQYDSABKAkSDgoGbGlzdGVkGA4gASgIEjAKDWNhbmNlbF9jdXRvZmYYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24isQEKCFNjaGVkdWxlEgoKAmlkGAEgASgJEi0KCXN0YXJ0c19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPYXZhaWxhYmxlX3NlYXRzGAMgASgFEhMKC3RvdGFsX3NlYXRzGAQgASgFEhIKCmNvbmNlcnRfaWQYBSABKAkSFQoNY2FuY2VsX3JlYXNvbhgGIAEoCRIRCgljYW5jZWxsZWQYByABKAgiVQoEU2VhdBIOCgZudW1iZXIYASABKAUSDQoFcHJpY2UYAiABKAMSLgoFc3RhdGUYAyABKA4yHy5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0U3RhdGUiFQoTTGlzdENvbmNlcnRzUmVxdWVzdCJHChRMaXN0Q29uY2VydHNSZXNwb25zZRIvCghjb25jZXJ0cxgBIAMoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUTGlzdFNjaGVkdWxlc1JlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJKChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USMQoJc2NoZWR1bGVzGAEgAygLMh4uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGUiJwoQTGlzdFNlYXRzUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCSI+ChFMaXN0U2VhdHNSZXNwb25zZRIpCgVzZWF0cxgBIAMoCzIaLmJveG9mZmljZS5jb25jZXJ0LnYxLlNlYXQiGAoWTGlzdEFsbENvbmNlcnRzUmVxdWVzdCJKChdMaXN0QWxsQ29uY2VydHNSZXNwb25zZRIvCghjb25jZXJ0cxgBIAMoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiYAoMU2NoZWR1bGVTcGVjEi0KCXN0YXJ0c19hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9jb3VudBgCIAEoBRINCgVwcmljZRgDIAEoAyLyAgoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjEhIKCnJlcXVlc3RfaWQYBCABKAkSNQoRcHJlcXVldWVfb3BlbnNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDXNhbGVfb3BlbnNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVfY2xvc2VzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZWF0X2xpbWl0GAggASgFEg0KBWRyYWZ0GAkgASgIEjAKDWNhbmNlbF9jdXRvZmYYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iegoVQ3JlYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0EjEKCXNjaGVkdWxlcxgCIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIvwCChRVcGRhdGVDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJEhIKBXRpdGxlGAIgASgJSACIAQESEgoFdmVudWUYAyABKAlIAYgBARI1ChFwcmVxdWV1ZV9vcGVuc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNsZWFyX3NhbGVfY2xvc2VzX2F0GAcgASgIEhcKCnNlYXRfbGltaXQYCCABKAVIAogBARIwCg1jYW5jZWxfY3V0b2ZmGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQggKBl90aXRsZUIICgZfdmVudWVCDQoLX3NlYXRfbGltaXQiRwoVVXBkYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IisKFVB1Ymxpc2hDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIkgKFlB1Ymxpc2hDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUVW5saXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVVbmxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUUmVsaXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVSZWxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiOgoUQ2FuY2VsQ29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRwoVQ2FuY2VsQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IjwKFUNhbmNlbFNjaGVkdWxlUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiZgoWQ2FuY2VsU2NoZWR1bGVSZXNwb25zZRIwCghzY2hlZHVsZRgBIAEoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlEhoKEmNhbmNlbGxlZF9ib29raW5ncxgCIAEoBSIkCg5HZXRTYWxlUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJImsKD0dldFNhbGVSZXNwb25zZRIxCg1zYWxlX29wZW5zX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9zZWVkX2NvbW1pdG1lbnQYAiABKAkSDAoEc2VlZBgDIAEoCSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIr4CChhHZXRDb25jZXJ0U3VwcGx5UmVzcG9uc2USDQoFdG90YWwYASABKAUSEQoJYXZhaWxhYmxlGAIgASgFEgwKBGhlbGQYAyABKAUSDAoEc29sZBgEIAEoBRIxCgVwaGFzZRgFIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc2FsZV9lbmRzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jYW5jZWxfcmVhc29uGAkgASgJIhcKFUxpc3RTZWF0Q291bnRzUmVxdWVzdCJeCgpTZWF0Q291bnRzEhIKCmNvbmNlcnRfaWQYASABKAkSDQoFdG90YWwYAiABKAUSEQoJYXZhaWxhYmxlGAMgASgFEgwKBGhlbGQYBCABKAUSDAoEc29sZBgFIAEoBSJMChZMaXN0U2VhdENvdW50c1Jlc3BvbnNlEjIKCGNvbmNlcnRzGAEgAygLMiAuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdENvdW50cyqFAgoMQ29uY2VydFBoYXNlEh0KGUNPTkNFUlRfUEhBU0VfVU5TUEVDSUZJRUQQABIXChNDT05DRVJUX1BIQVNFX0RSQUZUEAESGwoXQ09OQ0VSVF9QSEFTRV9TQ0hFRFVMRUQQAhIaChZDT05DRVJUX1BIQVNFX1BSRVFVRVVFEAMSGQoVQ09OQ0VSVF9QSEFTRV9PTl9TQUxFEAQSGgoWQ09OQ0VSVF9QSEFTRV9TT0xEX09VVBAFEhgKFENPTkNFUlRfUEhBU0VfQ0xPU0VEEAYSFgoSQ09OQ0VSVF9QSEFTRV9QQVNUEAcSGwoXQ09OQ0VSVF9QSEFTRV9DQU5DRUxMRUQQCCprCglTZWF0U3RhdGUSGgoWU0VBVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFNFQVRfU1RBVEVfQVZBSUxBQkxFEAESEwoPU0VBVF9TVEFURV9IRUxEEAISEwoPU0VBVF9TVEFURV9TT0xEEAMy2gIKDkNvbmNlcnRTZXJ2aWNlEm4KDExpc3RDb25jZXJ0cxIpLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1JlcXVlc3QaKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0Q29uY2VydHNSZXNwb25zZSIHkAIBiLUYARJxCg1MaXN0U2NoZWR1bGVzEiouYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiB5ACAYi1GAESZQoJTGlzdFNlYXRzEiYuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVxdWVzdBonLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0c1Jlc3BvbnNlIgeQAgGItRgDMqwIChNDb25jZXJ0QWRtaW5TZXJ2aWNlEm4KDUNyZWF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5DcmVhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXNwb25zZSIEiLUYBhJxCg1VcGRhdGVDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuVXBkYXRlQ29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5VcGRhdGVDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYSdAoOUHVibGlzaENvbmNlcnQSKy5ib3hvZmZpY2UuY29uY2VydC52MS5QdWJsaXNoQ29uY2VydFJlcXVlc3QaLC5ib3hvZmZpY2UuY29uY2VydC52MS5QdWJsaXNoQ29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnEKDVVubGlzdENvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5Vbmxpc3RDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLlVubGlzdENvbmNlcnRSZXNwb25zZSIHkAICiLUYBhJxCg1SZWxpc3RDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuUmVsaXN0Q29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5SZWxpc3RDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYScQoNQ2FuY2VsQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNhbmNlbENvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsQ29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnQKDkNhbmNlbFNjaGVkdWxlEisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsU2NoZWR1bGVSZXF1ZXN0GiwuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsU2NoZWR1bGVSZXNwb25zZSIHkAICiLUYBhJ3Cg9MaXN0QWxsQ29uY2VydHMSLC5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0QWxsQ29uY2VydHNSZXF1ZXN0Gi0uYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdEFsbENvbmNlcnRzUmVzcG9uc2UiB5ACAYi1GAYSdAoOTGlzdFNlYXRDb3VudHMSKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdENvdW50c1JlcXVlc3QaLC5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdENvdW50c1Jlc3BvbnNlIgeQAgGItRgGMvUBChZDb25jZXJ0SW50ZXJuYWxTZXJ2aWNlEnoKEEdldENvbmNlcnRTdXBwbHkSLS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBouLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXNwb25zZSIHkAIBiLUYBRJfCgdHZXRTYWxlEiQuYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0U2FsZVJlcXVlc3QaJS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRTYWxlUmVzcG9uc2UiB5ACAYi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiJib3hvZmZpY2UvY29uY2VydC92MS9jb25jZXJ0LnByb3RvEhRib3hvZmZpY2UuY29uY2VydC52MSKCBAoHQ29uY2VydBIKCgJpZBgBIAEoCRINCgV0aXRsZRgCIAEoCRINCgV2ZW51ZRgDIAEoCRIxCgVwaGFzZRgEIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCW1pbl9wcmljZRgIIAEoAxIRCgltYXhfcHJpY2UYCSABKAMSMwoPZmlyc3Rfc3RhcnRzX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3N0YXJ0c19hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2VhdF9saW1pdBgMIAEoBRIXCg9zZWVkX2NvbW1pdG1lbnQYDSABKAkSDgoGbGlzdGVkGA4gASgIEjAKDWNhbmNlbF9jdXRvZmYYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24isQEKCFNjaGVkdWxlEgoKAmlkGAEgASgJEi0KCXN0YXJ0c19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPYXZhaWxhYmxlX3NlYXRzGAMgASgFEhMKC3RvdGFsX3NlYXRzGAQgASgFEhIKCmNvbmNlcnRfaWQYBSABKAkSFQoNY2FuY2VsX3JlYXNvbhgGIAEoCRIRCgljYW5jZWxsZWQYByABKAgitQEKBFNlYXQSDgoGbnVtYmVyGAEgASgFEg0KBXByaWNlGAIgASgDEi4KBXN0YXRlGAMgASgOMh8uYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdFN0YXRlEg8KB3NlY3Rpb24YBCABKAkSCwoDcm93GAUgASgJEg0KBWxhYmVsGAYgASgJEgwKBHRpZXIYByABKAkSDQoFcGxhY2UYCCABKAUSFAoMcm93X3Bvc2l0aW9uGAkgASgFIhUKE0xpc3RDb25jZXJ0c1JlcXVlc3QiRwoUTGlzdENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IioKFExpc3RTY2hlZHVsZXNSZXF1ZXN0EhIKCmNvbmNlcnRfaWQYASABKAkiSgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEjEKCXNjaGVkdWxlcxgBIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIicKEExpc3RTZWF0c1JlcXVlc3QSEwoLc2NoZWR1bGVfaWQYASABKAkiPgoRTGlzdFNlYXRzUmVzcG9uc2USKQoFc2VhdHMYASADKAsyGi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0IhgKFkxpc3RBbGxDb25jZXJ0c1JlcXVlc3QiSgoXTGlzdEFsbENvbmNlcnRzUmVzcG9uc2USLwoIY29uY2VydHMYASADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0Io4BCgxTY2hlZHVsZVNwZWMSLQoJc3RhcnRzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZWF0X2NvdW50GAIgASgFEg0KBXByaWNlGAMgASgDEiwKBHBsYW4YBCABKAsyHi5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0UGxhbiJrCghTZWF0UGxhbhIvCghzZWN0aW9ucxgBIAMoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLlNlY3Rpb24SLgoFdGllcnMYAiADKAsyHy5ib3hvZmZpY2UuY29uY2VydC52MS5QcmljZVRpZXIiRAoHU2VjdGlvbhIMCgRuYW1lGAEgASgJEisKBHJvd3MYAiADKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5TZWF0Um93IjUKB1NlYXRSb3cSDQoFbGFiZWwYASABKAkSDAoEdGllchgCIAEoCRINCgVzZWF0cxgDIAMoCSIoCglQcmljZVRpZXISDAoEbmFtZRgBIAEoCRINCgVwcmljZRgCIAEoAyLyAgoUQ3JlYXRlQ29uY2VydFJlcXVlc3QSDQoFdGl0bGUYASABKAkSDQoFdmVudWUYAiABKAkSNQoJc2NoZWR1bGVzGAMgAygLMiIuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2NoZWR1bGVTcGVjEhIKCnJlcXVlc3RfaWQYBCABKAkSNQoRcHJlcXVldWVfb3BlbnNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDXNhbGVfb3BlbnNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVfY2xvc2VzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZWF0X2xpbWl0GAggASgFEg0KBWRyYWZ0GAkgASgIEjAKDWNhbmNlbF9jdXRvZmYYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iegoVQ3JlYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0EjEKCXNjaGVkdWxlcxgCIAMoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlIvwCChRVcGRhdGVDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJEhIKBXRpdGxlGAIgASgJSACIAQESEgoFdmVudWUYAyABKAlIAYgBARI1ChFwcmVxdWV1ZV9vcGVuc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZV9jbG9zZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGNsZWFyX3NhbGVfY2xvc2VzX2F0GAcgASgIEhcKCnNlYXRfbGltaXQYCCABKAVIAogBARIwCg1jYW5jZWxfY3V0b2ZmGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQggKBl90aXRsZUIICgZfdmVudWVCDQoLX3NlYXRfbGltaXQiRwoVVXBkYXRlQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IisKFVB1Ymxpc2hDb25jZXJ0UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIkgKFlB1Ymxpc2hDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUVW5saXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVVbmxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiKgoUUmVsaXN0Q29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCSJHChVSZWxpc3RDb25jZXJ0UmVzcG9uc2USLgoHY29uY2VydBgBIAEoCzIdLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnQiOgoUQ2FuY2VsQ29uY2VydFJlcXVlc3QSEgoKY29uY2VydF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRwoVQ2FuY2VsQ29uY2VydFJlc3BvbnNlEi4KB2NvbmNlcnQYASABKAsyHS5ib3hvZmZpY2UuY29uY2VydC52MS5Db25jZXJ0IjwKFUNhbmNlbFNjaGVkdWxlUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiZgoWQ2FuY2VsU2NoZWR1bGVSZXNwb25zZRIwCghzY2hlZHVsZRgBIAEoCzIeLmJveG9mZmljZS5jb25jZXJ0LnYxLlNjaGVkdWxlEhoKEmNhbmNlbGxlZF9ib29raW5ncxgCIAEoBSIkCg5HZXRTYWxlUmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJImsKD0dldFNhbGVSZXNwb25zZRIxCg1zYWxlX29wZW5zX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9zZWVkX2NvbW1pdG1lbnQYAiABKAkSDAoEc2VlZBgDIAEoCSItChdHZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBISCgpjb25jZXJ0X2lkGAEgASgJIr4CChhHZXRDb25jZXJ0U3VwcGx5UmVzcG9uc2USDQoFdG90YWwYASABKAUSEQoJYXZhaWxhYmxlGAIgASgFEgwKBGhlbGQYAyABKAUSDAoEc29sZBgEIAEoBRIxCgVwaGFzZRgFIAEoDjIiLmJveG9mZmljZS5jb25jZXJ0LnYxLkNvbmNlcnRQaGFzZRI1ChFwcmVxdWV1ZV9vcGVuc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNc2FsZV9vcGVuc19hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc2FsZV9lbmRzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1jYW5jZWxfcmVhc29uGAkgASgJIhcKFUxpc3RTZWF0Q291bnRzUmVxdWVzdCJeCgpTZWF0Q291bnRzEhIKCmNvbmNlcnRfaWQYASABKAkSDQoFdG90YWwYAiABKAUSEQoJYXZhaWxhYmxlGAMgASgFEgwKBGhlbGQYBCABKAUSDAoEc29sZBgFIAEoBSJMChZMaXN0U2VhdENvdW50c1Jlc3BvbnNlEjIKCGNvbmNlcnRzGAEgAygLMiAuYm94b2ZmaWNlLmNvbmNlcnQudjEuU2VhdENvdW50cyqFAgoMQ29uY2VydFBoYXNlEh0KGUNPTkNFUlRfUEhBU0VfVU5TUEVDSUZJRUQQABIXChNDT05DRVJUX1BIQVNFX0RSQUZUEAESGwoXQ09OQ0VSVF9QSEFTRV9TQ0hFRFVMRUQQAhIaChZDT05DRVJUX1BIQVNFX1BSRVFVRVVFEAMSGQoVQ09OQ0VSVF9QSEFTRV9PTl9TQUxFEAQSGgoWQ09OQ0VSVF9QSEFTRV9TT0xEX09VVBAFEhgKFENPTkNFUlRfUEhBU0VfQ0xPU0VEEAYSFgoSQ09OQ0VSVF9QSEFTRV9QQVNUEAcSGwoXQ09OQ0VSVF9QSEFTRV9DQU5DRUxMRUQQCCprCglTZWF0U3RhdGUSGgoWU0VBVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFNFQVRfU1RBVEVfQVZBSUxBQkxFEAESEwoPU0VBVF9TVEFURV9IRUxEEAISEwoPU0VBVF9TVEFURV9TT0xEEAMy2gIKDkNvbmNlcnRTZXJ2aWNlEm4KDExpc3RDb25jZXJ0cxIpLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RDb25jZXJ0c1JlcXVlc3QaKi5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0Q29uY2VydHNSZXNwb25zZSIHkAIBiLUYARJxCg1MaXN0U2NoZWR1bGVzEiouYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNjaGVkdWxlc1JlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2UiB5ACAYi1GAESZQoJTGlzdFNlYXRzEiYuYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdFNlYXRzUmVxdWVzdBonLmJveG9mZmljZS5jb25jZXJ0LnYxLkxpc3RTZWF0c1Jlc3BvbnNlIgeQAgGItRgDMqwIChNDb25jZXJ0QWRtaW5TZXJ2aWNlEm4KDUNyZWF0ZUNvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5DcmVhdGVDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLkNyZWF0ZUNvbmNlcnRSZXNwb25zZSIEiLUYBhJxCg1VcGRhdGVDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuVXBkYXRlQ29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5VcGRhdGVDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYSdAoOUHVibGlzaENvbmNlcnQSKy5ib3hvZmZpY2UuY29uY2VydC52MS5QdWJsaXNoQ29uY2VydFJlcXVlc3QaLC5ib3hvZmZpY2UuY29uY2VydC52MS5QdWJsaXNoQ29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnEKDVVubGlzdENvbmNlcnQSKi5ib3hvZmZpY2UuY29uY2VydC52MS5Vbmxpc3RDb25jZXJ0UmVxdWVzdBorLmJveG9mZmljZS5jb25jZXJ0LnYxLlVubGlzdENvbmNlcnRSZXNwb25zZSIHkAICiLUYBhJxCg1SZWxpc3RDb25jZXJ0EiouYm94b2ZmaWNlLmNvbmNlcnQudjEuUmVsaXN0Q29uY2VydFJlcXVlc3QaKy5ib3hvZmZpY2UuY29uY2VydC52MS5SZWxpc3RDb25jZXJ0UmVzcG9uc2UiB5ACAoi1GAYScQoNQ2FuY2VsQ29uY2VydBIqLmJveG9mZmljZS5jb25jZXJ0LnYxLkNhbmNlbENvbmNlcnRSZXF1ZXN0GisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsQ29uY2VydFJlc3BvbnNlIgeQAgKItRgGEnQKDkNhbmNlbFNjaGVkdWxlEisuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsU2NoZWR1bGVSZXF1ZXN0GiwuYm94b2ZmaWNlLmNvbmNlcnQudjEuQ2FuY2VsU2NoZWR1bGVSZXNwb25zZSIHkAICiLUYBhJ3Cg9MaXN0QWxsQ29uY2VydHMSLC5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0QWxsQ29uY2VydHNSZXF1ZXN0Gi0uYm94b2ZmaWNlLmNvbmNlcnQudjEuTGlzdEFsbENvbmNlcnRzUmVzcG9uc2UiB5ACAYi1GAYSdAoOTGlzdFNlYXRDb3VudHMSKy5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdENvdW50c1JlcXVlc3QaLC5ib3hvZmZpY2UuY29uY2VydC52MS5MaXN0U2VhdENvdW50c1Jlc3BvbnNlIgeQAgGItRgGMvUBChZDb25jZXJ0SW50ZXJuYWxTZXJ2aWNlEnoKEEdldENvbmNlcnRTdXBwbHkSLS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRDb25jZXJ0U3VwcGx5UmVxdWVzdBouLmJveG9mZmljZS5jb25jZXJ0LnYxLkdldENvbmNlcnRTdXBwbHlSZXNwb25zZSIHkAIBiLUYBRJfCgdHZXRTYWxlEiQuYm94b2ZmaWNlLmNvbmNlcnQudjEuR2V0U2FsZVJlcXVlc3QaJS5ib3hvZmZpY2UuY29uY2VydC52MS5HZXRTYWxlUmVzcG9uc2UiB5ACAYi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Concert is a show on sale.
@@ -225,6 +225,48 @@ export type Seat = Message<"boxoffice.concert.v1.Seat"> & {
    * @generated from field: boxoffice.concert.v1.SeatState state = 3;
    */
   state: SeatState;
+
+  /**
+   * The section it is in ("" for a date created without a seat plan).
+   *
+   * @generated from field: string section = 4;
+   */
+  section: string;
+
+  /**
+   * The label of its row ("" without a seat plan).
+   *
+   * @generated from field: string row = 5;
+   */
+  row: string;
+
+  /**
+   * The label printed on it (its number as text without a seat plan).
+   *
+   * @generated from field: string label = 6;
+   */
+  label: string;
+
+  /**
+   * The price tier it belongs to ("" without a seat plan: one unnamed tier).
+   *
+   * @generated from field: string tier = 7;
+   */
+  tier: string;
+
+  /**
+   * Its place in the row, 1 = the first seat listed for the row.
+   *
+   * @generated from field: int32 place = 8;
+   */
+  place: number;
+
+  /**
+   * Its row's place in the section, 1 = the front row.
+   *
+   * @generated from field: int32 row_position = 9;
+   */
+  rowPosition: number;
 };
 
 /**
@@ -411,11 +453,21 @@ export type ScheduleSpec = Message<"boxoffice.concert.v1.ScheduleSpec"> & {
   seatCount: number;
 
   /**
-   * The price of every seat, in points (1..10,000,000).
+   * The price of every seat, in points (1..10,000,000). Ignored with a plan.
    *
    * @generated from field: int64 price = 3;
    */
   price: bigint;
+
+  /**
+   * The seats as a plan of sections, rows and price tiers; unset: seat_count
+   * numbered seats at one price. With a plan the date's seats are the plan's,
+   * numbered 1..N in plan order (sections, then rows, then seats), and
+   * seat_count is ignored; at most 1000 seats in all.
+   *
+   * @generated from field: boxoffice.concert.v1.SeatPlan plan = 4;
+   */
+  plan?: SeatPlan | undefined;
 };
 
 /**
@@ -424,6 +476,126 @@ export type ScheduleSpec = Message<"boxoffice.concert.v1.ScheduleSpec"> & {
  */
 export const ScheduleSpecSchema: GenMessage<ScheduleSpec> = /*@__PURE__*/
   messageDesc(file_boxoffice_concert_v1_concert, 11);
+
+/**
+ * SeatPlan lays out a date's seats.
+ *
+ * @generated from message boxoffice.concert.v1.SeatPlan
+ */
+export type SeatPlan = Message<"boxoffice.concert.v1.SeatPlan"> & {
+  /**
+   * The sections (1..50), front or first first.
+   *
+   * @generated from field: repeated boxoffice.concert.v1.Section sections = 1;
+   */
+  sections: Section[];
+
+  /**
+   * The price tiers the rows refer to (1..20), each name once.
+   *
+   * @generated from field: repeated boxoffice.concert.v1.PriceTier tiers = 2;
+   */
+  tiers: PriceTier[];
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.SeatPlan.
+ * Use `create(SeatPlanSchema)` to create a new message.
+ */
+export const SeatPlanSchema: GenMessage<SeatPlan> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 12);
+
+/**
+ * Section is one part of the hall.
+ *
+ * @generated from message boxoffice.concert.v1.Section
+ */
+export type Section = Message<"boxoffice.concert.v1.Section"> & {
+  /**
+   * Its name (1..50 characters), unique in the plan.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Its rows (1..100), front row first.
+   *
+   * @generated from field: repeated boxoffice.concert.v1.SeatRow rows = 2;
+   */
+  rows: SeatRow[];
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.Section.
+ * Use `create(SectionSchema)` to create a new message.
+ */
+export const SectionSchema: GenMessage<Section> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 13);
+
+/**
+ * SeatRow is one row of a section.
+ *
+ * @generated from message boxoffice.concert.v1.SeatRow
+ */
+export type SeatRow = Message<"boxoffice.concert.v1.SeatRow"> & {
+  /**
+   * Its label (1..50 characters), unique in its section.
+   *
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * The name of the price tier of every seat in it; must be one of the plan's tiers.
+   *
+   * @generated from field: string tier = 2;
+   */
+  tier: string;
+
+  /**
+   * The seats' labels (1..50 characters each, unique in the row), in order
+   * along the row: seats listed next to each other are adjacent.
+   *
+   * @generated from field: repeated string seats = 3;
+   */
+  seats: string[];
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.SeatRow.
+ * Use `create(SeatRowSchema)` to create a new message.
+ */
+export const SeatRowSchema: GenMessage<SeatRow> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 14);
+
+/**
+ * PriceTier is a price for the seats of the rows that name it.
+ *
+ * @generated from message boxoffice.concert.v1.PriceTier
+ */
+export type PriceTier = Message<"boxoffice.concert.v1.PriceTier"> & {
+  /**
+   * Its name (1..50 characters).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Its price in points (1..10,000,000).
+   *
+   * @generated from field: int64 price = 2;
+   */
+  price: bigint;
+};
+
+/**
+ * Describes the message boxoffice.concert.v1.PriceTier.
+ * Use `create(PriceTierSchema)` to create a new message.
+ */
+export const PriceTierSchema: GenMessage<PriceTier> = /*@__PURE__*/
+  messageDesc(file_boxoffice_concert_v1_concert, 15);
 
 /**
  * CreateConcertRequest describes the concert to create.
@@ -510,7 +682,7 @@ export type CreateConcertRequest = Message<"boxoffice.concert.v1.CreateConcertRe
  * Use `create(CreateConcertRequestSchema)` to create a new message.
  */
 export const CreateConcertRequestSchema: GenMessage<CreateConcertRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 12);
+  messageDesc(file_boxoffice_concert_v1_concert, 16);
 
 /**
  * CreateConcertResponse carries what was created.
@@ -538,7 +710,7 @@ export type CreateConcertResponse = Message<"boxoffice.concert.v1.CreateConcertR
  * Use `create(CreateConcertResponseSchema)` to create a new message.
  */
 export const CreateConcertResponseSchema: GenMessage<CreateConcertResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 13);
+  messageDesc(file_boxoffice_concert_v1_concert, 17);
 
 /**
  * UpdateConcertRequest names the concert and what to change; unset fields
@@ -616,7 +788,7 @@ export type UpdateConcertRequest = Message<"boxoffice.concert.v1.UpdateConcertRe
  * Use `create(UpdateConcertRequestSchema)` to create a new message.
  */
 export const UpdateConcertRequestSchema: GenMessage<UpdateConcertRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 14);
+  messageDesc(file_boxoffice_concert_v1_concert, 18);
 
 /**
  * UpdateConcertResponse carries the concert after the change.
@@ -637,7 +809,7 @@ export type UpdateConcertResponse = Message<"boxoffice.concert.v1.UpdateConcertR
  * Use `create(UpdateConcertResponseSchema)` to create a new message.
  */
 export const UpdateConcertResponseSchema: GenMessage<UpdateConcertResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 15);
+  messageDesc(file_boxoffice_concert_v1_concert, 19);
 
 /**
  * PublishConcertRequest names the draft.
@@ -658,7 +830,7 @@ export type PublishConcertRequest = Message<"boxoffice.concert.v1.PublishConcert
  * Use `create(PublishConcertRequestSchema)` to create a new message.
  */
 export const PublishConcertRequestSchema: GenMessage<PublishConcertRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 16);
+  messageDesc(file_boxoffice_concert_v1_concert, 20);
 
 /**
  * PublishConcertResponse carries the concert now.
@@ -679,7 +851,7 @@ export type PublishConcertResponse = Message<"boxoffice.concert.v1.PublishConcer
  * Use `create(PublishConcertResponseSchema)` to create a new message.
  */
 export const PublishConcertResponseSchema: GenMessage<PublishConcertResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 17);
+  messageDesc(file_boxoffice_concert_v1_concert, 21);
 
 /**
  * UnlistConcertRequest names the concert.
@@ -700,7 +872,7 @@ export type UnlistConcertRequest = Message<"boxoffice.concert.v1.UnlistConcertRe
  * Use `create(UnlistConcertRequestSchema)` to create a new message.
  */
 export const UnlistConcertRequestSchema: GenMessage<UnlistConcertRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 18);
+  messageDesc(file_boxoffice_concert_v1_concert, 22);
 
 /**
  * UnlistConcertResponse carries the concert now.
@@ -721,7 +893,7 @@ export type UnlistConcertResponse = Message<"boxoffice.concert.v1.UnlistConcertR
  * Use `create(UnlistConcertResponseSchema)` to create a new message.
  */
 export const UnlistConcertResponseSchema: GenMessage<UnlistConcertResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 19);
+  messageDesc(file_boxoffice_concert_v1_concert, 23);
 
 /**
  * RelistConcertRequest names the concert.
@@ -742,7 +914,7 @@ export type RelistConcertRequest = Message<"boxoffice.concert.v1.RelistConcertRe
  * Use `create(RelistConcertRequestSchema)` to create a new message.
  */
 export const RelistConcertRequestSchema: GenMessage<RelistConcertRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 20);
+  messageDesc(file_boxoffice_concert_v1_concert, 24);
 
 /**
  * RelistConcertResponse carries the concert now.
@@ -763,7 +935,7 @@ export type RelistConcertResponse = Message<"boxoffice.concert.v1.RelistConcertR
  * Use `create(RelistConcertResponseSchema)` to create a new message.
  */
 export const RelistConcertResponseSchema: GenMessage<RelistConcertResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 21);
+  messageDesc(file_boxoffice_concert_v1_concert, 25);
 
 /**
  * CancelConcertRequest names the concert.
@@ -791,7 +963,7 @@ export type CancelConcertRequest = Message<"boxoffice.concert.v1.CancelConcertRe
  * Use `create(CancelConcertRequestSchema)` to create a new message.
  */
 export const CancelConcertRequestSchema: GenMessage<CancelConcertRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 22);
+  messageDesc(file_boxoffice_concert_v1_concert, 26);
 
 /**
  * CancelConcertResponse carries the concert now.
@@ -812,7 +984,7 @@ export type CancelConcertResponse = Message<"boxoffice.concert.v1.CancelConcertR
  * Use `create(CancelConcertResponseSchema)` to create a new message.
  */
 export const CancelConcertResponseSchema: GenMessage<CancelConcertResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 23);
+  messageDesc(file_boxoffice_concert_v1_concert, 27);
 
 /**
  * CancelScheduleRequest names the date.
@@ -840,7 +1012,7 @@ export type CancelScheduleRequest = Message<"boxoffice.concert.v1.CancelSchedule
  * Use `create(CancelScheduleRequestSchema)` to create a new message.
  */
 export const CancelScheduleRequestSchema: GenMessage<CancelScheduleRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 24);
+  messageDesc(file_boxoffice_concert_v1_concert, 28);
 
 /**
  * CancelScheduleResponse carries the date now.
@@ -869,7 +1041,7 @@ export type CancelScheduleResponse = Message<"boxoffice.concert.v1.CancelSchedul
  * Use `create(CancelScheduleResponseSchema)` to create a new message.
  */
 export const CancelScheduleResponseSchema: GenMessage<CancelScheduleResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 25);
+  messageDesc(file_boxoffice_concert_v1_concert, 29);
 
 /**
  * GetSaleRequest names the concert.
@@ -890,7 +1062,7 @@ export type GetSaleRequest = Message<"boxoffice.concert.v1.GetSaleRequest"> & {
  * Use `create(GetSaleRequestSchema)` to create a new message.
  */
 export const GetSaleRequestSchema: GenMessage<GetSaleRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 26);
+  messageDesc(file_boxoffice_concert_v1_concert, 30);
 
 /**
  * GetSaleResponse carries the concert's sale.
@@ -925,7 +1097,7 @@ export type GetSaleResponse = Message<"boxoffice.concert.v1.GetSaleResponse"> & 
  * Use `create(GetSaleResponseSchema)` to create a new message.
  */
 export const GetSaleResponseSchema: GenMessage<GetSaleResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 27);
+  messageDesc(file_boxoffice_concert_v1_concert, 31);
 
 /**
  * GetConcertSupplyRequest names the concert.
@@ -946,7 +1118,7 @@ export type GetConcertSupplyRequest = Message<"boxoffice.concert.v1.GetConcertSu
  * Use `create(GetConcertSupplyRequestSchema)` to create a new message.
  */
 export const GetConcertSupplyRequestSchema: GenMessage<GetConcertSupplyRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 28);
+  messageDesc(file_boxoffice_concert_v1_concert, 32);
 
 /**
  * GetConcertSupplyResponse counts the concert's seats by state.
@@ -1024,7 +1196,7 @@ export type GetConcertSupplyResponse = Message<"boxoffice.concert.v1.GetConcertS
  * Use `create(GetConcertSupplyResponseSchema)` to create a new message.
  */
 export const GetConcertSupplyResponseSchema: GenMessage<GetConcertSupplyResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 29);
+  messageDesc(file_boxoffice_concert_v1_concert, 33);
 
 /**
  * ListSeatCountsRequest has no fields: every concert is counted.
@@ -1039,7 +1211,7 @@ export type ListSeatCountsRequest = Message<"boxoffice.concert.v1.ListSeatCounts
  * Use `create(ListSeatCountsRequestSchema)` to create a new message.
  */
 export const ListSeatCountsRequestSchema: GenMessage<ListSeatCountsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 30);
+  messageDesc(file_boxoffice_concert_v1_concert, 34);
 
 /**
  * SeatCounts counts one concert's seats by state.
@@ -1088,7 +1260,7 @@ export type SeatCounts = Message<"boxoffice.concert.v1.SeatCounts"> & {
  * Use `create(SeatCountsSchema)` to create a new message.
  */
 export const SeatCountsSchema: GenMessage<SeatCounts> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 31);
+  messageDesc(file_boxoffice_concert_v1_concert, 35);
 
 /**
  * ListSeatCountsResponse counts the seats of every concert.
@@ -1109,7 +1281,7 @@ export type ListSeatCountsResponse = Message<"boxoffice.concert.v1.ListSeatCount
  * Use `create(ListSeatCountsResponseSchema)` to create a new message.
  */
 export const ListSeatCountsResponseSchema: GenMessage<ListSeatCountsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_concert_v1_concert, 32);
+  messageDesc(file_boxoffice_concert_v1_concert, 36);
 
 /**
  * ConcertPhase is where a concert is in its life.

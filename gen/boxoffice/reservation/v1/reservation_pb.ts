@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file boxoffice/reservation/v1/reservation.proto.
  */
 export const file_boxoffice_reservation_v1_reservation: GenFile = /*@__PURE__*/
-  fileDesc("Cipib3hvZmZpY2UvcmVzZXJ2YXRpb24vdjEvcmVzZXJ2YXRpb24ucHJvdG8SGGJveG9mZmljZS5yZXNlcnZhdGlvbi52MSKiAwoLUmVzZXJ2YXRpb24SCgoCaWQYASABKAkSOQoFc3RhdGUYAiABKA4yKi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb25TdGF0ZRIUCgxzZWF0X251bWJlcnMYAyADKAUSDgoGYW1vdW50GAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3NjaGVkdWxlX2lkGAYgASgJEhIKCmNvbmNlcnRfaWQYByABKAkSDwoHdXNlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwYXltZW50X2lkGAogASgJEhUKDWNhbmNlbF9yZWFzb24YCyABKAkSMAoMY2FuY2VsbGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWZ1bmRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoQSG9sZFNlYXRzUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCRIUCgxzZWF0X251bWJlcnMYAiADKAUiTwoRSG9sZFNlYXRzUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iLwoVR2V0UmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIlQKFkdldFJlc2VydmF0aW9uUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iQAoXTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkicAoYTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlEjsKDHJlc2VydmF0aW9ucxgBIAMoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLAoSUmVsZWFzZUhvbGRSZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJIlEKE1JlbGVhc2VIb2xkUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iaAoZQ29uZmlybVJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCRISCgpwYXltZW50X2lkGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSDgoGYW1vdW50GAQgASgDIlgKGkNvbmZpcm1SZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIoEBChdIb2xkU2VhdHNGb3JVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhIKCmNvbmNlcnRfaWQYAiABKAkSEwoLc2NoZWR1bGVfaWQYAyABKAkSFAoMc2VhdF9udW1iZXJzGAQgAygFEhYKDnJldXNlX293bl9ob2xkGAUgASgIImYKGEhvbGRTZWF0c0ZvclVzZXJSZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbhIOCgZyZXVzZWQYAiABKAgiQQoWUmVsZWFzZVVzZXJIb2xkUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhYKDnJlc2VydmF0aW9uX2lkGAIgASgJIlUKF1JlbGVhc2VVc2VySG9sZFJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIkQKGUdldFVzZXJSZXNlcnZhdGlvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgCIAEoCSJYChpHZXRVc2VyUmVzZXJ2YXRpb25SZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiIyChhDYW5jZWxSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiVwoZQ2FuY2VsUmVzZXJ2YXRpb25SZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbirSAQoQUmVzZXJ2YXRpb25TdGF0ZRIhCh1SRVNFUlZBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlJFU0VSVkFUSU9OX1NUQVRFX0hFTEQQARIfChtSRVNFUlZBVElPTl9TVEFURV9DT05GSVJNRUQQAhIeChpSRVNFUlZBVElPTl9TVEFURV9SRUxFQVNFRBADEh0KGVJFU0VSVkFUSU9OX1NUQVRFX0VYUElSRUQQBBIfChtSRVNFUlZBVElPTl9TVEFURV9DQU5DRUxMRUQQBTKABQoSUmVzZXJ2YXRpb25TZXJ2aWNlEmoKCUhvbGRTZWF0cxIqLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5Ib2xkU2VhdHNSZXF1ZXN0GisuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRTZWF0c1Jlc3BvbnNlIgSItRgDEnwKDkdldFJlc2VydmF0aW9uEi8uYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBowLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRSZXNlcnZhdGlvblJlc3BvbnNlIgeQAgGItRgCEoIBChBMaXN0UmVzZXJ2YXRpb25zEjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0GjIuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXNwb25zZSIHkAIBiLUYAhJzCgtSZWxlYXNlSG9sZBIsLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlSG9sZFJlcXVlc3QaLS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVsZWFzZUhvbGRSZXNwb25zZSIHkAICiLUYAhKFAQoRQ2FuY2VsUmVzZXJ2YXRpb24SMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXF1ZXN0GjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNhbmNlbFJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAIytAQKGlJlc2VydmF0aW9uSW50ZXJuYWxTZXJ2aWNlEn8KEEhvbGRTZWF0c0ZvclVzZXISMS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlcXVlc3QaMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlc3BvbnNlIgSItRgFEn8KD1JlbGVhc2VVc2VySG9sZBIwLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlVXNlckhvbGRSZXF1ZXN0GjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlbGVhc2VVc2VySG9sZFJlc3BvbnNlIgeQAgKItRgFEogBChJHZXRVc2VyUmVzZXJ2YXRpb24SMy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0VXNlclJlc2VydmF0aW9uUmVxdWVzdBo0LmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRVc2VyUmVzZXJ2YXRpb25SZXNwb25zZSIHkAIBiLUYBRKIAQoSQ29uZmlybVJlc2VydmF0aW9uEjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QaNC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ29uZmlybVJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
+  fileDesc("Cipib3hvZmZpY2UvcmVzZXJ2YXRpb24vdjEvcmVzZXJ2YXRpb24ucHJvdG8SGGJveG9mZmljZS5yZXNlcnZhdGlvbi52MSKiAwoLUmVzZXJ2YXRpb24SCgoCaWQYASABKAkSOQoFc3RhdGUYAiABKA4yKi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb25TdGF0ZRIUCgxzZWF0X251bWJlcnMYAyADKAUSDgoGYW1vdW50GAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3NjaGVkdWxlX2lkGAYgASgJEhIKCmNvbmNlcnRfaWQYByABKAkSDwoHdXNlcl9pZBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwYXltZW50X2lkGAogASgJEhUKDWNhbmNlbF9yZWFzb24YCyABKAkSMAoMY2FuY2VsbGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZWZ1bmRlZF9hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoQSG9sZFNlYXRzUmVxdWVzdBITCgtzY2hlZHVsZV9pZBgBIAEoCRIUCgxzZWF0X251bWJlcnMYAiADKAUiTwoRSG9sZFNlYXRzUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iTAoYSG9sZEJlc3RBdmFpbGFibGVSZXF1ZXN0EhMKC3NjaGVkdWxlX2lkGAEgASgJEgwKBHRpZXIYAiABKAkSDQoFY291bnQYAyABKAUiVwoZSG9sZEJlc3RBdmFpbGFibGVSZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiIvChVHZXRSZXNlcnZhdGlvblJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiVAoWR2V0UmVzZXJ2YXRpb25SZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJAChdMaXN0UmVzZXJ2YXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJwChhMaXN0UmVzZXJ2YXRpb25zUmVzcG9uc2USOwoMcmVzZXJ2YXRpb25zGAEgAygLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIsChJSZWxlYXNlSG9sZFJlcXVlc3QSFgoOcmVzZXJ2YXRpb25faWQYASABKAkiUQoTUmVsZWFzZUhvbGRSZXNwb25zZRI6CgtyZXNlcnZhdGlvbhgBIAEoCzIlLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZXNlcnZhdGlvbiJoChlDb25maXJtUmVzZXJ2YXRpb25SZXF1ZXN0EhYKDnJlc2VydmF0aW9uX2lkGAEgASgJEhIKCnBheW1lbnRfaWQYAiABKAkSDwoHdXNlcl9pZBgDIAEoCRIOCgZhbW91bnQYBCABKAMiWAoaQ29uZmlybVJlc2VydmF0aW9uUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24igQEKF0hvbGRTZWF0c0ZvclVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEgoKY29uY2VydF9pZBgCIAEoCRITCgtzY2hlZHVsZV9pZBgDIAEoCRIUCgxzZWF0X251bWJlcnMYBCADKAUSFgoOcmV1c2Vfb3duX2hvbGQYBSABKAgiZgoYSG9sZFNlYXRzRm9yVXNlclJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uEg4KBnJldXNlZBgCIAEoCCJBChZSZWxlYXNlVXNlckhvbGRSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSFgoOcmVzZXJ2YXRpb25faWQYAiABKAkiVQoXUmVsZWFzZVVzZXJIb2xkUmVzcG9uc2USOgoLcmVzZXJ2YXRpb24YASABKAsyJS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVzZXJ2YXRpb24iRAoZR2V0VXNlclJlc2VydmF0aW9uUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhYKDnJlc2VydmF0aW9uX2lkGAIgASgJIlgKGkdldFVzZXJSZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uIjIKGENhbmNlbFJlc2VydmF0aW9uUmVxdWVzdBIWCg5yZXNlcnZhdGlvbl9pZBgBIAEoCSJXChlDYW5jZWxSZXNlcnZhdGlvblJlc3BvbnNlEjoKC3Jlc2VydmF0aW9uGAEgASgLMiUuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlc2VydmF0aW9uKtIBChBSZXNlcnZhdGlvblN0YXRlEiEKHVJFU0VSVkFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWUkVTRVJWQVRJT05fU1RBVEVfSEVMRBABEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NPTkZJUk1FRBACEh4KGlJFU0VSVkFUSU9OX1NUQVRFX1JFTEVBU0VEEAMSHQoZUkVTRVJWQVRJT05fU1RBVEVfRVhQSVJFRBAEEh8KG1JFU0VSVkFUSU9OX1NUQVRFX0NBTkNFTExFRBAFMoUGChJSZXNlcnZhdGlvblNlcnZpY2USagoJSG9sZFNlYXRzEiouYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRTZWF0c1JlcXVlc3QaKy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzUmVzcG9uc2UiBIi1GAMSggEKEUhvbGRCZXN0QXZhaWxhYmxlEjIuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkhvbGRCZXN0QXZhaWxhYmxlUmVxdWVzdBozLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5Ib2xkQmVzdEF2YWlsYWJsZVJlc3BvbnNlIgSItRgDEnwKDkdldFJlc2VydmF0aW9uEi8uYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkdldFJlc2VydmF0aW9uUmVxdWVzdBowLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRSZXNlcnZhdGlvblJlc3BvbnNlIgeQAgGItRgCEoIBChBMaXN0UmVzZXJ2YXRpb25zEjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0GjIuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXNwb25zZSIHkAIBiLUYAhJzCgtSZWxlYXNlSG9sZBIsLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlSG9sZFJlcXVlc3QaLS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuUmVsZWFzZUhvbGRSZXNwb25zZSIHkAICiLUYAhKFAQoRQ2FuY2VsUmVzZXJ2YXRpb24SMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ2FuY2VsUmVzZXJ2YXRpb25SZXF1ZXN0GjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNhbmNlbFJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAIytAQKGlJlc2VydmF0aW9uSW50ZXJuYWxTZXJ2aWNlEn8KEEhvbGRTZWF0c0ZvclVzZXISMS5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlcXVlc3QaMi5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuSG9sZFNlYXRzRm9yVXNlclJlc3BvbnNlIgSItRgFEn8KD1JlbGVhc2VVc2VySG9sZBIwLmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5SZWxlYXNlVXNlckhvbGRSZXF1ZXN0GjEuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLlJlbGVhc2VVc2VySG9sZFJlc3BvbnNlIgeQAgKItRgFEogBChJHZXRVc2VyUmVzZXJ2YXRpb24SMy5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuR2V0VXNlclJlc2VydmF0aW9uUmVxdWVzdBo0LmJveG9mZmljZS5yZXNlcnZhdGlvbi52MS5HZXRVc2VyUmVzZXJ2YXRpb25SZXNwb25zZSIHkAIBiLUYBRKIAQoSQ29uZmlybVJlc2VydmF0aW9uEjMuYm94b2ZmaWNlLnJlc2VydmF0aW9uLnYxLkNvbmZpcm1SZXNlcnZhdGlvblJlcXVlc3QaNC5ib3hvZmZpY2UucmVzZXJ2YXRpb24udjEuQ29uZmlybVJlc2VydmF0aW9uUmVzcG9uc2UiB5ACAoi1GAViBnByb3RvMw", [file_boxoffice_common_v1_access, file_google_protobuf_timestamp]);
 
 /**
  * Reservation is a fan's hold on seats of one date, and the sale it becomes.
@@ -172,6 +172,63 @@ export const HoldSeatsResponseSchema: GenMessage<HoldSeatsResponse> = /*@__PURE_
   messageDesc(file_boxoffice_reservation_v1_reservation, 2);
 
 /**
+ * HoldBestAvailableRequest says how many seats of which tier.
+ *
+ * @generated from message boxoffice.reservation.v1.HoldBestAvailableRequest
+ */
+export type HoldBestAvailableRequest = Message<"boxoffice.reservation.v1.HoldBestAvailableRequest"> & {
+  /**
+   * The date (schedule) whose seats to hold; it must belong to the concert of
+   * the queue token.
+   *
+   * @generated from field: string schedule_id = 1;
+   */
+  scheduleId: string;
+
+  /**
+   * The price tier ("" for a date without a seat plan).
+   *
+   * @generated from field: string tier = 2;
+   */
+  tier: string;
+
+  /**
+   * How many adjacent seats (1..4).
+   *
+   * @generated from field: int32 count = 3;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.HoldBestAvailableRequest.
+ * Use `create(HoldBestAvailableRequestSchema)` to create a new message.
+ */
+export const HoldBestAvailableRequestSchema: GenMessage<HoldBestAvailableRequest> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 3);
+
+/**
+ * HoldBestAvailableResponse carries the new hold.
+ *
+ * @generated from message boxoffice.reservation.v1.HoldBestAvailableResponse
+ */
+export type HoldBestAvailableResponse = Message<"boxoffice.reservation.v1.HoldBestAvailableResponse"> & {
+  /**
+   * The reservation, HELD until expires_at; seat_numbers are the seats chosen.
+   *
+   * @generated from field: boxoffice.reservation.v1.Reservation reservation = 1;
+   */
+  reservation?: Reservation | undefined;
+};
+
+/**
+ * Describes the message boxoffice.reservation.v1.HoldBestAvailableResponse.
+ * Use `create(HoldBestAvailableResponseSchema)` to create a new message.
+ */
+export const HoldBestAvailableResponseSchema: GenMessage<HoldBestAvailableResponse> = /*@__PURE__*/
+  messageDesc(file_boxoffice_reservation_v1_reservation, 4);
+
+/**
  * GetReservationRequest names the reservation.
  *
  * @generated from message boxoffice.reservation.v1.GetReservationRequest
@@ -190,7 +247,7 @@ export type GetReservationRequest = Message<"boxoffice.reservation.v1.GetReserva
  * Use `create(GetReservationRequestSchema)` to create a new message.
  */
 export const GetReservationRequestSchema: GenMessage<GetReservationRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 3);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 5);
 
 /**
  * GetReservationResponse carries the reservation.
@@ -211,7 +268,7 @@ export type GetReservationResponse = Message<"boxoffice.reservation.v1.GetReserv
  * Use `create(GetReservationResponseSchema)` to create a new message.
  */
 export const GetReservationResponseSchema: GenMessage<GetReservationResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 4);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 6);
 
 /**
  * ListReservationsRequest asks for one page of the caller's reservations.
@@ -239,7 +296,7 @@ export type ListReservationsRequest = Message<"boxoffice.reservation.v1.ListRese
  * Use `create(ListReservationsRequestSchema)` to create a new message.
  */
 export const ListReservationsRequestSchema: GenMessage<ListReservationsRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 5);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 7);
 
 /**
  * ListReservationsResponse carries one page of reservations.
@@ -267,7 +324,7 @@ export type ListReservationsResponse = Message<"boxoffice.reservation.v1.ListRes
  * Use `create(ListReservationsResponseSchema)` to create a new message.
  */
 export const ListReservationsResponseSchema: GenMessage<ListReservationsResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 6);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 8);
 
 /**
  * ReleaseHoldRequest names the hold to give back.
@@ -288,7 +345,7 @@ export type ReleaseHoldRequest = Message<"boxoffice.reservation.v1.ReleaseHoldRe
  * Use `create(ReleaseHoldRequestSchema)` to create a new message.
  */
 export const ReleaseHoldRequestSchema: GenMessage<ReleaseHoldRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 7);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 9);
 
 /**
  * ReleaseHoldResponse carries the reservation after release.
@@ -309,7 +366,7 @@ export type ReleaseHoldResponse = Message<"boxoffice.reservation.v1.ReleaseHoldR
  * Use `create(ReleaseHoldResponseSchema)` to create a new message.
  */
 export const ReleaseHoldResponseSchema: GenMessage<ReleaseHoldResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 8);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 10);
 
 /**
  * ConfirmReservationRequest names the hold to sell and the payment for it.
@@ -352,7 +409,7 @@ export type ConfirmReservationRequest = Message<"boxoffice.reservation.v1.Confir
  * Use `create(ConfirmReservationRequestSchema)` to create a new message.
  */
 export const ConfirmReservationRequestSchema: GenMessage<ConfirmReservationRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 9);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 11);
 
 /**
  * ConfirmReservationResponse carries the sold reservation.
@@ -373,7 +430,7 @@ export type ConfirmReservationResponse = Message<"boxoffice.reservation.v1.Confi
  * Use `create(ConfirmReservationResponseSchema)` to create a new message.
  */
 export const ConfirmReservationResponseSchema: GenMessage<ConfirmReservationResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 10);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 12);
 
 /**
  * HoldSeatsForUserRequest names the fan, the concert they were admitted to and the seats.
@@ -422,7 +479,7 @@ export type HoldSeatsForUserRequest = Message<"boxoffice.reservation.v1.HoldSeat
  * Use `create(HoldSeatsForUserRequestSchema)` to create a new message.
  */
 export const HoldSeatsForUserRequestSchema: GenMessage<HoldSeatsForUserRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 11);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 13);
 
 /**
  * HoldSeatsForUserResponse carries the hold.
@@ -450,7 +507,7 @@ export type HoldSeatsForUserResponse = Message<"boxoffice.reservation.v1.HoldSea
  * Use `create(HoldSeatsForUserResponseSchema)` to create a new message.
  */
 export const HoldSeatsForUserResponseSchema: GenMessage<HoldSeatsForUserResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 12);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 14);
 
 /**
  * ReleaseUserHoldRequest names the hold and its owner.
@@ -478,7 +535,7 @@ export type ReleaseUserHoldRequest = Message<"boxoffice.reservation.v1.ReleaseUs
  * Use `create(ReleaseUserHoldRequestSchema)` to create a new message.
  */
 export const ReleaseUserHoldRequestSchema: GenMessage<ReleaseUserHoldRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 13);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 15);
 
 /**
  * ReleaseUserHoldResponse carries the reservation after release.
@@ -499,7 +556,7 @@ export type ReleaseUserHoldResponse = Message<"boxoffice.reservation.v1.ReleaseU
  * Use `create(ReleaseUserHoldResponseSchema)` to create a new message.
  */
 export const ReleaseUserHoldResponseSchema: GenMessage<ReleaseUserHoldResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 14);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 16);
 
 /**
  * GetUserReservationRequest names the reservation and its owner.
@@ -527,7 +584,7 @@ export type GetUserReservationRequest = Message<"boxoffice.reservation.v1.GetUse
  * Use `create(GetUserReservationRequestSchema)` to create a new message.
  */
 export const GetUserReservationRequestSchema: GenMessage<GetUserReservationRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 15);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 17);
 
 /**
  * GetUserReservationResponse carries the reservation.
@@ -548,7 +605,7 @@ export type GetUserReservationResponse = Message<"boxoffice.reservation.v1.GetUs
  * Use `create(GetUserReservationResponseSchema)` to create a new message.
  */
 export const GetUserReservationResponseSchema: GenMessage<GetUserReservationResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 16);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 18);
 
 /**
  * CancelReservationRequest names the booking to cancel.
@@ -569,7 +626,7 @@ export type CancelReservationRequest = Message<"boxoffice.reservation.v1.CancelR
  * Use `create(CancelReservationRequestSchema)` to create a new message.
  */
 export const CancelReservationRequestSchema: GenMessage<CancelReservationRequest> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 17);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 19);
 
 /**
  * CancelReservationResponse carries the cancelled booking.
@@ -590,7 +647,7 @@ export type CancelReservationResponse = Message<"boxoffice.reservation.v1.Cancel
  * Use `create(CancelReservationResponseSchema)` to create a new message.
  */
 export const CancelReservationResponseSchema: GenMessage<CancelReservationResponse> = /*@__PURE__*/
-  messageDesc(file_boxoffice_reservation_v1_reservation, 18);
+  messageDesc(file_boxoffice_reservation_v1_reservation, 20);
 
 /**
  * ReservationState is where a reservation stands.
@@ -669,6 +726,21 @@ export const ReservationService: GenService<{
     methodKind: "unary";
     input: typeof HoldSeatsRequestSchema;
     output: typeof HoldSeatsResponseSchema;
+  },
+  /**
+   * HoldBestAvailable holds `count` adjacent seats in one row of a price tier,
+   * chosen for the caller, under the same rules as HoldSeats. The seats never
+   * leave a single empty seat between them and a taken seat or the row's end
+   * ("no orphans"). Best is the row nearest the front of its section (ties: the
+   * earlier section), then, in that row, the block nearest the row's middle.
+   * Refused with SEAT_UNAVAILABLE when no such block is free.
+   *
+   * @generated from rpc boxoffice.reservation.v1.ReservationService.HoldBestAvailable
+   */
+  holdBestAvailable: {
+    methodKind: "unary";
+    input: typeof HoldBestAvailableRequestSchema;
+    output: typeof HoldBestAvailableResponseSchema;
   },
   /**
    * GetReservation returns one of the caller's reservations.
