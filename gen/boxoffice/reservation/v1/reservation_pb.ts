@@ -732,8 +732,10 @@ export const ReservationService: GenService<{
    * chosen for the caller, under the same rules as HoldSeats. The seats never
    * leave a single empty seat between them and a taken seat or the row's end
    * ("no orphans"). Best is the row nearest the front of its section (ties: the
-   * earlier section), then, in that row, the block nearest the row's middle.
-   * Refused with SEAT_UNAVAILABLE when no such block is free.
+   * earlier section); in that row, the block that leaves the fewest new gaps
+   * (one filling a gap exactly, then one against a taken seat or the row's
+   * end), then the one nearest the row's middle. Refused with SEAT_UNAVAILABLE
+   * when no such block is free.
    *
    * @generated from rpc boxoffice.reservation.v1.ReservationService.HoldBestAvailable
    */
