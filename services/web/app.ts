@@ -3,7 +3,7 @@
 // Bundled by services/web/index.ts with esbuild when the server starts.
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { createClient, type CallOptions } from "@connectrpc/connect";
+import { ConnectError, createClient, type CallOptions } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { Reason } from "../../gen/boxoffice/common/v1/error_pb.js";
 import { ConcertPhase, ConcertService, SeatState, type Concert, type Schedule, type Seat } from "../../gen/boxoffice/concert/v1/concert_pb.js";
@@ -46,6 +46,8 @@ const state = {
   schedule: undefined as Schedule | undefined,
   seats: [] as Seat[],
   selected: new Set<number>(),
+  /** Seats the fan already has for this concert (live holds and paid bookings, over all its dates), as last read. */
+  owned: 0,
   reservation: undefined as Reservation | undefined,
   watch: undefined as AbortController | undefined,
   /** The concerts as last listed, by id (what the waiting room knows of the sale: its commitment). */
@@ -304,7 +306,7 @@ async function joinQueue(concert: Concert) {
   state.watch?.abort();
   reconnecting(false);
   const { queueToken, status } = await api.tokens.issueQueueToken({ concertId: concert.id }, user());
-  Object.assign(state, { concert, queueToken, schedule: undefined, seats: [], reservation: undefined, entryId: "", queueStatus: undefined });
+  Object.assign(state, { concert, queueToken, schedule: undefined, seats: [], owned: 0, reservation: undefined, entryId: "", queueStatus: undefined });
   state.selected.clear();
   for (const id of ["dates", "seatmap", "hold", "result"]) show(id, false);
   $("draw-result").textContent = "";
@@ -467,8 +469,22 @@ async function pickDate(schedule: Schedule) {
   state.schedule = schedule;
   state.selected.clear();
   $("seatmap-date").textContent = dateTime(schedule.startsAt);
-  await loadSeats();
+  await Promise.all([loadSeats(), countOwned()]);
+  renderSeatControls();
   show("seatmap");
+}
+
+/** Counts the seats the fan already has for this concert (the per-fan limit spans its dates), for best-available's choice of count. */
+async function countOwned() {
+  const concertId = state.concert?.id;
+  if (!concertId || !state.concert?.seatLimit) return;
+  const now = Date.now();
+  const live = (r: Reservation) => r.state === ReservationState.CONFIRMED || (r.state === ReservationState.HELD && (ms(r.expiresAt) ?? 0) > now);
+  try {
+    state.owned = (await allReservations()).filter((r) => r.concertId === concertId && live(r)).reduce((sum, r) => sum + r.seatNumbers.length, 0);
+  } catch {
+    state.owned = 0; // the service decides in the end (FAN_LIMIT_REACHED)
+  }
 }
 
 async function loadSeats() {
@@ -478,26 +494,120 @@ async function loadSeats() {
   renderSeats();
 }
 
+/** Whether the date has a seat plan: seats in named sections (a date without one has a single unnamed section and row). */
+const planned = () => state.seats.some((seat) => seat.section !== "" || seat.row !== "");
+
+/** The date's price tiers in plan order, with their price and a colour each. */
+function tiers() {
+  const found = new Map<string, bigint>();
+  for (const seat of state.seats) if (!found.has(seat.tier)) found.set(seat.tier, seat.price);
+  return [...found].map(([name, price], i) => ({ name, price, colour: tierColours[i % tierColours.length]! }));
+}
+const tierColours = ["#d97706", "#0e7490", "#be185d", "#4d7c0f", "#7c3aed", "#b91c1c"];
+
+/** The seat's place in words: "Stalls, row A, seat 5" (or "Seat 5" without a plan). */
+const seatName = (seat: Seat) => (seat.section || seat.row ? `${seat.section}${seat.section ? ", " : ""}row ${seat.row}, seat ${seat.label}` : `Seat ${seat.number}`);
+
+/**
+ * Which seats these are, for the hold and the payment: their numbers without
+ * a plan ("1, 2"), else by section and row ("Stalls · row A · seats 5, 6").
+ */
+function describeSeats(numbers: number[]) {
+  const seats = numbers.map((n) => state.seats.find((seat) => seat.number === n));
+  if (!planned() || seats.some((seat) => !seat)) return numbers.join(", ");
+  const groups = new Map<string, Seat[]>();
+  for (const seat of seats as Seat[]) {
+    const key = `${seat.section} · row ${seat.row}`;
+    groups.set(key, [...(groups.get(key) ?? []), seat]);
+  }
+  return [...groups]
+    .map(([key, list]) => `${key} · ${list.length === 1 ? "seat" : "seats"} ${list.sort((a, b) => a.place - b.place).map((seat) => seat.label).join(", ")}`)
+    .join("; ");
+}
+
+function seatButton(seat: Seat, colour: string | undefined) {
+  const name = seatStateName(seat);
+  const selected = state.selected.has(seat.number);
+  const text = planned() ? seat.label : String(seat.number);
+  const button = element("button", { type: "button", className: "seat", textContent: text, disabled: name !== "available" });
+  button.dataset.testid = `seat-${seat.number}`;
+  button.dataset.state = name;
+  if (seat.tier) button.dataset.tier = seat.tier;
+  if (colour) button.style.setProperty("--tier", colour);
+  button.setAttribute("aria-pressed", String(selected));
+  const tier = seat.tier ? `${seat.tier}, ` : "";
+  button.setAttribute("aria-label", `${seatName(seat)}, ${tier}${points(seat.price)}, ${name === "mine" ? "yours" : name}`);
+  if (seat.tier) button.title = `${seatName(seat)} · ${tier}${points(seat.price)}`;
+  button.addEventListener("click", () => {
+    if (state.selected.delete(seat.number)) return renderSeats();
+    if (state.selected.size >= maxSeats()) return say(seatLimitText());
+    state.selected.add(seat.number);
+    renderSeats();
+  });
+  return button;
+}
+
 function renderSeats() {
   const grid = $("seats");
   grid.replaceChildren();
-  for (const seat of state.seats) {
-    const name = seatStateName(seat);
-    const selected = state.selected.has(seat.number);
-    const button = element("button", { type: "button", className: "seat", textContent: String(seat.number), disabled: name !== "available" });
-    button.dataset.testid = `seat-${seat.number}`;
-    button.dataset.state = name;
-    button.setAttribute("aria-pressed", String(selected));
-    button.setAttribute("aria-label", `Seat ${seat.number}, ${points(seat.price)}, ${name === "mine" ? "yours" : name}`);
-    button.addEventListener("click", () => {
-      if (state.selected.delete(seat.number)) return renderSeats();
-      if (state.selected.size >= maxSeats()) return say(seatLimitText());
-      state.selected.add(seat.number);
-      renderSeats();
-    });
-    grid.append(button);
+  const plan = planned();
+  const tierList = tiers();
+  const colours = new Map(tierList.map((tier) => [tier.name, tier.colour]));
+  grid.className = plan ? "seatplan" : "seats";
+  if (!plan) {
+    for (const seat of state.seats) grid.append(seatButton(seat, undefined));
+  } else {
+    // Sections in plan order (the seats are numbered sections first, then rows, then seats), rows front first, seats along the row.
+    const sections = new Map<string, Map<string, Seat[]>>();
+    for (const seat of [...state.seats].sort((a, b) => a.number - b.number)) {
+      let rows = sections.get(seat.section);
+      if (!rows) sections.set(seat.section, (rows = new Map()));
+      rows.set(seat.row, [...(rows.get(seat.row) ?? []), seat]);
+    }
+    for (const [name, rows] of sections) {
+      const block = withTestId(element("div", { className: "seat-section" }, element("h3", { textContent: name || "Seats" })), `section-${name}`);
+      block.setAttribute("role", "group");
+      block.setAttribute("aria-label", `Section ${name}`);
+      const ordered = [...rows].sort(([, a], [, b]) => a[0]!.rowPosition - b[0]!.rowPosition);
+      for (const [label, seats] of ordered) {
+        const line = withTestId(element("div", { className: "seat-row" }, element("span", { className: "row-label", textContent: label })), `row-${name}-${label}`);
+        line.setAttribute("role", "group");
+        line.setAttribute("aria-label", `Row ${label}`);
+        const along = element("div", { className: "row-seats" });
+        for (const seat of seats.sort((a, b) => a.place - b.place)) along.append(seatButton(seat, colours.get(seat.tier)));
+        line.append(along);
+        block.append(line);
+      }
+      grid.append(block);
+    }
   }
+  renderTierLegend(plan ? tierList : []);
   renderSeatControls();
+}
+
+/** Each tier with its price (with a plan; without one, no legend), and best-available's choice of tier. */
+function renderTierLegend(list: ReturnType<typeof tiers>) {
+  const legend = $("tier-legend");
+  legend.replaceChildren();
+  legend.hidden = list.length === 0;
+  for (const tier of list) {
+    const item = withTestId(element("span", { className: "tier" }, element("strong", { textContent: tier.name }), ` ${points(tier.price)}`), `tier-${tier.name}`);
+    item.style.setProperty("--tier", tier.colour);
+    legend.append(item);
+  }
+  const select = $<HTMLSelectElement>("best-tier");
+  const options = list.length ? list.map((tier) => ({ value: tier.name, text: `${tier.name} · ${points(tier.price)}` })) : [{ value: "", text: "Any seats" }];
+  if (Array.from(select.options).map((o) => o.value).join("\n") !== options.map((o) => o.value).join("\n")) {
+    const previous = select.value;
+    select.replaceChildren(...options.map((o) => element("option", { value: o.value, textContent: o.text })));
+    if (options.some((o) => o.value === previous)) select.value = previous;
+  }
+}
+
+/** How many seats best-available may ask for: what one hold may have, within what the fan may still take for this concert. */
+function bestAvailableMax() {
+  const limit = state.concert?.seatLimit;
+  return Math.max(0, Math.min(seatsPerHold, limit ? limit - state.owned : seatsPerHold));
 }
 
 function renderSeatControls() {
@@ -507,6 +617,14 @@ function renderSeatControls() {
   const sessionOpen = state.queueStatus?.state === QueueState.ADMITTED;
   $<HTMLButtonElement>("hold").disabled = chosen.length === 0 || !sessionOpen || state.reservation !== undefined;
   $<HTMLButtonElement>("refresh-seats").disabled = !sessionOpen;
+  const count = $<HTMLSelectElement>("best-count");
+  const most = bestAvailableMax();
+  if (count.options.length !== most) {
+    const previous = Number(count.value) || 2;
+    count.replaceChildren(...Array.from({ length: most }, (_, i) => element("option", { value: String(i + 1), textContent: String(i + 1) })));
+    count.value = String(Math.min(previous, most) || 1);
+  }
+  $<HTMLButtonElement>("best-hold").disabled = most === 0 || !sessionOpen || state.reservation !== undefined || state.seats.length === 0;
 }
 
 /** Why no more seats can be selected: the concert's per-fan limit, or what one hold may have. */
@@ -569,16 +687,41 @@ async function holdSeats() {
   say("");
   const seatNumbers = [...state.selected].sort((a, b) => a - b);
   const { reservation } = await api.coordinator.reserveSeats({ scheduleId: state.schedule!.id, seatNumbers }, gated());
+  await showHold(reservation!);
+}
+
+/** Best available: the service picks `count` adjacent seats of the tier, in the best row that has them. */
+async function holdBestAvailable() {
+  say("");
+  const tier = $<HTMLSelectElement>("best-tier").value;
+  const count = Number($<HTMLSelectElement>("best-count").value);
+  try {
+    const { reservation } = await api.reservations.holdBestAvailable({ scheduleId: state.schedule!.id, tier, count }, gated());
+    await showHold(reservation!);
+  } catch (error) {
+    if (reasonOf(error) !== Reason.SEAT_UNAVAILABLE) throw error;
+    const why = sentence(ConnectError.from(error).rawMessage);
+    say(`Sorry, we could not find ${count} ${count === 1 ? "seat" : "seats"} together${tier ? ` in ${tier}` : ""}. ${why ? `${why} ` : ""}Try fewer seats${tier ? " or another tier" : ""}, or pick seats on the map.`);
+    await loadSeats().catch(() => undefined);
+  }
+}
+
+/** Shows a new hold: its seats, price and countdown, and the map with them as the fan's. */
+async function showHold(reservation: Reservation) {
   state.reservation = reservation;
   state.selected.clear();
-  $("hold-seats").textContent = reservation!.seatNumbers.join(", ");
-  $("hold-amount").textContent = points(reservation!.amount);
-  $("pay").textContent = `Pay ${points(reservation!.amount)}`;
+  state.owned += reservation.seatNumbers.length;
+  const seats = loadSeats().catch(() => undefined);
+  if (reservation.seatNumbers.some((n) => !state.seats.some((seat) => seat.number === n))) await seats; // labels of seats not drawn yet
+  $("hold-seats").textContent = describeSeats(reservation.seatNumbers);
+  $("hold-amount").textContent = points(reservation.amount);
+  $("pay").textContent = `Pay ${points(reservation.amount)}`;
   show("hold");
   show("result", false);
-  notify(`${seatList(reservation!.seatNumbers)} ${reservation!.seatNumbers.length === 1 ? "is" : "are"} held for you. Pay before the countdown ends.`);
+  const named = planned() ? describeSeats(reservation.seatNumbers) : seatList(reservation.seatNumbers);
+  notify(`${named} ${reservation.seatNumbers.length === 1 ? "is" : "are"} held for you. Pay before the countdown ends.`);
   tick();
-  await Promise.all([loadSeats(), loadSchedules()]);
+  await Promise.all([seats, loadSchedules()]);
 }
 
 function dropHold() {
@@ -617,11 +760,11 @@ function showPayment(payment: Payment, reservation: Reservation | undefined) {
     state.reservation = undefined;
     renderQueue({ ...state.queueStatus!, state: QueueState.COMPLETED, admittedUntil: undefined });
     renderSeats();
-    $("result-seats").textContent = seats.map((n) => `Seat ${n}: SOLD to you`).join(" · ");
+    $("result-seats").textContent = planned() ? `${describeSeats(seats)}: SOLD to you` : seats.map((n) => `Seat ${n}: SOLD to you`).join(" · ");
     show("hold", false);
     show("result");
     $("result-tickets").hidden = false;
-    notify(`Payment succeeded: ${points(payment.amount)} paid. ${seatList(seats)} ${seats.length === 1 ? "is" : "are"} yours. Enjoy the show!`);
+    notify(`Payment succeeded: ${points(payment.amount)} paid. ${planned() ? describeSeats(seats) : seatList(seats)} ${seats.length === 1 ? "is" : "are"} yours. Enjoy the show!`);
   } else if (payment.state === PaymentState.FAILED) {
     $("result-tickets").hidden = true;
     say(explainReason(payment.failureReason) ?? `The payment failed: ${payment.failureMessage || "unknown reason"}.`);
@@ -895,6 +1038,10 @@ function tick() {
 // ---- wiring ----
 
 $("hold").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, holdSeats));
+$("best-available").addEventListener("submit", (event) => {
+  event.preventDefault();
+  void act($<HTMLButtonElement>("best-hold"), holdBestAvailable);
+});
 $("refresh-seats").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, loadSeats));
 $("pay").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, pay));
 $("check-draw").addEventListener("click", (event) => void act(event.currentTarget as HTMLButtonElement, checkDraw));
