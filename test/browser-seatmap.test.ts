@@ -13,7 +13,7 @@ import { modules } from "../services/modules.js";
 import { startSuite, type Suite } from "../services/platform/suite.js";
 import { webPage } from "../services/web/index.js";
 import { bearer, client, operator, testConfig } from "./support.js";
-import { attributeOf, byTestId, launchChromium, textOf } from "./chromium.js";
+import { attributeOf, byTestId, launchChromium, textOf, openFanPage } from "./chromium.js";
 
 const artifacts = join(import.meta.dirname, "..", "test-results", "seatmap");
 const title = `Seat Map Test ${Date.now().toString(36)}`;
@@ -37,17 +37,7 @@ let browser: Browser;
 let date: Schedule;
 const pageErrors: string[] = [];
 
-async function openFan(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 900, height: 1400 } });
-  const page = await context.newPage();
-  page.on("pageerror", (error) => pageErrors.push(error.message));
-  page.on("console", (message) => {
-    if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) pageErrors.push(`console: ${message.text()}`);
-  });
-  await page.goto(suite.host.url + "/");
-  await page.locator("body[data-ready=true]").waitFor({ timeout: 10_000 });
-  return page;
-}
+const openFan = () => openFanPage(browser, suite.host.url, pageErrors, 1400);
 
 /** The data-testids of the elements matching a selector, in page order. */
 const testIds = (page: Page, selector: string) => page.locator(selector).evaluateAll((nodes) => nodes.map((node) => (node as HTMLElement).dataset.testid));

@@ -15,7 +15,7 @@ import { modules } from "../services/modules.js";
 import { startSuite, type Suite } from "../services/platform/suite.js";
 import { webPage } from "../services/web/index.js";
 import { bearer, client, operator, testConfig } from "./support.js";
-import { attributeOf, byTestId, launchChromium, textOf } from "./chromium.js";
+import { attributeOf, byTestId, launchChromium, textOf, openFanPage } from "./chromium.js";
 
 // jsqr is CommonJS whose module.exports is the decoder itself, typed as an ES module with a default export.
 const jsQR = (typeof jsqrModule === "function" ? jsqrModule : jsqrModule.default) as typeof jsqrModule.default;
@@ -30,17 +30,7 @@ let concertId: string;
 let date: Schedule;
 const pageErrors: string[] = [];
 
-async function openFan(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 900, height: 1200 } });
-  const page = await context.newPage();
-  page.on("pageerror", (error) => pageErrors.push(error.message));
-  page.on("console", (message) => {
-    if (message.type() === "error" && !message.text().startsWith("Failed to load resource")) pageErrors.push(`console: ${message.text()}`);
-  });
-  await page.goto(suite.host.url + "/");
-  await page.locator("body[data-ready=true]").waitFor({ timeout: 10_000 });
-  return page;
-}
+const openFan = () => openFanPage(browser, suite.host.url, pageErrors);
 
 /** The pixels of an <img> on the page, read back through a canvas, decoded as a QR code in Node. */
 async function decodeQr(page: Page, testId: string): Promise<string | undefined> {

@@ -73,3 +73,27 @@ export async function freePorts(count: number, host = "127.0.0.1"): Promise<numb
   await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
   return ports;
 }
+
+/**
+ * Sends SIGTERM to the node process that runs the services, and resolves to the exit code.
+ *
+ * Not through ServerProcess.stop(): that signals the tsx wrapper, which relays the
+ * signal to its child and SIGKILLs it (exit 143) when the child has not confirmed
+ * within 30 ms, which a busy machine often misses. The wrapper exits with its
+ * child's code, so signalling the child tests the service's own shutdown.
+ */
+export async function stopService(server: ServerProcess): Promise<number | string | null> {
+  const wrapper = server.process;
+  if (wrapper.exitCode !== null || wrapper.signalCode !== null) return wrapper.exitCode ?? wrapper.signalCode;
+  const exited = new Promise<number | string | null>((resolve) => wrapper.once("exit", (code, signal) => resolve(code ?? signal)));
+  let child: number | undefined;
+  try {
+    const pids = readFileSync(`/proc/${wrapper.pid}/task/${wrapper.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+    if (pids.length === 1) child = Number(pids[0]);
+  } catch {
+    // No /proc: fall back to the wrapper.
+  }
+  if (child === undefined) return server.stop();
+  process.kill(child, "SIGTERM");
+  return exited;
+}

@@ -3,7 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,7 +18,7 @@ import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1
 import { reasonOf, Reason } from "../services/platform/errors.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 import { dropKeys } from "./redis-keys.js";
-import { freePorts, startServerProcess, type ServerProcess } from "./server-process.js";
+import { freePorts, startServerProcess, stopService, type ServerProcess } from "./server-process.js";
 import { bearer, failure, gated, operator, testSecrets, withQueueToken } from "./support.js";
 
 /**
@@ -102,29 +102,6 @@ beforeAll(async () => {
   // Eight processes boot at once (tsx compiles each): on a 2-CPU machine that alone takes about 25 s.
 }, 90_000);
 
-/**
- * Sends SIGTERM to the node process that runs the services, and resolves to the exit code.
- *
- * Not through ServerProcess.stop(): that signals the tsx wrapper, which relays the
- * signal to its child and SIGKILLs it (exit 143) when the child has not confirmed
- * within 30 ms, which a busy machine often misses. The wrapper exits with its
- * child's code, so signalling the child tests the service's own shutdown.
- */
-async function stopService(server: ServerProcess): Promise<number | string | null> {
-  const wrapper = server.process;
-  if (wrapper.exitCode !== null || wrapper.signalCode !== null) return wrapper.exitCode ?? wrapper.signalCode;
-  const exited = new Promise<number | string | null>((resolve) => wrapper.once("exit", (code, signal) => resolve(code ?? signal)));
-  let child: number | undefined;
-  try {
-    const pids = readFileSync(`/proc/${wrapper.pid}/task/${wrapper.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
-    if (pids.length === 1) child = Number(pids[0]);
-  } catch {
-    // No /proc: fall back to the wrapper.
-  }
-  if (child === undefined) return server.stop();
-  process.kill(child, "SIGTERM");
-  return exited;
-}
 
 afterAll(async () => {
   closing = true;

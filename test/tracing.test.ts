@@ -4,7 +4,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { SpanKind } from "@opentelemetry/api";
 import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -20,7 +20,7 @@ import type { Suite } from "../services/platform/suite.js";
 import { otlpConfigured, setupTracing } from "../services/platform/tracing.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 import { dropKeys } from "./redis-keys.js";
-import { freePorts, startServerProcess, type ServerProcess } from "./server-process.js";
+import { freePorts, startServerProcess, stopService, type ServerProcess } from "./server-process.js";
 import { bearer, client, concertOnSale, gated, inDays, operator, startTestSuite, testSecrets, withQueueToken } from "./support.js";
 
 /**
@@ -193,22 +193,6 @@ function otlpReceiver() {
 }
 
 
-/** SIGTERM to the node process under the tsx wrapper, as test/split.test.ts stops its processes. */
-async function stopService(server: ServerProcess): Promise<number | string | null> {
-  const wrapper = server.process;
-  if (wrapper.exitCode !== null || wrapper.signalCode !== null) return wrapper.exitCode ?? wrapper.signalCode;
-  const exited = new Promise<number | string | null>((resolve) => wrapper.once("exit", (code, signal) => resolve(code ?? signal)));
-  let child: number | undefined;
-  try {
-    const pids = readFileSync(`/proc/${wrapper.pid}/task/${wrapper.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
-    if (pids.length === 1) child = Number(pids[0]);
-  } catch {
-    // No /proc: fall back to the wrapper.
-  }
-  if (child === undefined) return server.stop();
-  process.kill(child, "SIGTERM");
-  return exited;
-}
 
 describe("tracing in split mode (one process per service, OTLP to an in-memory receiver)", () => {
   const roles = ["token", "queue", "concert", "point", "payment", "coordinator"] as const;
