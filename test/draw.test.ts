@@ -128,4 +128,40 @@ describe("the pre-queue's draw", () => {
     await store.enter(concert("open"), uuidOf("late fan"), opensAt + 1, opensAt);
     expect(shown(await saleFairness(concert("open"), noRecord, seeds(true), store, opensAt + 2))).toBe("DRAWN 0");
   });
+
+  it("waits while the concert service has not revealed the seed or cannot be reached, nobody admitted meanwhile, and draws once it answers", async () => {
+    const store = new MemoryQueueStore();
+    const concertId = uuidOf("concert waiting for its seed");
+    const seed = hex("late seed");
+    const opensAt = 1_800_000_000_000;
+    await store.apply(concertId, settings);
+    const tickets = [];
+    for (let i = 0; i < 3; i++) {
+      const userId = uuidOf(`late fan ${i}`);
+      tickets.push({ userId, seq: (await store.enter(concertId, userId, opensAt - 100 + i, opensAt)).seq });
+    }
+    const tick = () => store.tick(concertId, policy, { now: opensAt + 10, saleOpensAt: opensAt, supplyOpen: true, batch: 1_000, settings, stalledAfterMs: 1e9 });
+    expect((await tick()).drawPending).toBe(true);
+    let answer: "hidden" | "down" | "revealed" = "hidden";
+    const seeds: SeedSource = {
+      sale: async () => {
+        if (answer === "down") throw new Error("the concert service is unreachable");
+        return { commitment: commitmentOf(seed), saleOpensAt: new Date(opensAt), seed: answer === "revealed" ? seed : undefined };
+      },
+    };
+    const records: DrawRecord[] = [];
+    const draw = new SaleDraw(store, { record: async (_, drawn) => void records.push(drawn) }, seeds, tokens, () => opensAt + 10);
+    // The concert's clock is behind: no seed yet. Then it is down.
+    expect(await draw.run(concertId)).toBe(false);
+    answer = "down";
+    await expect(draw.run(concertId)).rejects.toThrow(/unreachable/);
+    expect(records).toEqual([]);
+    expect(await tick()).toMatchObject({ admitted: 0, drawPending: true });
+    expect((await store.views(concertId, tickets, opensAt + 10, false)).views.map((view) => view.state)).toEqual(["PREQUEUED", "PREQUEUED", "PREQUEUED"]);
+    // It answers: drawn, recorded once, and the next tick admits.
+    answer = "revealed";
+    expect(await draw.run(concertId)).toBe(true);
+    expect(records.map((record) => record.entryIds.length)).toEqual([3]);
+    expect(await tick()).toMatchObject({ admitted: 3, drawPending: false });
+  });
 });
