@@ -344,6 +344,22 @@ describe.each(backends)("QueueStore contract: $name", (backend) => {
       expect([stats.waiting, stats.admitted]).toEqual([4_990, 10]);
     });
 
+    it("admits a step larger than one command's arguments whole (5,000 in one step of a batch of 5,000), with every session and pace", async () => {
+      const concertId = randomUUID();
+      const t0 = Date.now();
+      await store.apply(concertId, plain);
+      const users = Array.from({ length: 5_000 }, () => randomUUID());
+      const entered = await Promise.all(users.map((userId) => store.enter(concertId, userId, t0)));
+      const tickets = entered.map((e, i) => ({ userId: users[i]!, seq: e.seq }));
+      const policy: Policy = { ...defaults, maxActive: 100_000 };
+
+      expect(await store.tick(concertId, policy, { ...open(t0 + 1_000), batch: 5_000 })).toMatchObject({ admitted: 5_000 });
+      const { views, pace } = await store.views(concertId, tickets, t0 + 1_000, false);
+      expect(views.every((view) => view.state === "ADMITTED" && view.admittedUntil === t0 + 1_000 + policy.sessionTtlMs)).toBe(true);
+      expect(pace).toMatchObject({ admittedLastMinute: 5_000, admitted: 5_000, firstAdmissionAt: t0 + 1_000 });
+      expect(await store.counts(concertId, t0 + 1_000)).toMatchObject({ waiting: 0, admitted: 5_000, admittedLastMinute: 5_000 });
+    });
+
     it("keeps admissions FIFO and within maxActive when two callers tick concurrently", async () => {
       const concertId = randomUUID();
       const t0 = Date.now();

@@ -1,7 +1,7 @@
 import { Repeating } from "../platform/background.js";
 import type { SaleDraw } from "./draws.js";
 import type { Rooms } from "./rooms.js";
-import type { Policy, QueueStore, RoomSettings } from "./store.js";
+import type { Policy, QueueStore, RoomSettings, TickInput, TickResult } from "./store.js";
 import type { SupplySource } from "./supply.js";
 import { logger } from "../platform/log.js";
 
@@ -10,18 +10,22 @@ const queueLog = logger("queue");
 /** How old a supply reading may be and still let the line move while the concert service does not answer. */
 const lastKnownSupplyMaxAgeMs = 10_000;
 
+/** Most entries one store step moves (admitted, expired, abandoned each): on Redis, a step of 1,000 admissions is one script of about 10–20 ms. */
+const defaultBatch = 1_000;
+
 export interface AdmissionWorkerOptions {
   tickMs: number;
-  /** Most entries one tick moves per step. */
+  /** Most entries one store step moves; a tick takes as many steps as its room needs. */
   batch?: number;
   clock?: () => number;
 }
 
 /**
  * Moves every waiting room along: each tick ends run-out sessions, drops
- * abandoned places and admits from the head, following supply. Every instance
- * of the queue service runs one; the store's tick is atomic, so together they
- * never admit more than max_active.
+ * abandoned places and admits from the head, following supply, as many as the
+ * room may take (room in max_active, within rate_per_minute, the backlog
+ * waiting). Every instance of the queue service runs one; each store step is
+ * atomic, so together they never admit more than max_active.
  *
  * The rooms and their settings come from PostgreSQL at every tick and go into
  * the store's tick, so a store that lost its data (Redis restarted empty) has
@@ -113,16 +117,38 @@ export class AdmissionWorker {
     // A draft's times may still change (its room is listed once a policy is set early): the room is left alone until it is published.
     if (!sale.published) return;
     if ((sale.cancelled || this.#clock() >= sale.saleEndsAt) && !settings.closed) settings = await this.rooms.change(concertId, { closed: true });
-    const tick = () =>
-      this.store.tick(concertId, this.defaults, {
-        now: this.#clock(),
-        saleOpensAt: sale.saleOpensAt,
-        supplyOpen: supply.available > 0,
-        batch: this.options.batch ?? 1_000,
-        settings,
-        stalledAfterMs: Math.max(5_000, 5 * this.options.tickMs),
-      });
+    const input = (): TickInput => ({
+      now: this.#clock(),
+      saleOpensAt: sale.saleOpensAt,
+      supplyOpen: supply.available > 0,
+      batch: this.options.batch ?? defaultBatch,
+      settings,
+      stalledAfterMs: Math.max(5_000, 5 * this.options.tickMs),
+    });
     // The sale has opened on a frozen pre-queue: draw it, then admit in the same tick.
-    if ((await tick()).drawPending && this.draw && (await this.draw.run(concertId))) await tick();
+    if ((await this.#steps(concertId, input)).drawPending && this.draw && (await this.draw.run(concertId))) await this.#steps(concertId, input);
+  }
+
+  /**
+   * One room's tick as store steps, so that a tick admits in proportion to the
+   * backlog while each step stays short: a step is one atomic store call (on
+   * Redis one script, and Redis runs nothing else meanwhile) that moves at most
+   * `batch` entries of each kind. A step that moved a full batch may have left
+   * more (fans waiting with room for them, sessions run out, silent places), so
+   * another follows. Each step reads max_active and the rate afresh, so steps
+   * of several instances interleaved stay within both. A copy of the settings
+   * just restored admits from the next tick on, and a pre-queue waiting for its
+   * draw not at all: either ends the steps. So does one tick's length spent, so
+   * that one room's backlog does not hold the other rooms up; the next tick
+   * goes on with it. Returns the last step's result.
+   */
+  async #steps(concertId: string, input: () => TickInput): Promise<TickResult> {
+    const until = performance.now() + this.options.tickMs;
+    for (;;) {
+      const step = input();
+      const moved = await this.store.tick(concertId, this.defaults, step);
+      const full = Math.max(moved.admitted, moved.expired, moved.abandoned) >= step.batch;
+      if (!full || moved.restored || moved.drawPending || this.#stopped || performance.now() >= until) return moved;
+    }
   }
 }

@@ -113,7 +113,11 @@ export interface TickInput {
   saleOpensAt?: number;
   /** False while the concert has no AVAILABLE seat: nobody new is admitted. */
   supplyOpen: boolean;
-  /** Most entries moved per step (admitted, expired, abandoned) in one tick. */
+  /**
+   * Most entries of each kind (admitted, expired, abandoned) this step moves,
+   * so that one atomic call stays short; a tick takes steps until one moves
+   * less than a full batch (see AdmissionWorker).
+   */
   batch: number;
   /** The room's settings as PostgreSQL has them; applied first when newer than the store's copy. */
   settings: RoomSettings;
@@ -169,8 +173,8 @@ export interface QueueStore {
    * sessions past their time, drops waiting fans silent past abandon_after,
    * then admits from the head while admitted < max_active, within the rate,
    * unless paused, sold out or supply is closed, or the settings were only
-   * just restored (from the next tick on). Its cost grows with the
-   * entries it moves, not with the length of the line.
+   * just restored (from the next tick on). At most `batch` of each: its cost
+   * grows with the entries it moves, not with the length of the line.
    */
   tick(concertId: string, policyDefaults: Policy, input: TickInput): Promise<TickResult>;
 
