@@ -6,7 +6,8 @@ import net from "node:net";
 import { answer, boundDeadline, limitBodyTime, precheck, requestGate, type RpcPaths } from "./edge.js";
 import { HealthStatus } from "./health.js";
 import { peerAddressKey } from "./peer.js";
-import { isRawGrpcRequest, methodPath, specifiedGrpcMessage, type RawStream, type RawStreamHandler } from "./raw-streams.js";
+import { isRawGrpcRequest, methodPath, rawUnary, specifiedGrpcMessage, type RawStream, type RawStreamHandler } from "./raw-streams.js";
+import { unaryTarget, type UnaryTarget } from "./in-process.js";
 
 export interface HostOptions {
   host: string;
@@ -20,6 +21,11 @@ export interface HostOptions {
   rawStreams?: RawStream[];
   /** Most connections open at once from one network address (0 or unset: no limit). */
   maxConnectionsPerAddress?: number;
+  /**
+   * Unary RPCs over gRPC h2c served on the Http2Stream (raw-streams.ts rawUnary), with their interceptors but
+   * without Connect's pipeline; the default. Off, Connect serves them (tests compare the two).
+   */
+  rawUnary?: boolean;
   /** The connection timeouts, where they are not the defaults below (tests). */
   timeouts?: Partial<ConnectionTimeouts>;
 }
@@ -156,6 +162,10 @@ export async function startHost(options: HostOptions): Promise<Host> {
     serve(req, res);
   });
   const raw = new Map<string, RawStreamHandler>((options.rawStreams ?? []).map((stream) => [methodPath(stream.method), stream.handler]));
+  if (options.rawUnary ?? true) {
+    const peer = (stream: http2.ServerHttp2Stream) => createContextValues().set(peerAddressKey, stream.session?.socket?.remoteAddress);
+    for (const target of unaryTargets(options.routes)) raw.set(methodPath(target.method), rawUnary(target, peer));
+  }
   const rawContext = { shutdown: shutdown as unknown as AbortSignal, readMaxBytes: maxRequestBytes };
   if (raw.size > 0) {
     // The compat layer listens for "stream" itself and makes a request and a response of every one; a raw
@@ -281,6 +291,22 @@ export async function startHost(options: HostOptions): Promise<Host> {
     url: `http://${shownHost}:${bound.port}`,
     close: () => (closed ??= close()),
   };
+}
+
+/** Every unary method the routes serve, with its handler and the interceptors it is mounted with. */
+function unaryTargets(routes: (router: ConnectRouter) => void): UnaryTarget[] {
+  const router = createConnectRouter();
+  const targets: UnaryTarget[] = [];
+  const service = router.service.bind(router);
+  router.service = (desc, impl, options) => {
+    for (const method of desc.methods) {
+      const target = unaryTarget(method, impl as Record<string, unknown>, options?.interceptors ?? []);
+      if (target) targets.push(target);
+    }
+    return service(desc, impl, options);
+  };
+  routes(router);
+  return targets;
 }
 
 /** The paths of every RPC the routes serve, and those Connect serves on GET too (its NO_SIDE_EFFECTS methods). */

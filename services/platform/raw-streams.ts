@@ -1,4 +1,4 @@
-import { create, fromBinary, toBinary, type DescMethodServerStreaming, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMethod, type DescMethodServerStreaming, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import http2 from "node:http2";
@@ -6,6 +6,7 @@ import { once } from "node:events";
 import { bodyTimeoutMs, maxDeadlineMs, readError, sayable } from "./edge.js";
 import { context } from "@opentelemetry/api";
 import { rawServerSpan } from "./tracing.js";
+import { invokeUnary, type UnaryTarget } from "./in-process.js";
 
 /**
  * A server-streaming RPC served over gRPC (h2c) straight on Node's
@@ -23,6 +24,83 @@ import { rawServerSpan } from "./tracing.js";
 
 /** What a raw handler sees of its call: the part of HandlerContext a streaming handler needs. */
 export type RawContext = Pick<HandlerContext, "requestHeader" | "signal" | "values">;
+
+/**
+ * Unary RPCs over gRPC (h2c), likewise straight on the Http2Stream, but with
+ * everything Connect's handler runs: the service's interceptors (tracing,
+ * metrics, the access log, the error mapping, rate limits, access, the
+ * EntityManager) and its handler, through the same `invokeUnary` the calls
+ * within one process use (in-process.ts). What the raw path leaves out is
+ * Connect's pipeline of async generators around one message each way, the
+ * compat request and response objects, and the DOMException Connect's
+ * argument-less abort makes at every call's end: most of a no-op call's CPU
+ * (BENCHMARKS.md, "Reads at the framework's limit"). The request is read as
+ * Connect reads it and fails as the edge answers Connect's failures;
+ * test/raw-unary.test.ts sends the same calls, malformed ones too, down both
+ * paths and requires the same answers, so a Connect upgrade that changes them
+ * fails there.
+ */
+export function rawUnary(target: UnaryTarget, contextValues: (stream: http2.ServerHttp2Stream) => ContextValues): RawStreamHandler {
+  const { method } = target;
+  const path = `/${method.parent.typeName}/${method.name}`;
+  return (stream, headers, host) => {
+    stream.on("error", () => {}); // a reset or a lost connection: the close handler has aborted the call
+    // The URL as Connect builds it; it refuses an :authority that is no host[:port], and so does the edge (host.ts).
+    let url: string;
+    try {
+      const authority = headers[":authority"] ?? headers.host;
+      if (authority === undefined) throw new Error("no authority");
+      url = new URL(path, `http://${authority}`).toString();
+    } catch {
+      return finish(stream, new ConnectError("the request's :authority is not a host[:port]", Code.InvalidArgument));
+    }
+    const timeout = parseTimeout((headers["grpc-timeout"] as string | undefined) ?? null, Number.MAX_SAFE_INTEGER);
+    // A deadline beyond what a timer holds is none, as the edge has it (edge.ts boundDeadline).
+    const timeoutMs = timeout.timeoutMs === undefined || timeout.timeoutMs > maxDeadlineMs ? undefined : timeout.timeoutMs;
+    const cancel = new AbortController();
+    const onClose = () => cancel.abort(callerCancelled);
+    stream.once("close", onClose);
+    const answer = async () => {
+      try {
+        if (timeout.error) throw readError(timeout.error, method.input.typeName);
+        const body = await readBody(stream, host.readMaxBytes, Math.min(timeoutMs ?? bodyTimeoutMs, bodyTimeoutMs));
+        if (body === undefined) return;
+        const request = requestMessage(method.input, body, "unary");
+        const response = await invokeUnary(
+          target,
+          { protocolName: "grpc", url, signal: cancel.signal, shutdownSignal: host.shutdown, header: headerOf(headers), contextValues: contextValues(stream), timeoutMs },
+          request,
+        );
+        if (stream.destroyed || stream.closed) return;
+        const fields: Record<string, string> = {};
+        response.header.forEach((value, key) => (fields[key] = value));
+        stream.respond({ ...fields, ...headersOk }, { waitForTrailers: true });
+        const trailers: Record<string, string> = { "grpc-status": "0" };
+        response.trailer.forEach((value, key) => (trailers[key] = value));
+        stream.once("wantTrailers", () => stream.sendTrailers(trailers));
+        stream.end(envelope(toBinary(method.output, response.message as never)));
+      } catch (error) {
+        // As Connect answers: its own errors as they are, anything else Internal.
+        if (!stream.destroyed) finish(stream, error instanceof ConnectError ? error : new ConnectError("internal error", Code.Internal, undefined, undefined, error));
+      } finally {
+        stream.off("close", onClose);
+      }
+    };
+    void answer().catch(() => stream.destroy());
+  };
+}
+
+const callerCancelled = new ConnectError("the caller cancelled the call", Code.Canceled);
+
+/** The request's headers as Connect hands them to interceptors: every field but the pseudo-headers. */
+function headerOf(headers: http2.IncomingHttpHeaders): Headers {
+  const header = new Headers();
+  for (const [name, value] of Object.entries(headers)) {
+    if (name.startsWith(":") || value === undefined) continue;
+    for (const one of Array.isArray(value) ? value : [value]) header.append(name, one);
+  }
+  return header;
+}
 
 /** A server-streaming implementation, written as for Connect (a Connect handler can be passed as it is). */
 export type RawStreamImpl<I extends DescMessage, O extends DescMessage> = (request: MessageInitShape<I> & object, ctx: RawContext) => AsyncIterable<MessageInitShape<O>>;
@@ -65,7 +143,7 @@ export function rawStreamSpec<I extends DescMessage, O extends DescMessage>(meth
 export const grpcContentTypes = new Set(["application/grpc", "application/grpc+proto"]);
 
 /** The request path a method is served on, as Connect's router builds it. */
-export const methodPath = (method: DescMethodServerStreaming) => `/${method.parent.typeName}/${method.name}`;
+export const methodPath = (method: DescMethod) => `/${method.parent.typeName}/${method.name}`;
 
 /**
  * Whether this h2 request is one for the raw path: a gRPC POST with the
@@ -172,7 +250,7 @@ function callSignal(stream: http2.ServerHttp2Stream, timeoutMs: number | undefin
     done();
   };
   const onShutdown = () => abort(shutdown.reason);
-  const onClose = () => abort(new ConnectError("the caller cancelled the call", Code.Canceled));
+  const onClose = () => abort(callerCancelled);
   const timer = timeoutMs === undefined || timeoutMs > maxDeadlineMs ? undefined : setTimeout(() => abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeoutMs);
   const done = () => {
     clearTimeout(timer);
@@ -216,11 +294,7 @@ export function rawServerStream<I extends DescMessage, O extends DescMessage>(
 
   /** Everything up to the handler's iterable; the headers and context are not kept once it runs. */
   async function open(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, signal: AbortSignal, readMaxBytes: number, timeoutMs: number | undefined) {
-    const requestHeader = new Headers();
-    for (const [name, value] of Object.entries(headers)) {
-      if (name.startsWith(":") || value === undefined) continue;
-      for (const one of Array.isArray(value) ? value : [value]) requestHeader.append(name, one);
-    }
+    const requestHeader = headerOf(headers);
     const body = await readBody(stream, readMaxBytes, Math.min(timeoutMs ?? bodyTimeoutMs, bodyTimeoutMs));
     if (body === undefined) return undefined;
     const request = requestMessage(method.input, body, "server_streaming");

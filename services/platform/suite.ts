@@ -81,6 +81,8 @@ export interface SuiteOptions {
   fallback?: http.RequestListener;
   /** Extra interceptors, outermost, for every service (tests and benchmarks); not on raw streams (see RunningService.rawStreams). */
   interceptors?: Interceptor[];
+  /** Serve unary gRPC calls on the raw path (host.ts HostOptions.rawUnary; the default), or all through Connect (tests). */
+  rawUnary?: boolean;
 }
 
 /**
@@ -176,6 +178,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       shutdownGraceMs: config.shutdownGraceMs,
       rawStreams,
       maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+      rawUnary: options.rawUnary,
     });
     closers.push(host.close);
     for (const { service } of running) await service.start?.();
