@@ -6,7 +6,7 @@ import { concertModule } from "../services/concert/index.js";
 import { createConcert } from "../services/concert/concert-service.js";
 import { Holds, holdStateNow, type SupplyAnnouncer } from "../services/concert/holds.js";
 import { SeatMaps } from "../services/concert/seat-maps.js";
-import { openDatabase } from "../services/platform/database.js";
+import { openDatabase, statementsOn } from "../services/platform/database.js";
 import { Reason, Refused, type DomainError } from "../services/platform/errors.js";
 import { bothDatabases } from "./support.js";
 
@@ -161,7 +161,7 @@ describe.each(bothDatabases)("holds on $name", ({ name, open, poolSize }) => {
     const fan = randomUUID();
     const held = await holds.hold(em(), { userId: fan, concertId, scheduleId, seatNumbers: [1] });
     await new Promise((resolve) => setTimeout(resolve, 400));
-    expect(holdStateNow(await holds.get(em(), fan, held.id))).toBe("EXPIRED");
+    expect(holdStateNow(await holds.get(statementsOn(em()), fan, held.id))).toBe("EXPIRED");
     expect(Reason[(await refusalOf(holds.confirm(em(), { userId: fan, reservationId: held.id, paymentId: randomUUID() }))).reason]).toBe("HOLD_EXPIRED");
     // The fan's stale hold does not block a new one of theirs on the date (it is marked EXPIRED first).
     const again = await holdsFor(60_000).hold(em(), { userId: fan, concertId, scheduleId, seatNumbers: [1] });

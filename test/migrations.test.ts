@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { Holds, holdStateNow } from "../services/concert/holds.js";
 import { concertModule } from "../services/concert/index.js";
 import { SeatMaps } from "../services/concert/seat-maps.js";
-import { openDatabase } from "../services/platform/database.js";
+import { openDatabase, statementsOn } from "../services/platform/database.js";
 import { modules } from "../services/modules.js";
 import { createDatabase, dropDatabase } from "./databases.js";
 
@@ -100,8 +100,8 @@ describe.each(upgradeDatabases)("upgrading a $name database at the schema before
         const conn = em().getConnection();
         expect(await conn.execute(`select to_regclass('"reservation"."reservation"') as gone`)).toEqual([{ gone: null }]);
         const holds = new Holds(new SeatMaps(false), { seatsFreed: async () => {} }, 60_000);
-        expect((await holds.get(em(), fan, sold)).state).toBe("CONFIRMED");
-        expect(holdStateNow(await holds.get(em(), fan, live))).toBe("HELD");
+        expect((await holds.get(statementsOn(em()), fan, sold)).state).toBe("CONFIRMED");
+        expect(holdStateNow(await holds.get(statementsOn(em()), fan, live))).toBe("HELD");
         // The live hold is released, seats and record together; the sale stays; the stale hold is swept.
         expect((await holds.release(em(), fan, live)).state).toBe("RELEASED");
         expect(await holds.sweep(em())).toBe(1);

@@ -1,6 +1,7 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import { NotFound, Reason, Refused } from "../platform/errors.js";
+import { statementsOn, type Statements } from "../platform/database.js";
 import { newestFirst } from "../platform/pagination.js";
 import { Hold, type HoldState } from "./concert.entity.js";
 import { holdableNow, holdRefusal, saleColumns, saleOf, saleRefusal, sellableNow, type SaleRow } from "./sale.js";
@@ -368,15 +369,16 @@ export class Holds {
     return new Refused(Reason.SEAT_UNAVAILABLE, `seat ${taken.join(", ")} is already taken`, { seats: taken.join(",") });
   }
 
-  async get(em: EntityManager, userId: string, reservationId: string): Promise<HoldRecord> {
-    const [row] = await em.getConnection().execute<HoldRow[]>(`select ${columns} from "concert"."hold" where id = ? and user_id = ?`, [reservationId, userId]);
+  async get(db: Statements, userId: string, reservationId: string): Promise<HoldRecord> {
+    const [row] = await db.rows<HoldRow>(`select ${columns} from "concert"."hold" where id = ? and user_id = ?`, [reservationId, userId]);
     // Someone else's reservation is as absent as one that does not exist.
     if (!row) throw new NotFound(Reason.RESERVATION_NOT_FOUND, `no reservation ${reservationId}`);
     return record(row);
   }
 
-  list(em: EntityManager, userId: string, page: { pageSize: number; pageToken: string }) {
-    return newestFirst(em, Hold, { userId }, page);
+  async list(db: Statements, userId: string, page: { pageSize: number; pageToken: string }) {
+    const { rows, nextPageToken } = await newestFirst<HoldRow>(db, { from: `"concert"."hold"`, columns, where: "user_id = ?", params: [userId] }, page);
+    return { rows: rows.map(record), nextPageToken };
   }
 
   /** Gives a live hold's seats back at once, in one statement; an ended hold is returned as it is. */
@@ -389,7 +391,7 @@ export class Holds {
       [reservationId, userId],
     );
     if (!row) {
-      const hold = await this.get(em, userId, reservationId);
+      const hold = await this.get(statementsOn(em), userId, reservationId);
       if (hold.state === "CONFIRMED") throw new Refused(Reason.RESERVATION_CONFIRMED, "a paid reservation cannot be released; cancel it instead");
       return hold;
     }
@@ -447,7 +449,7 @@ export class Holds {
       this.maps.forget([confirmed.scheduleId]);
       return confirmed;
     }
-    const hold = await this.get(em, userId, reservationId);
+    const hold = await this.get(statementsOn(em), userId, reservationId);
     const state = holdStateNow(hold);
     if (state === "CONFIRMED") {
       if (hold.paymentId === paymentId) return hold;

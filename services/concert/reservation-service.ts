@@ -19,7 +19,7 @@ import {
   type ReservationService,
 } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { admission, caller } from "../platform/access.js";
-import { entityManager } from "../platform/database.js";
+import { entityManager, statements } from "../platform/database.js";
 import { check } from "../platform/validate.js";
 import type { Cancellations } from "./cancellations.js";
 import { holdStateNow, type HoldRecord, type Holds } from "./holds.js";
@@ -82,12 +82,12 @@ export class ReservationHandlers implements ServiceImpl<typeof ReservationServic
   }
 
   async getReservation(req: GetReservationRequest, ctx: HandlerContext) {
-    const hold = await this.holds.get(entityManager(ctx), caller(ctx).userId, check.id(req.reservationId, "reservation_id"));
+    const hold = await this.holds.get(statements(ctx), caller(ctx).userId, check.id(req.reservationId, "reservation_id"));
     return { reservation: reservationMessage(hold) };
   }
 
   async listReservations(req: ListReservationsRequest, ctx: HandlerContext) {
-    const page = await this.holds.list(entityManager(ctx), caller(ctx).userId, req);
+    const page = await this.holds.list(statements(ctx), caller(ctx).userId, req);
     return { reservations: page.rows.map(reservationMessage), nextPageToken: page.nextPageToken };
   }
 
@@ -123,7 +123,7 @@ export class ReservationInternalHandlers implements ServiceImpl<typeof Reservati
   }
 
   async getUserReservation(req: GetUserReservationRequest, ctx: HandlerContext) {
-    const hold = await this.holds.get(entityManager(ctx), check.id(req.userId, "user_id"), check.id(req.reservationId, "reservation_id"));
+    const hold = await this.holds.get(statements(ctx), check.id(req.userId, "user_id"), check.id(req.reservationId, "reservation_id"));
     return { reservation: reservationMessage(hold) };
   }
 

@@ -1,7 +1,8 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { createHash, createPrivateKey, createPublicKey, hkdfSync, sign, verify, type KeyObject } from "node:crypto";
+import { statementsOn } from "../platform/database.js";
 import { newestFirst } from "../platform/pagination.js";
-import { Hold } from "./concert.entity.js";
+import { columns, record, type HoldRow } from "./holds.js";
 
 /** What a ticket code says, and all it says: one seat of one booking, for one date. */
 export interface TicketClaim {
@@ -121,7 +122,9 @@ export class Tickets {
 
   /** The tickets of a fan's paid bookings, a page of bookings at a time, newest first. */
   async list(em: EntityManager, userId: string, page: { pageSize: number; pageToken: string }): Promise<{ tickets: TicketRecord[]; nextPageToken: string }> {
-    const bookings = await newestFirst(em, Hold, { userId, paymentId: { $ne: null } }, page);
+    const db = statementsOn(em);
+    const found = await newestFirst<HoldRow>(db, { from: `"concert"."hold"`, columns, where: "user_id = ? and payment_id is not null", params: [userId] }, page);
+    const bookings = { rows: found.rows.map(record), nextPageToken: found.nextPageToken };
     if (bookings.rows.length === 0) return { tickets: [], nextPageToken: bookings.nextPageToken };
     const rows = await em.getConnection().execute<
       { reservation_id: string; number: number; price: string; starts_at: string | Date; title: string; venue: string; used_at: string | Date | null; gate: string | null }[]

@@ -15,16 +15,46 @@ import {
   type PaymentService,
 } from "../../gen/boxoffice/payment/v1/payment_pb.js";
 import { admitted, caller } from "../platform/access.js";
-import { entityManager } from "../platform/database.js";
+import { entityManager, statements } from "../platform/database.js";
 import { InvalidInput, NotFound, Reason } from "../platform/errors.js";
 import { newestFirst } from "../platform/pagination.js";
 import { check } from "../platform/validate.js";
-import { Payment } from "./payment.entity.js";
 import type { Paid, PaymentRecord, Payments } from "./payments.js";
 
 const states = { PENDING: PaymentState.PENDING, SUCCEEDED: PaymentState.SUCCEEDED, FAILED: PaymentState.FAILED, REFUNDED: PaymentState.REFUNDED } as const;
 
-export function paymentMessage(payment: PaymentRecord): PaymentMessage {
+/** What a payment is shown with. */
+type ShownPayment = Pick<PaymentRecord, "id" | "state" | "failureReason" | "failureMessage" | "amount" | "reservationId" | "userId" | "createdAt" | "updatedAt">;
+
+/** The columns a payment is shown from, read without the ORM (see Statements), and their row as `pg` returns it. */
+const shownColumns = "id, user_id, reservation_id, amount, state, failure_reason, failure_message, created_at, updated_at";
+interface ShownRow {
+  id: string;
+  user_id: string;
+  reservation_id: string;
+  amount: string | number;
+  state: PaymentRecord["state"];
+  failure_reason: number;
+  failure_message: string;
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+function shown(row: ShownRow): ShownPayment {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    reservationId: row.reservation_id,
+    amount: Number(row.amount),
+    state: row.state,
+    failureReason: row.failure_reason,
+    failureMessage: row.failure_message,
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  };
+}
+
+export function paymentMessage(payment: ShownPayment): PaymentMessage {
   return create(PaymentSchema, {
     id: payment.id,
     state: states[payment.state],
@@ -56,16 +86,16 @@ export class PaymentHandlers implements ServiceImpl<typeof PaymentService> {
   async getPayment(req: GetPaymentRequest, ctx: HandlerContext) {
     const userId = caller(ctx).userId;
     const byKey = req.paymentId === "" && req.idempotencyKey !== "";
-    const where = byKey ? { userId, idempotencyKey: check.idempotencyKey(req.idempotencyKey) } : { userId, id: check.id(req.paymentId, "payment_id") };
-    const payment = await entityManager(ctx).findOne(Payment, where);
+    const [where, key] = byKey ? ["idempotency_key = ?", check.idempotencyKey(req.idempotencyKey)] : ["id = ?::uuid", check.id(req.paymentId, "payment_id")];
+    const [payment] = await statements(ctx).rows<ShownRow>(`select ${shownColumns} from "payment"."payment" where user_id = ? and ${where}`, [userId, key]);
     // Someone else's payment is as absent as one that does not exist.
     if (!payment) throw new NotFound(Reason.PAYMENT_NOT_FOUND, byKey ? "no payment with that idempotency key" : `no payment ${req.paymentId}`);
-    return { payment: paymentMessage(payment) };
+    return { payment: paymentMessage(shown(payment)) };
   }
 
   async listPayments(req: ListPaymentsRequest, ctx: HandlerContext) {
-    const page = await newestFirst(entityManager(ctx), Payment, { userId: caller(ctx).userId }, req);
-    return { payments: page.rows.map(paymentMessage), nextPageToken: page.nextPageToken };
+    const page = await newestFirst<ShownRow>(statements(ctx), { from: `"payment"."payment"`, columns: shownColumns, where: "user_id = ?", params: [caller(ctx).userId] }, req);
+    return { payments: page.rows.map((row) => paymentMessage(shown(row))), nextPageToken: page.nextPageToken };
   }
 }
 

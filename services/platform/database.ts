@@ -166,11 +166,46 @@ async function connectClient(url: string): Promise<pg.Client> {
   return client;
 }
 
+/**
+ * Single statements on a service's own pool, outside the ORM and outside any
+ * transaction: for the hot reads of a row or a page, where forking an
+ * EntityManager, its unit of work and the ORM's query layers cost more than
+ * the query (BENCHMARKS.md, "Reads at the framework's limit"). The SQL is
+ * written as for the ORM's `execute`, with `?` placeholders formatted by the
+ * ORM's platform, and runs as one simple-protocol query on a pooled
+ * connection, returned to the pool when it answers; rows come back as `pg`
+ * parses them (bigint as text, timestamptz as Date), as `execute` gives them.
+ */
+export interface Statements {
+  rows<R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]>;
+}
+
+/** Statements through an EntityManager's connection (its `execute`), for code that has one at hand. */
+export function statementsOn(em: EntityManager): Statements {
+  return { rows: <R extends object>(sql: string, params: readonly unknown[] = []) => em.getConnection().execute<R[]>(sql, params as unknown[]) };
+}
+
+/** The service's statements (see Statements): its platform's formatting on its pg pool. */
+export function statementsOf(orm: MikroORM): Statements {
+  const platform = orm.em.getPlatform();
+  let pool: pg.Pool | undefined;
+  const poolOf = async () => (pool ??= (await orm.em.getConnection().getNativeClient()) as unknown as pg.Pool);
+  return {
+    async rows<R extends object>(sql: string, params: readonly unknown[] = []) {
+      const result = await (pool ?? (await poolOf())).query(platform.formatQuery(sql, params as unknown[]));
+      return result.rows as R[];
+    },
+  };
+}
+
 /** A call's EntityManager, forked on first use: a call that reads nothing through the ORM costs no fork. */
 class CallEntityManager {
   #em: EntityManager | undefined;
 
-  constructor(private readonly orm: MikroORM) {}
+  constructor(
+    private readonly orm: MikroORM,
+    readonly statements: Statements,
+  ) {}
 
   get em(): EntityManager {
     return (this.#em ??= this.orm.em.fork());
@@ -179,17 +214,27 @@ class CallEntityManager {
 
 const entityManagerKey = createContextKey<CallEntityManager | undefined>(undefined, { description: "request entity manager" });
 
-/** Gives every call its own EntityManager (identity map and unit of work), forked from the service's ORM when first asked for. */
+/** Gives every call its own EntityManager (identity map and unit of work), forked from the service's ORM when first asked for, and the service's statements. */
 export function entityManagerInterceptor(orm: MikroORM): Interceptor {
+  const statements = statementsOf(orm);
   return (next) => (req) => {
-    req.contextValues.set(entityManagerKey, new CallEntityManager(orm));
+    req.contextValues.set(entityManagerKey, new CallEntityManager(orm, statements));
     return next(req);
   };
 }
 
-/** The call's EntityManager. */
-export function entityManager(ctx: HandlerContext): EntityManager {
+function holderOf(ctx: HandlerContext): CallEntityManager {
   const holder = ctx.values.get(entityManagerKey);
   if (!holder) throw new Error("no EntityManager in context: the service was mounted without its database");
-  return holder.em;
+  return holder;
+}
+
+/** The call's EntityManager. */
+export function entityManager(ctx: HandlerContext): EntityManager {
+  return holderOf(ctx).em;
+}
+
+/** The service's statements, for a call's reads that need no EntityManager (see Statements). */
+export function statements(ctx: HandlerContext): Statements {
+  return holderOf(ctx).statements;
 }

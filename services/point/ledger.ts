@@ -1,7 +1,9 @@
 import type { EntityManager, InferEntity } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import { NotFound, Reason, Refused } from "../platform/errors.js";
-import { Account, LedgerEntry, type LedgerKind } from "./point.entity.js";
+import { statementsOn, type Statements } from "../platform/database.js";
+import { newestFirst } from "../platform/pagination.js";
+import { LedgerEntry, type LedgerKind } from "./point.entity.js";
 
 /** A ledger entry as the handlers read it: a LedgerEntry entity, or a row mapped here. */
 export type Entry = Pick<
@@ -123,15 +125,22 @@ export class Ledger {
       const refund = entries.find((entry) => entry.kind === "REFUND");
       const debit = entries.find((entry) => entry.kind === "USE");
       if (refund) return { balance: refund.balanceAfter, entry: refund };
-      if (!debit) return { balance: await this.balance(em, userId), entry: undefined };
+      if (!debit) return { balance: await this.balance(statementsOn(em), userId), entry: undefined };
       if (debit.userId !== userId) throw new NotFound(Reason.PAYMENT_NOT_FOUND, "that payment debited another user");
       // The debit was written after the statement looked: once more, and it is there.
       if (attempt > 0) throw new Error(`payment ${paymentId}: its debit is there but the refund wrote nothing`);
     }
   }
 
-  async balance(em: EntityManager, userId: string): Promise<number> {
-    return (await em.fork().findOne(Account, { userId }))?.balance ?? 0;
+  async balance(db: Statements, userId: string): Promise<number> {
+    const [account] = await db.rows<{ balance: string }>(`select balance from "point"."account" where user_id = ?`, [userId]);
+    return account ? Number(account.balance) : 0;
+  }
+
+  /** A page of the user's entries, newest first. */
+  async entries(db: Statements, userId: string, page: { pageSize: number; pageToken: string }): Promise<{ rows: Entry[]; nextPageToken: string }> {
+    const found = await newestFirst<EntryRow>(db, { from: `"point"."ledger_entry"`, columns: entryColumns, where: "user_id = ?", params: [userId] }, page);
+    return { rows: found.rows.map(entryOf), nextPageToken: found.nextPageToken };
   }
 
   /**

@@ -13,11 +13,9 @@ import {
   type UsePointsRequest,
 } from "../../gen/boxoffice/point/v1/point_pb.js";
 import { caller } from "../platform/access.js";
-import { entityManager } from "../platform/database.js";
-import { newestFirst } from "../platform/pagination.js";
+import { entityManager, statements } from "../platform/database.js";
 import { check } from "../platform/validate.js";
 import { maxBalance, type Entry, type Ledger, type Movement } from "./ledger.js";
-import { LedgerEntry } from "./point.entity.js";
 
 const kinds = { CHARGE: PointTransactionKind.CHARGE, USE: PointTransactionKind.USE, REFUND: PointTransactionKind.REFUND } as const;
 
@@ -47,11 +45,11 @@ export class PointHandlers implements ServiceImpl<typeof PointService> {
   }
 
   async getBalance(_req: unknown, ctx: HandlerContext) {
-    return { balance: BigInt(await this.ledger.balance(entityManager(ctx), caller(ctx).userId)) };
+    return { balance: BigInt(await this.ledger.balance(statements(ctx), caller(ctx).userId)) };
   }
 
   async listPointTransactions(req: ListPointTransactionsRequest, ctx: HandlerContext) {
-    const page = await newestFirst(entityManager(ctx), LedgerEntry, { userId: caller(ctx).userId }, req);
+    const page = await this.ledger.entries(statements(ctx), caller(ctx).userId, req);
     return { transactions: page.rows.map(transactionMessage), nextPageToken: page.nextPageToken };
   }
 }
