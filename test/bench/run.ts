@@ -12,7 +12,9 @@
  * CPU time went. Results also go to test/bench/results/*.json.
  */
 import { createClient, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { spawn } from "node:child_process";
+import http from "node:http";
 import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
@@ -24,6 +26,7 @@ import { UserTokens } from "../../services/platform/tokens.js";
 import { createDatabase } from "../databases.js";
 import { startServerProcess } from "../server-process.js";
 import { dropKeys } from "../redis-keys.js";
+import { admissionRateFans, measureAdmissionRate } from "./admission-rate.js";
 import { measureAdmissionTicks } from "./admission-tick.js";
 import { measureDraws } from "./draw.js";
 import { measureFlashSale } from "./flash-sale.js";
@@ -31,6 +34,7 @@ import { holdCases } from "./holds.js";
 import { cpuPerCall, cpuSnapshot, type CpuPerCall, type CpuSnapshot } from "./cpu.js";
 import { Exhausted, measure, spread, type Result } from "./measure.js";
 import { paymentCases } from "./payments.js";
+import { prepareReaders, readCases } from "./reads.js";
 import { summariseProfile, type ProfileSummary } from "./profile.js";
 import { admitFans, enterFans } from "./setup.js";
 import { measureWatchStreams } from "./watch-streams.js";
@@ -86,6 +90,20 @@ function startServer(databaseUrl: string) {
   );
 }
 
+/** The physical baseline (bare-grpc.ts) as its own process. */
+async function startBareGrpc(): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [join(import.meta.dirname, "bare-grpc.ts")], { stdio: ["ignore", "pipe", "inherit"] });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on("data", (chunk: Buffer) => {
+      const match = /on (http:\/\/[\d.]+:\d+)/.exec(chunk.toString());
+      if (match) resolve(match[1]!);
+    });
+    child.once("exit", (code) => reject(new Error(`the bare gRPC server exited with ${code}`)));
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  return { url, pid: child.pid!, stop: () => (child.kill("SIGTERM"), exited) };
+}
+
 /** Tokens of fans who never asked for one (the services trust the signature), handed out so no two uses share a fan. */
 async function fanPool(count: number) {
   const tokens = new UserTokens(tokenSecret, 3600);
@@ -105,10 +123,15 @@ interface Paired extends Result {
   ceilingCpu: CpuPerCall;
 }
 
-const flashFans = quick ? 5_000 : 20_000;
+const flashFans = quick ? 5_000 : 100_000;
+/** The quick sale keeps the earlier shape (1,000 arrivals a second, near EnterQueue's capacity) at a twentieth of the fans. */
+const flashSpreadMs = quick ? 5_000 : 10_000;
+const admissionFans = admissionRateFans(timing.seconds, timing.warmSeconds);
 const watchStreams = quick ? 2_000 : 10_000;
 const payers = quick ? 500 : 2_500;
 const newFanCount = (timing.seconds + timing.warmSeconds) * 4_000;
+/** Fans with a paid booking whose balance, booking and payment the read cases read. */
+const readerCount = 200;
 
 const databaseUrl = await createDatabase("boxoffice_bench");
 const server = await startServer(databaseUrl);
@@ -126,7 +149,7 @@ const report: Record<string, unknown> = {
 try {
   const transports: Transport[] = Array.from({ length: connections }, () => createGrpcTransport({ baseUrl: server.url }));
   const transport = spread(transports);
-  const take = await fanPool(2 + 2_000 + newFanCount + 300 + 2 * payers + watchStreams + flashFans);
+  const take = await fanPool(2 + 2_000 + newFanCount + readerCount + 300 + 2 * payers + watchStreams + flashFans + admissionFans);
   const health = createClient(Health, transport);
   const concerts = createClient(ConcertService, transport);
   const queue = createClient(QueueService, transport);
@@ -154,11 +177,33 @@ try {
   const holds = selected("HoldSeats") ? await holdCases(transport, operatorKey, holdFans) : undefined;
   const payments = ["ChargePoints", "Pay", "BookSeats"].some(selected) ? await paymentCases(transport, operatorKey, payFans, payers) : undefined;
 
+  const readerFans = take(readerCount);
+  const readers = ["PointService/GetBalance", "ReservationService/GetReservation", "ReservationService/ListReservations", "PaymentService/GetPayment"].some(
+    (name) => selected(name) || selected(`${name} (browser)`),
+  )
+    ? await prepareReaders(transport, operatorKey, readerFans)
+    : undefined;
+  const browserTransport = createConnectTransport({
+    baseUrl: server.url,
+    httpVersion: "1.1",
+    useBinaryFormat: false,
+    nodeOptions: { agent: new http.Agent({ keepAlive: true, maxSockets: concurrency }) },
+  });
+  /** The gated seat list and a queue place, over `t`. */
+  const gatedReads = (t: Transport) => {
+    const seats = createClient(ConcertService, t);
+    const places = createClient(QueueService, t);
+    return [
+      ["ConcertService/ListSeats (gated, 50 seats)", () => seats.listSeats({ scheduleId }, { headers: admitted! })],
+      ["QueueService/GetQueueStatus (far down the line)", () => places.getQueueStatus({}, { headers: farDown })],
+    ] as const;
+  };
   const cases: (readonly [string, () => Promise<unknown>])[] = [
     ["ConcertService/ListSchedules", () => concerts.listSchedules({ concertId })],
-    ["ConcertService/ListSeats (gated, 50 seats)", () => concerts.listSeats({ scheduleId }, { headers: admitted! })],
+    gatedReads(transport)[0],
     ["QueueService/EnterQueue (new fans)", enter],
-    ["QueueService/GetQueueStatus (far down the line)", () => queue.getQueueStatus({}, { headers: farDown })],
+    gatedReads(transport)[1],
+    ...(readers ? readCases(transport, readers) : []),
     ...(holds
       ? ([
           ["ReservationService/HoldSeats (distinct seats)", holds.distinct],
@@ -175,32 +220,80 @@ try {
   ];
   // Warm the server and this driver up before the first figure counts.
   await measure("warm-up", () => health.check({}), { ...timing, concurrency, seconds: quick ? 2 : 5 });
-  const results: Paired[] = [];
   const serverProcessId = server.process.pid!;
-  for (const [name, call] of cases.filter(([name]) => selected(name))) {
+  /** Measures `call` right after the no-op `ceiling`, with the server's CPU per call of both. */
+  const paired = async (name: string, ceilingCall: () => Promise<unknown>, call: () => Promise<unknown>, pid = serverProcessId): Promise<Paired> => {
     const ceilingCpu: CpuSnapshot[] = [];
-    const ceiling = await measure("ceiling", () => health.check({}), { ...timing, concurrency, onMeasuring: () => ceilingCpu.push(cpuSnapshot(serverProcessId)) });
-    ceilingCpu.push(cpuSnapshot(serverProcessId));
+    const ceiling = await measure("ceiling", ceilingCall, { ...timing, concurrency, onMeasuring: () => ceilingCpu.push(cpuSnapshot(pid)) });
+    ceilingCpu.push(cpuSnapshot(pid));
     const cpu: CpuSnapshot[] = [];
-    const result = await measure(name, call, { ...timing, concurrency, onMeasuring: () => cpu.push(cpuSnapshot(serverProcessId)) });
-    cpu.push(cpuSnapshot(serverProcessId));
-    results.push({ ...result, ceilingPerSecond: ceiling.perSecond, ratio: result.perSecond / ceiling.perSecond,
+    const result = await measure(name, call, { ...timing, concurrency, onMeasuring: () => cpu.push(cpuSnapshot(pid)) });
+    cpu.push(cpuSnapshot(pid));
+    return {
+      ...result,
+      ceilingPerSecond: ceiling.perSecond,
+      ratio: result.perSecond / ceiling.perSecond,
       cpu: cpuPerCall(cpu[0]!, cpu[1]!, result.calls),
       ceilingCpu: cpuPerCall(ceilingCpu[0]!, ceilingCpu[1]!, ceiling.calls),
-    });
-  }
-  report.results = results;
-  if (results.length > 0) {
-    console.log(`\n${timing.seconds} s per case after ${timing.warmSeconds} s of warm-up; ${concurrency} calls in flight over ${connections} h2c connections;`);
-    console.log("ratio = the case's calls/s ÷ the no-op Health/Check's calls/s measured just before it\n");
-    console.log("CPU µs per call while measured: the server process, the load driver, the rest of the machine (PostgreSQL, Redis)\n");
-    console.log("| case | calls/s | no-op calls/s | ratio | p50 ms | p99 ms | server CPU µs/call (no-op) | driver | rest |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (const r of results) {
+    };
+  };
+  const printPaired = (rows: Paired[], ceilingName = "no-op") => {
+    console.log(`| case | calls/s | ${ceilingName} calls/s | ratio | p50 ms | p99 ms | server CPU µs/call (${ceilingName}) | driver | rest |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|`);
+    for (const r of rows) {
       const c = r.cpu;
       console.log(
         `| ${r.name} | ${r.perSecond.toFixed(0)} | ${r.ceilingPerSecond.toFixed(0)} | ${r.ratio.toFixed(2)} | ${r.p50Ms.toFixed(1)} | ${r.p99Ms.toFixed(1)} | ${c.serverUs.toFixed(0)} (${r.ceilingCpu.serverUs.toFixed(0)}) | ${c.driverUs.toFixed(0)} | ${c.restUs.toFixed(0)} |`,
       );
     }
+  };
+
+  if (selected("baseline")) {
+    // The no-op against the physical baseline: the same client calling a bare node:http2 server (bare-grpc.ts).
+    const bare = await startBareGrpc();
+    try {
+      const bareHealth = createClient(Health, spread(Array.from({ length: connections }, () => createGrpcTransport({ baseUrl: bare.url }))));
+      await measure("warm-up", () => bareHealth.check({}), { ...timing, concurrency });
+      const rounds: { noop: Paired; bare: Paired }[] = [];
+      // Interleaved, twice: the no-op on the suite (its CPU per call as a ratio to the bare server's).
+      for (let round = 0; round < 2; round++) {
+        const noop = await paired("Health/Check on the suite", () => health.check({}), () => health.check({}));
+        const bareRun = await paired("Health/Check on bare node:http2", () => bareHealth.check({}), () => bareHealth.check({}), bare.pid);
+        rounds.push({ noop, bare: bareRun });
+      }
+      const perCall = (pick: (r: (typeof rounds)[number]) => Paired) => rounds.map((r) => pick(r).cpu.serverUs).sort((a, b) => a - b)[0]!;
+      const suiteUs = perCall((r) => r.noop);
+      const bareUs = perCall((r) => r.bare);
+      const callsPerSecond = (pick: (r: (typeof rounds)[number]) => Paired) => Math.max(...rounds.map((r) => pick(r).perSecond));
+      report.baseline = { rounds, suiteUs, bareUs, ratio: suiteUs / bareUs };
+      console.log(`\nthe no-op against a bare node:http2 server answering a fixed gRPC response (best of 2 interleaved rounds each)\n`);
+      console.log("| server | calls/s | server CPU µs/call | ratio to bare |\n|---|---:|---:|---:|");
+      console.log(`| bare node:http2 | ${callsPerSecond((r) => r.bare).toFixed(0)} | ${bareUs.toFixed(0)} | 1.00 |`);
+      console.log(`| suite, Health/Check | ${callsPerSecond((r) => r.noop).toFixed(0)} | ${suiteUs.toFixed(0)} | ${(suiteUs / bareUs).toFixed(2)} |`);
+    } finally {
+      await bare.stop();
+    }
+  }
+
+  const results: Paired[] = [];
+  for (const [name, call] of cases.filter(([name]) => selected(name))) results.push(await paired(name, () => health.check({}), call));
+  report.results = results;
+  if (results.length > 0) {
+    console.log(`\n${timing.seconds} s per case after ${timing.warmSeconds} s of warm-up; ${concurrency} calls in flight over ${connections} h2c connections;`);
+    console.log("ratio = the case's calls/s ÷ the no-op Health/Check's calls/s measured just before it\n");
+    console.log("CPU µs per call while measured: the server process, the load driver, the rest of the machine (PostgreSQL, Redis)\n");
+    printPaired(results);
+  }
+
+  // The browser's path: Connect JSON over HTTP/1.1 keep-alive connections, as a browser or wrk sends it.
+  const browserCases = [...(readers ? readCases(browserTransport, readers) : []), ...gatedReads(browserTransport)].filter(([name]) => selected(`${name} (browser)`));
+  if (browserCases.length > 0) {
+    const browserHealth = createClient(Health, browserTransport);
+    await measure("warm-up", () => browserHealth.check({}), { ...timing, concurrency });
+    const browser: Paired[] = [];
+    for (const [name, call] of browserCases) browser.push(await paired(`${name} (browser)`, () => browserHealth.check({}), call));
+    report.browser = browser;
+    console.log(`\nthe browser's path: Connect JSON over HTTP/1.1, ${concurrency} keep-alive connections; ratio to the no-op over the same path\n`);
+    printPaired(browser);
   }
 
   const watchFans = take(watchStreams);
@@ -227,21 +320,58 @@ try {
   if (selected("flash sale")) {
     const sale = await measureFlashSale({
       transports: Array.from({ length: 20 }, () => createGrpcTransport({ baseUrl: server.url })),
+      url: server.url,
+      connections: 100,
+      serverPid: server.process.pid!,
       operatorKey,
       databaseUrl,
       fanTokens: saleFans,
+      arrivalSpreadMs: flashSpreadMs,
     });
     report.sale = sale;
-    console.log(`\nflash sale: ${sale.fans} fans for ${sale.seats} seats (10 dates × 50); each admitted fan lists a date's seats, holds a random free seat, charges and pays\n`);
-    console.log("| sold | sold out after | bookings/s | hold conflicts | calls asked again | fans told sold out | p99 enter | list seats | hold | charge | pay | check: seats sold, sold twice, points conserved |");
-    console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-    const p = sale.p99Ms;
+    const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    const o = sale.outcomes;
     console.log(
-      `| ${sale.sold} | ${(sale.soldOutAfterMs / 1000).toFixed(1)} s | ${sale.bookingsPerSecond.toFixed(1)} | ${sale.conflicts} | ${sale.retries} | ${sale.soldOutFans} | ${p.enter!.toFixed(0)} ms | ${p.listSeats!.toFixed(0)} ms | ${p.hold!.toFixed(0)} ms | ${p.charge!.toFixed(0)} ms | ${p.pay!.toFixed(0)} ms | ${sale.checks.seatsSold}, ${sale.checks.seatsSoldTwice}, ${sale.checks.pointsConserved} |`,
+      `\nflash sale: ${sale.fans} fans arriving within ${s(sale.arrivalSpreadMs)} for ${sale.seats} seats (10 dates × 50), one watch stream each; ` +
+        "each admitted fan lists a date's seats, holds a random free seat, charges and pays\n",
     );
-    const verified = sale.checks.seatsSold === sale.seats && sale.checks.seatsSoldTwice === 0 && sale.checks.pointsConserved && sale.sold === sale.seats;
-    console.log(verified ? "flash sale verified: sold out, every seat sold once, points conserved" : "FLASH SALE VERIFICATION FAILED");
+    console.log("| sold | last sale after | every fan answered after | bookings/s | bought | sold out at entry | in line | at the seats | left | failed | hold conflicts | calls asked again | check: seats sold, sold twice, points conserved |");
+    console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    console.log(
+      `| ${sale.sold} | ${s(sale.soldOutAfterMs)} | ${s(sale.everyFanAnsweredMs)} | ${sale.bookingsPerSecond.toFixed(1)} | ${o.bought} | ${o.soldOutAtEntry} | ${o.soldOutInLine} | ${o.soldOutAtSeats} | ${o.left} | ${o.failed} | ${sale.conflicts} | ${sale.retries} | ${sale.checks.seatsSold}, ${sale.checks.seatsSoldTwice}, ${sale.checks.pointsConserved} |`,
+    );
+    const b = sale.buyers;
+    console.log("\nwhere the buyers' time went: arrival → EnterQueue answered (entering), → ADMITTED heard (waiting), → payment SUCCEEDED (booking)\n");
+    console.log("| | entering | waiting | booking |\n|---|---:|---:|---:|");
+    console.log(`| p50 | ${s(b.entering.p50)} | ${s(b.waiting.p50)} | ${s(b.booking.p50)} |`);
+    console.log(`| p99 | ${s(b.entering.p99)} | ${s(b.waiting.p99)} | ${s(b.booking.p99)} |`);
+    if (b.last) console.log(`| last buyer | ${s(b.last.enteringMs)} | ${s(b.last.waitingMs)} | ${s(b.last.bookingMs)} |`);
+    const m = sale.memory!;
+    const c = sale.cpuSeconds!;
+    const p = sale.p99Ms;
+    console.log("\n| watch streams open at most | server RSS before → peak (VmHWM) | driver peak RSS | CPU s: server, driver, rest (wall) | driver lag p99 (max) | p99 enter | list seats | hold | charge | pay |");
+    console.log("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    console.log(
+      `| ${sale.peakWatching} | ${m.serverRssBeforeMiB.toFixed(0)} → ${m.serverPeakRssMiB.toFixed(0)} MiB (${m.serverHwmMiB.toFixed(0)}) | ${m.driverPeakRssMiB.toFixed(0)} MiB | ${c.server.toFixed(0)}, ${c.driver.toFixed(0)}, ${c.rest.toFixed(0)} (${c.wall.toFixed(0)}) | ${s(sale.driverLagMs.p99)} (${s(sale.driverLagMs.max)}) | ${s(p.enter!)} | ${s(p.listSeats!)} | ${s(p.hold!)} | ${s(p.charge!)} | ${s(p.pay!)} |`,
+    );
+    if (sale.retries > 0) console.log(`calls asked again, by code: ${JSON.stringify(sale.retriesByCode)}`);
+    for (const [message, count] of Object.entries(sale.failures)) console.log(`  failed: ${count} × ${message}`);
+    const answered = Object.values(sale.outcomes).reduce((sum, n) => sum + n, 0);
+    const verified =
+      sale.checks.seatsSold === sale.seats && sale.checks.seatsSoldTwice === 0 && sale.checks.pointsConserved && sale.sold === sale.seats && o.failed === 0 && answered === sale.fans;
+    console.log(verified ? "flash sale verified: sold out, every seat sold once, points conserved, every fan answered, none failed" : "FLASH SALE VERIFICATION FAILED");
     if (!verified) process.exitCode = 1;
+  }
+
+  const rateFans = take(admissionFans);
+  if (selected("admission rate")) {
+    const rate = await measureAdmissionRate({ transport, url: server.url, operatorKey, fanTokens: rateFans, ...timing, concurrency });
+    report.admissionRate = rate;
+    console.log(`\nadmission rate: new fans enter as fast as the driver can (${concurrency} in flight) into a room with space for all (max_active 1,000,000, no rate limit)\n`);
+    console.log("| arrivals/s | admissions/s | waiting at start | at end | longest | drained after | p99 enter | Redis tick steps (ms each) |\n|---:|---:|---:|---:|---:|---:|---:|---:|");
+    console.log(
+      `| ${rate.arrivalsPerSecond.toFixed(0)} | ${rate.admissionsPerSecond.toFixed(0)} | ${rate.waitingAtStart} | ${rate.waitingAtEnd} | ${rate.peakWaiting} | ${rate.drainedAfterMs === undefined ? "> 30 s" : `${rate.drainedAfterMs.toFixed(0)} ms`} | ${rate.enterP99Ms.toFixed(0)} ms | ${rate.tickSteps ?? "-"} (${rate.msPerTickStep?.toFixed(1) ?? "-"}) |`,
+    );
   }
 
   if (selected("admission tick")) {
