@@ -50,6 +50,8 @@ export interface Config extends Secrets {
   healthProbeMs: number;
   /** Most connections one network address may hold open at once (0: no limit). */
   maxConnectionsPerAddress: number;
+  /** Most unary calls in progress at once in this process; one beyond is answered busy at once (0: no limit). */
+  maxCallsInFlight: number;
   /** GET /metrics without the operator credential. */
   metricsPublic: boolean;
   /** Worker processes serving the one port (PostgreSQL and Redis mode only). */
@@ -369,6 +371,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: integer(env, "SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     healthProbeMs: integer(env, "HEALTH_PROBE_MS", 1000, 50, 60_000),
     maxConnectionsPerAddress: integer(env, "MAX_CONNECTIONS_PER_ADDRESS", 1024, 0, 1_000_000),
+    maxCallsInFlight: integer(env, "MAX_CALLS_IN_FLIGHT", 1000, 0, 1_000_000),
     metricsPublic: boolean(env, "METRICS_PUBLIC", false),
     logLevel: oneOf(env, "LOG_LEVEL", logLevels, "info"),
     workers: workerCount(env),

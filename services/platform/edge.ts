@@ -81,6 +81,8 @@ export interface RpcPaths {
   all: ReadonlySet<string>;
   get: ReadonlySet<string>;
   streamingRequests: ReadonlySet<string>;
+  /** Unary RPCs: counted against the host's limit of calls in progress. */
+  unary: ReadonlySet<string>;
 }
 
 /**

@@ -59,6 +59,17 @@ const codeOf = new Map<Function, Code>([
   [DependencyDown, Code.Unavailable],
 ]);
 
+/**
+ * What a call is answered when the server has as many calls in progress as it
+ * takes (host.ts, MAX_CALLS_IN_FLIGHT): Unavailable, SERVER_BUSY, before any of
+ * it ran, so that a client may safely ask again after a short wait.
+ */
+export function serverBusy(): ConnectError {
+  return new ConnectError("the server is busy; retry in a moment", Code.Unavailable, undefined, [
+    { desc: ErrorDetailSchema, value: create(ErrorDetailSchema, { reason: Reason.SERVER_BUSY }) },
+  ]);
+}
+
 /** Turns a domain error into the ConnectError a caller receives, with the reason detail. */
 export function toConnectError(error: DomainError): ConnectError {
   const field = error instanceof InvalidInput ? error.field : "";

@@ -6,7 +6,9 @@ import net from "node:net";
 import { answer, boundDeadline, limitBodyTime, precheck, requestGate, type RpcPaths } from "./edge.js";
 import { HealthStatus } from "./health.js";
 import { peerAddressKey } from "./peer.js";
-import { isRawGrpcRequest, methodPath, rawUnary, specifiedGrpcMessage, type RawStream, type RawStreamHandler } from "./raw-streams.js";
+import { answerRaw, isRawGrpcRequest, methodPath, rawUnary, specifiedGrpcMessage, type RawStream, type RawStreamHandler } from "./raw-streams.js";
+import { serverBusy } from "./errors.js";
+import { logger } from "./log.js";
 import { unaryTarget, type UnaryTarget } from "./in-process.js";
 
 export interface HostOptions {
@@ -26,6 +28,11 @@ export interface HostOptions {
    * without Connect's pipeline; the default. Off, Connect serves them (tests compare the two).
    */
   rawUnary?: boolean;
+  /**
+   * Most unary calls in progress at once (0: no limit); a call beyond is answered Unavailable (SERVER_BUSY) at
+   * once, before anything of it runs. Streams, which stay open, are not counted.
+   */
+  maxCallsInFlight?: number;
   /** The connection timeouts, where they are not the defaults below (tests). */
   timeouts?: Partial<ConnectionTimeouts>;
 }
@@ -46,6 +53,7 @@ export interface Host {
   close(): Promise<void>;
 }
 
+const hostLog = logger("host");
 const http2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const defaultTimeouts: ConnectionTimeouts = { firstBytesMs: 10_000, idleMs: 60_000 };
 const maxRequestBytes = 1024 * 1024;
@@ -131,12 +139,14 @@ export async function startHost(options: HostOptions): Promise<Host> {
     requestGate,
   });
   const paths = rpcPaths(options.routes);
+  const calls = callsInFlight(options.maxCallsInFlight ?? 0);
   /** Every request, before Connect: the edge's checks for RPC paths (edge.ts); anything else goes to the fallback. */
   const serve = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     const path = (req.url ?? "").split("?", 1)[0]!;
     if (paths.all.has(path)) {
-      const refused = precheck(req, path, paths);
+      const refused = precheck(req, path, paths) ?? (paths.unary.has(path) && !calls.take() ? serverBusy() : undefined);
       if (refused) return answer(req, res, refused);
+      if (paths.unary.has(path)) res.once("close", calls.done);
       const deadlineMs = boundDeadline(req.headers);
       if (!paths.streamingRequests.has(path)) limitBodyTime(req, res, deadlineMs);
     }
@@ -164,7 +174,14 @@ export async function startHost(options: HostOptions): Promise<Host> {
   const raw = new Map<string, RawStreamHandler>((options.rawStreams ?? []).map((stream) => [methodPath(stream.method), stream.handler]));
   if (options.rawUnary ?? true) {
     const peer = (stream: http2.ServerHttp2Stream) => createContextValues().set(peerAddressKey, stream.session?.socket?.remoteAddress);
-    for (const target of unaryTargets(options.routes)) raw.set(methodPath(target.method), rawUnary(target, peer));
+    for (const target of unaryTargets(options.routes)) {
+      const unary = rawUnary(target, peer);
+      raw.set(methodPath(target.method), (stream, headers, host) => {
+        if (!calls.take()) return answerRaw(stream, serverBusy());
+        stream.once("close", calls.done);
+        unary(stream, headers, host);
+      });
+    }
   }
   const rawContext = { shutdown: shutdown as unknown as AbortSignal, readMaxBytes: maxRequestBytes };
   if (raw.size > 0) {
@@ -293,6 +310,28 @@ export async function startHost(options: HostOptions): Promise<Host> {
   };
 }
 
+/** The unary calls in progress, against their limit (0: none); a warning at most every 10 s while calls are turned away. */
+function callsInFlight(limit: number) {
+  let open = 0;
+  let turnedAway = 0;
+  let warnedAt = 0;
+  return {
+    take(): boolean {
+      if (limit > 0 && open >= limit) {
+        turnedAway++;
+        if (Date.now() - warnedAt > 10_000) {
+          warnedAt = Date.now();
+          hostLog.warn(`${limit} calls in progress (MAX_CALLS_IN_FLIGHT): ${turnedAway} calls answered busy (Unavailable, SERVER_BUSY) so far`);
+        }
+        return false;
+      }
+      open++;
+      return true;
+    },
+    done: () => void open--,
+  };
+}
+
 /** Every unary method the routes serve, with its handler and the interceptors it is mounted with. */
 function unaryTargets(routes: (router: ConnectRouter) => void): UnaryTarget[] {
   const router = createConnectRouter();
@@ -317,6 +356,7 @@ function rpcPaths(routes: (router: ConnectRouter) => void): RpcPaths {
   return {
     all: paths(() => true),
     get: paths((handler) => handler.allowedMethods.includes("GET")),
+    unary: paths((handler) => handler.method.methodKind === "unary"),
     streamingRequests: paths((handler) => handler.method.methodKind === "client_streaming" || handler.method.methodKind === "bidi_streaming"),
   };
 }

@@ -268,6 +268,13 @@ async function send(stream: http2.ServerHttp2Stream, bytes: Buffer): Promise<voi
   await Promise.race([once(stream, "drain"), once(stream, "close")]);
 }
 
+/** Answers a call its request has not been read for with this error (trailers-only); its body is read and dropped. */
+export function answerRaw(stream: http2.ServerHttp2Stream, error: ConnectError): void {
+  stream.on("error", () => {});
+  stream.resume();
+  finish(stream, error);
+}
+
 /** Ends the call with this status: as trailers after messages, as a trailers-only response before any. */
 function finish(stream: http2.ServerHttp2Stream, error: ConnectError | undefined) {
   if (stream.destroyed || stream.closed) return;

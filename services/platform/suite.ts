@@ -178,6 +178,7 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
       shutdownGraceMs: config.shutdownGraceMs,
       rawStreams,
       maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+      maxCallsInFlight: config.maxCallsInFlight,
       rawUnary: options.rawUnary,
     });
     closers.push(host.close);

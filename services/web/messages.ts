@@ -40,6 +40,7 @@ const byReason: Partial<Record<Reason, string>> = {
   [Reason.RESERVATION_NOT_CONFIRMED]: "Only a paid booking can be cancelled. Seats you only hold are released when the hold runs out.",
   [Reason.RESERVATION_CANCELLED]: "This booking was cancelled and its points are refunded.",
   [Reason.SCHEDULE_CANCELLED]: "This date was cancelled by the organiser. Bookings on it are refunded.",
+  [Reason.SERVER_BUSY]: "The box office is very busy right now. Trying again in a moment.",
   [Reason.RANDOM_ADMISSION]: "Admission is by lot: fans are let in at random from everyone waiting, so there is no place in line. Keep this page open.",
 };
 
