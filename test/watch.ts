@@ -35,9 +35,14 @@ export class Watch {
     return this.messages.at(-1)?.status;
   }
 
-  /** The changes (not heartbeats), briefly. */
+  /**
+   * The changes (not heartbeats), briefly. A message whose brief is the one before changed something the brief
+   * does not show (a paused room's reason gone on resume, the estimate) and is not repeated: how soon the next
+   * tick follows such a change depends on the machine's load, not on the code.
+   */
   get changes(): string[] {
-    return this.messages.filter((m) => !m.heartbeat).map((m) => brief(m.status));
+    const briefs = this.messages.filter((m) => !m.heartbeat).map((m) => brief(m.status));
+    return briefs.filter((b, i) => i === 0 || b !== briefs[i - 1]);
   }
 
   /** Waits until `count` messages have arrived. */
