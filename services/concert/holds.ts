@@ -370,14 +370,14 @@ export class Holds {
   }
 
   async get(db: Statements, userId: string, reservationId: string): Promise<HoldRecord> {
-    const [row] = await db.rows<HoldRow>(`select ${columns} from "concert"."hold" where id = ? and user_id = ?`, [reservationId, userId]);
+    const [row] = await db.rows<HoldRow>(`select ${columns} from "concert"."hold" where id = $1 and user_id = $2`, [reservationId, userId]);
     // Someone else's reservation is as absent as one that does not exist.
     if (!row) throw new NotFound(Reason.RESERVATION_NOT_FOUND, `no reservation ${reservationId}`);
     return record(row);
   }
 
   async list(db: Statements, userId: string, page: { pageSize: number; pageToken: string }) {
-    const { rows, nextPageToken } = await newestFirst<HoldRow>(db, { from: `"concert"."hold"`, columns, where: "user_id = ?", params: [userId] }, page);
+    const { rows, nextPageToken } = await newestFirst<HoldRow>(db, { from: `"concert"."hold"`, columns, where: "user_id = $1", params: [userId] }, page);
     return { rows: rows.map(record), nextPageToken };
   }
 

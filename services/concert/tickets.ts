@@ -123,7 +123,7 @@ export class Tickets {
   /** The tickets of a fan's paid bookings, a page of bookings at a time, newest first. */
   async list(em: EntityManager, userId: string, page: { pageSize: number; pageToken: string }): Promise<{ tickets: TicketRecord[]; nextPageToken: string }> {
     const db = statementsOn(em);
-    const found = await newestFirst<HoldRow>(db, { from: `"concert"."hold"`, columns, where: "user_id = ? and payment_id is not null", params: [userId] }, page);
+    const found = await newestFirst<HoldRow>(db, { from: `"concert"."hold"`, columns, where: "user_id = $1 and payment_id is not null", params: [userId] }, page);
     const bookings = { rows: found.rows.map(record), nextPageToken: found.nextPageToken };
     if (bookings.rows.length === 0) return { tickets: [], nextPageToken: bookings.nextPageToken };
     const rows = await em.getConnection().execute<

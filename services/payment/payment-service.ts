@@ -86,15 +86,15 @@ export class PaymentHandlers implements ServiceImpl<typeof PaymentService> {
   async getPayment(req: GetPaymentRequest, ctx: HandlerContext) {
     const userId = caller(ctx).userId;
     const byKey = req.paymentId === "" && req.idempotencyKey !== "";
-    const [where, key] = byKey ? ["idempotency_key = ?", check.idempotencyKey(req.idempotencyKey)] : ["id = ?::uuid", check.id(req.paymentId, "payment_id")];
-    const [payment] = await statements(ctx).rows<ShownRow>(`select ${shownColumns} from "payment"."payment" where user_id = ? and ${where}`, [userId, key]);
+    const [where, key] = byKey ? ["idempotency_key = $2", check.idempotencyKey(req.idempotencyKey)] : ["id = $2", check.id(req.paymentId, "payment_id")];
+    const [payment] = await statements(ctx).rows<ShownRow>(`select ${shownColumns} from "payment"."payment" where user_id = $1 and ${where}`, [userId, key]);
     // Someone else's payment is as absent as one that does not exist.
     if (!payment) throw new NotFound(Reason.PAYMENT_NOT_FOUND, byKey ? "no payment with that idempotency key" : `no payment ${req.paymentId}`);
     return { payment: paymentMessage(shown(payment)) };
   }
 
   async listPayments(req: ListPaymentsRequest, ctx: HandlerContext) {
-    const page = await newestFirst<ShownRow>(statements(ctx), { from: `"payment"."payment"`, columns: shownColumns, where: "user_id = ?", params: [caller(ctx).userId] }, req);
+    const page = await newestFirst<ShownRow>(statements(ctx), { from: `"payment"."payment"`, columns: shownColumns, where: "user_id = $1", params: [caller(ctx).userId] }, req);
     return { payments: page.rows.map((row) => paymentMessage(shown(row))), nextPageToken: page.nextPageToken };
   }
 }

@@ -170,32 +170,47 @@ async function connectClient(url: string): Promise<pg.Client> {
  * Single statements on a service's own pool, outside the ORM and outside any
  * transaction: for the hot reads of a row or a page, where forking an
  * EntityManager, its unit of work and the ORM's query layers cost more than
- * the query (BENCHMARKS.md, "Reads at the framework's limit"). The SQL is
- * written as for the ORM's `execute`, with `?` placeholders formatted by the
- * ORM's platform, and runs as one simple-protocol query on a pooled
- * connection, returned to the pool when it answers; rows come back as `pg`
- * parses them (bigint as text, timestamptz as Date), as `execute` gives them.
+ * the query (BENCHMARKS.md, "Reads at the framework's limit"). Parameters are
+ * `$1`, `$2`, … and are bound by PostgreSQL. On a PostgreSQL server each text
+ * of a service's statements is a named prepared statement, parsed and planned
+ * once per pooled connection, then only bound and run. Not on the embedded
+ * database, whose one session all connections share (a name prepared by one
+ * would exist already for the next). The connection goes back to the pool when the statement answers;
+ * rows come back as `pg` parses them (bigint as text, timestamptz as Date).
  */
 export interface Statements {
   rows<R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]>;
 }
 
-/** Statements through an EntityManager's connection (its `execute`), for code that has one at hand. */
-export function statementsOn(em: EntityManager): Statements {
-  return { rows: <R extends object>(sql: string, params: readonly unknown[] = []) => em.getConnection().execute<R[]>(sql, params as unknown[]) };
-}
+/** Each statement text's name, the same on every connection (the texts are the code's, so the map stays small). */
+const statementNames = new Map<string, string>();
+const nameOf = (sql: string) => {
+  let name = statementNames.get(sql);
+  if (name === undefined) statementNames.set(sql, (name = `boxoffice_${statementNames.size + 1}`));
+  return name;
+};
 
-/** The service's statements (see Statements): its platform's formatting on its pg pool. */
-export function statementsOf(orm: MikroORM): Statements {
-  const platform = orm.em.getPlatform();
+function poolStatements(poolOf: () => Promise<pg.Pool>, prepare: boolean): Statements {
   let pool: pg.Pool | undefined;
-  const poolOf = async () => (pool ??= (await orm.em.getConnection().getNativeClient()) as unknown as pg.Pool);
   return {
     async rows<R extends object>(sql: string, params: readonly unknown[] = []) {
-      const result = await (pool ?? (await poolOf())).query(platform.formatQuery(sql, params as unknown[]));
+      pool ??= await poolOf();
+      const result = await pool.query({ name: prepare ? nameOf(sql) : undefined, text: sql, values: params as unknown[] });
       return result.rows as R[];
     },
   };
+}
+
+const nativePool = (em: EntityManager) => async () => (await em.getConnection().getNativeClient()) as unknown as pg.Pool;
+
+/** The statements of the pool an EntityManager's connection uses (see Statements), unprepared, for code that has one at hand. */
+export function statementsOn(em: EntityManager): Statements {
+  return poolStatements(nativePool(em), false);
+}
+
+/** The service's statements (see Statements), on its pg pool; prepared unless on the embedded database. */
+export function statementsOf(orm: MikroORM, prepare: boolean): Statements {
+  return poolStatements(nativePool(orm.em), prepare);
 }
 
 /** A call's EntityManager, forked on first use: a call that reads nothing through the ORM costs no fork. */
@@ -214,9 +229,12 @@ class CallEntityManager {
 
 const entityManagerKey = createContextKey<CallEntityManager | undefined>(undefined, { description: "request entity manager" });
 
-/** Gives every call its own EntityManager (identity map and unit of work), forked from the service's ORM when first asked for, and the service's statements. */
-export function entityManagerInterceptor(orm: MikroORM): Interceptor {
-  const statements = statementsOf(orm);
+/**
+ * Gives every call its own EntityManager (identity map and unit of work), forked from the service's ORM when
+ * first asked for, and the service's statements (prepared when `prepare`: not on the embedded database).
+ */
+export function entityManagerInterceptor(orm: MikroORM, { prepare = true } = {}): Interceptor {
+  const statements = statementsOf(orm, prepare);
   return (next) => (req) => {
     req.contextValues.set(entityManagerKey, new CallEntityManager(orm, statements));
     return next(req);

@@ -27,7 +27,7 @@ function encode(row: Cursor): string {
   return Buffer.from(`${row.createdAt.getTime()}/${row.id}`).toString("base64url");
 }
 
-/** What a page is read from: `select <columns> from <from> where <where>`, with `?` parameters (see Statements). */
+/** What a page is read from: `select <columns> from <from> where <where>`, with `$1`… parameters (see Statements). */
 export interface PageQuery {
   from: string;
   columns: string;
@@ -47,10 +47,13 @@ export async function newestFirst<R extends { created_at: Date | string; id: str
 ): Promise<{ rows: R[]; nextPageToken: string }> {
   const size = pageSize(request.pageSize);
   const after = decode(request.pageToken);
+  const n = query.params.length;
   const page = await db.rows<R>(
-    `select ${query.columns} from ${query.from} where ${query.where}${after ? " and (created_at < ? or (created_at = ? and id < ?::uuid))" : ""}
-      order by created_at desc, id desc limit ?`,
-    [...query.params, ...(after ? [after.createdAt, after.createdAt, after.id] : []), size + 1],
+    after
+      ? `select ${query.columns} from ${query.from} where ${query.where} and (created_at < $${n + 1} or (created_at = $${n + 1} and id < $${n + 2}))
+          order by created_at desc, id desc limit $${n + 3}`
+      : `select ${query.columns} from ${query.from} where ${query.where} order by created_at desc, id desc limit $${n + 1}`,
+    after ? [...query.params, after.createdAt, after.id, size + 1] : [...query.params, size + 1],
   );
   const rows = page.slice(0, size);
   const last = rows.at(-1);

@@ -152,7 +152,8 @@ export async function startSuite(config: Config, modules: ServiceModule[], optio
     const health = new HealthStatus();
     for (const { service, orm } of running) {
       const interceptors = [tracingServer, metrics.server, calls, ...(options.interceptors ?? []), errorMapper, ...(limits ? [limits.interceptor] : []), access];
-      if (orm) interceptors.push(entityManagerInterceptor(orm));
+      // The embedded database's one session is shared by every connection: no named statements there (database.ts).
+      if (orm) interceptors.push(entityManagerInterceptor(orm, { prepare: !embedded }));
       const probes = [...(orm ? [databaseProbe(orm)] : []), ...(service.probes ?? [])];
       for (const { service: desc, impl } of service.implementations) {
         health.add(desc, probes);

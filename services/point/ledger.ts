@@ -133,13 +133,13 @@ export class Ledger {
   }
 
   async balance(db: Statements, userId: string): Promise<number> {
-    const [account] = await db.rows<{ balance: string }>(`select balance from "point"."account" where user_id = ?`, [userId]);
+    const [account] = await db.rows<{ balance: string }>(`select balance from "point"."account" where user_id = $1`, [userId]);
     return account ? Number(account.balance) : 0;
   }
 
   /** A page of the user's entries, newest first. */
   async entries(db: Statements, userId: string, page: { pageSize: number; pageToken: string }): Promise<{ rows: Entry[]; nextPageToken: string }> {
-    const found = await newestFirst<EntryRow>(db, { from: `"point"."ledger_entry"`, columns: entryColumns, where: "user_id = ?", params: [userId] }, page);
+    const found = await newestFirst<EntryRow>(db, { from: `"point"."ledger_entry"`, columns: entryColumns, where: "user_id = $1", params: [userId] }, page);
     return { rows: found.rows.map(entryOf), nextPageToken: found.nextPageToken };
   }
 
