@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Cluster, Redis } from "ioredis";
 import { ConfigError, loadConfig } from "../services/platform/config.js";
-import { connectRedis, isReady, waitReady, type RedisClient } from "../services/platform/redis-connection.js";
+import { commandTimeoutMs, connectRedis, isReady, timeoutAfterIo, waitReady, type RedisClient } from "../services/platform/redis-connection.js";
 import { startRedis, startRedisCluster, waitClusterOk, type RedisCluster, type RedisProcess } from "./redis-cluster.js";
 
 /*
@@ -184,7 +184,32 @@ describe("fail-fast on a single Redis", () => {
     expect(await client.set(`${keyPrefix}k`, "v")).toBe("OK");
   });
 
-  it("gives up on a call the server never answers after the 2 s command timeout", async () => {
+  it("a timeout timed after I/O keeps an answer that arrived while the event loop was busy past it; a plain timer gives it up", async () => {
+    expect(await waitReady(client, 3_000)).toBe(true);
+    const outcome = async (arm: (onTimeout: () => void) => { clear(): void }) => {
+      let timer: { clear(): void } | undefined;
+      const late = new Promise<"timed out">((resolve) => (timer = arm(() => resolve("timed out"))));
+      const answer = client.ping();
+      // The command goes out (auto-pipelining writes it on the next turn), Redis answers at once, then the loop is
+      // held for 300 ms, past the 100 ms timeout, as a turn setting up a burst of calls holds it.
+      await new Promise((resolve) => setImmediate(resolve));
+      const until = performance.now() + 300;
+      while (performance.now() < until);
+      try {
+        return await Promise.race([answer, late]);
+      } finally {
+        timer!.clear();
+      }
+    };
+    const plain = (onTimeout: () => void) => {
+      const t = setTimeout(onTimeout, 100);
+      return { clear: () => clearTimeout(t) };
+    };
+    expect(await outcome(plain)).toBe("timed out");
+    expect(await outcome((onTimeout) => timeoutAfterIo(100, onTimeout))).toBe("PONG");
+  });
+
+  it("gives up on a call the server never answers after its backstop, twice the 2 s command timeout its callers time themselves (redis-connection.ts timeoutAfterIo)", async () => {
     expect(await waitReady(client, 3_000)).toBe(true);
     server.pause();
     try {
@@ -192,8 +217,8 @@ describe("fail-fast on a single Redis", () => {
       console.log(`frozen server: call failed after ${hung.ms.toFixed(0)} ms (${hung.error})`);
       expect(hung.failed).toBe(true);
       expect(hung.error).toMatch(/timed out/);
-      expect(hung.ms).toBeGreaterThanOrEqual(1990);
-      expect(hung.ms).toBeLessThan(2300);
+      expect(hung.ms).toBeGreaterThanOrEqual(2 * commandTimeoutMs - 10);
+      expect(hung.ms).toBeLessThan(2 * commandTimeoutMs + 300);
     } finally {
       server.resume();
     }

@@ -7,7 +7,7 @@ import { QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
 import { ReservationService } from "../../gen/boxoffice/reservation/v1/reservation_pb.js";
 import { TokenService } from "../../gen/boxoffice/token/v1/token_pb.js";
 import { Redis, ReplyError } from "ioredis";
-import { connectRedis, isReady, type RedisClient, type RedisTarget } from "./redis-connection.js";
+import { connectRedis, isReady, timeoutAfterIo, type RedisClient, type RedisTarget } from "./redis-connection.js";
 import { bearer, fromService } from "./access.js";
 import type { Config, RateLimitConfig, RateLimitRule } from "./config.js";
 import { Exhausted, Reason } from "./errors.js";
@@ -172,8 +172,8 @@ export class RedisBudgets implements Budgets {
   async take(budgets: Budget[]): Promise<Refusal | undefined> {
     if (!this.#wasReady) await this.#connected;
     if (this.#hung || !isReady(this.#redis)) return this.#alone(budgets, "not connected");
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), redisAnswerMs)));
+    let timer: { clear(): void } | undefined;
+    const late = new Promise<"late">((resolve) => (timer = timeoutAfterIo(redisAnswerMs, () => resolve("late"))));
     try {
       const answer = await Promise.race([this.#take(budgets), late]);
       if (answer === "late") {
@@ -188,7 +188,7 @@ export class RedisBudgets implements Budgets {
     } catch (error) {
       return this.#alone(budgets, error instanceof Error ? error.message : String(error));
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
     }
   }
 

@@ -18,8 +18,28 @@ const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 1000);
  */
 export const commandTimeoutMs = 2_000;
 
+/**
+ * Calls `onTimeout` once `ms` have passed and the event loop has then read its
+ * sockets once: the loop runs expired timers before it reads, so after a turn
+ * longer than the timeout (a burst of calls being set up) a plain timer gives
+ * up on an answer that has arrived and waits unread, and a healthy Redis is
+ * taken for a hung one. The callers' own timeouts are timed this way; the
+ * client's (ioredis `commandTimeout`, which counts from the write and cannot be
+ * timed so) is only the backstop, at twice the length.
+ */
+export function timeoutAfterIo(ms: number, onTimeout: () => void): { clear(): void } {
+  let immediate: NodeJS.Immediate | undefined;
+  const timer = setTimeout(() => (immediate = setImmediate(onTimeout)), ms);
+  return {
+    clear() {
+      clearTimeout(timer);
+      if (immediate) clearImmediate(immediate);
+    },
+  };
+}
+
 const perConnection = {
-  commandTimeout: commandTimeoutMs,
+  commandTimeout: 2 * commandTimeoutMs,
   maxRetriesPerRequest: 1,
   connectTimeout: 1000,
 } satisfies RedisOptions;

@@ -3,7 +3,7 @@ import { Redis, ReplyError } from "ioredis";
 import { DependencyDown } from "../platform/errors.js";
 import { storeSpan } from "../platform/tracing.js";
 import { minuteMs, sampleSize } from "./policy.js";
-import { commandTimeoutMs, connectRedis, isReady, waitReady, type RedisClient, type RedisTarget } from "../platform/redis-connection.js";
+import { commandTimeoutMs, connectRedis, isReady, timeoutAfterIo, waitReady, type RedisClient, type RedisTarget } from "../platform/redis-connection.js";
 import type { DrawState, EntryState, EntryView, Entered, Pace, Policy, QueueStore, RoomCounts, RoomSettings, Ticket, TickInput, TickResult } from "./store.js";
 
 /*
@@ -426,8 +426,8 @@ export class RedisQueueStore implements QueueStore {
     if (this.#hung || (!isReady(this.#redis) && (this.#wasReady || !(await waitReady(this.#redis, 1_000))))) throw down();
     // The client's own timeout starts when a command is written, and a command can wait behind a pipeline that is
     // itself waiting out its timeout: this one counts from the call.
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("Command timed out")), commandTimeoutMs)));
+    let timer: { clear(): void } | undefined;
+    const timedOut = new Promise<never>((_, reject) => (timer = timeoutAfterIo(commandTimeoutMs, () => reject(new Error("Command timed out")))));
     const started = process.hrtime.bigint();
     const span = storeSpan("redis", operation);
     try {
@@ -441,7 +441,7 @@ export class RedisQueueStore implements QueueStore {
       if ((error as Error).message === "Command timed out" && this.#redis instanceof Redis) this.#watchHung();
       throw down();
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
     }
   }
 
