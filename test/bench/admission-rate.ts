@@ -10,6 +10,14 @@
  */
 import { createClient, type Transport } from "@connectrpc/connect";
 import { QueueAdminService, QueueService } from "../../gen/boxoffice/queue/v1/queue_pb.js";
+import { randomUUID } from "node:crypto";
+import { openDatabase } from "../../services/platform/database.js";
+import { AdmissionWorker } from "../../services/queue/admission.js";
+import { queueModule } from "../../services/queue/index.js";
+import { RedisQueueStore } from "../../services/queue/redis-store.js";
+import { Rooms } from "../../services/queue/rooms.js";
+import { createDatabase, dropDatabase } from "../databases.js";
+import { dropKeys } from "../redis-keys.js";
 import { Exhausted, measure } from "./measure.js";
 import { openConcert } from "./setup.js";
 
@@ -111,4 +119,53 @@ export async function measureAdmissionRate(options: {
     tickSteps: Number.isNaN(steps) ? undefined : steps,
     msPerTickStep: Number.isNaN(steps) || steps === 0 ? undefined : (1000 * (stepsAtEnd.seconds - stepsAtStart.seconds)) / steps,
   };
+}
+
+export interface BacklogDrain {
+  backlog: number;
+  seconds: number;
+  admissionsPerSecond: number;
+}
+
+/**
+ * A backlog let in: `backlog` fans wait in a room with space for them all (a
+ * paused room resumed, a sale's line once seats are back), on Redis, and the
+ * queue service's own AdmissionWorker (its production tick of 250 ms and batch
+ * of 1,000) admits until nobody waits. Before admission kept up, one tick
+ * admitted at most one batch: 4,000 a second whatever the backlog.
+ */
+export async function measureBacklogDrain(redisUrl: string, backlog: number): Promise<BacklogDrain> {
+  const prefix = `bench:drain:${randomUUID()}:`;
+  const name = `boxoffice_bench_drain_${process.pid}`;
+  const orm = await openDatabase(queueModule.database!, { url: await createDatabase(name), poolSize: 2 });
+  const store = new RedisQueueStore({ url: redisUrl }, prefix);
+  const sale = { published: true, cancelled: false, cancelReason: "", prequeueOpensAt: 0, saleOpensAt: 0, saleEndsAt: Number.MAX_SAFE_INTEGER };
+  const seats = { total: backlog, available: backlog, held: 0, sold: 0, sale };
+  const supply = { of: async () => seats, exists: async () => {}, sale: async () => sale, current: async () => seats, forget: () => {} };
+  const rooms = new Rooms(orm, prefix);
+  const worker = new AdmissionWorker(
+    store,
+    rooms,
+    supply as never,
+    { maxActive: 1_000_000, ratePerMinute: 0, sessionTtlMs: 3_600_000, abandonAfterMs: 3_600_000, random: false },
+    { tickMs: 250 },
+  );
+  try {
+    const concertId = randomUUID();
+    await store.apply(concertId, await rooms.change(concertId, {}));
+    for (let start = 0; start < backlog; start += 500) {
+      await Promise.all(Array.from({ length: Math.min(500, backlog - start) }, () => store.enter(concertId, randomUUID(), Date.now())));
+    }
+    const started = performance.now();
+    worker.start();
+    while ((await store.counts(concertId, Date.now())).waiting > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    const seconds = (performance.now() - started) / 1000;
+    return { backlog, seconds, admissionsPerSecond: backlog / seconds };
+  } finally {
+    await worker.stop();
+    await store.close();
+    await orm.close();
+    await dropKeys(redisUrl, prefix);
+    await dropDatabase(name);
+  }
 }

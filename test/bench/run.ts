@@ -26,7 +26,7 @@ import { UserTokens } from "../../services/platform/tokens.js";
 import { createDatabase } from "../databases.js";
 import { startServerProcess } from "../server-process.js";
 import { dropKeys } from "../redis-keys.js";
-import { admissionRateFans, measureAdmissionRate } from "./admission-rate.js";
+import { admissionRateFans, measureAdmissionRate, measureBacklogDrain } from "./admission-rate.js";
 import { measureAdmissionTicks } from "./admission-tick.js";
 import { measureDraws } from "./draw.js";
 import { measureFlashSale } from "./flash-sale.js";
@@ -123,7 +123,8 @@ interface Paired extends Result {
   ceilingCpu: CpuPerCall;
 }
 
-const flashFans = quick ? 5_000 : 100_000;
+/** --flash-fans=N: a sale of another size (the arrivals keep the spread below). */
+const flashFans = Number(args.find((a) => a.startsWith("--flash-fans="))?.slice("--flash-fans=".length) ?? (quick ? 5_000 : 100_000));
 /** The quick sale keeps the earlier shape (1,000 arrivals a second, near EnterQueue's capacity) at a twentieth of the fans. */
 const flashSpreadMs = quick ? 5_000 : 10_000;
 const admissionFans = admissionRateFans(timing.seconds, timing.warmSeconds);
@@ -369,9 +370,13 @@ try {
     report.admissionRate = rate;
     console.log(`\nadmission rate: new fans enter as fast as the driver can (${concurrency} in flight) into a room with space for all (max_active 1,000,000, no rate limit)\n`);
     console.log("| arrivals/s | admissions/s | waiting at start | at end | longest | drained after | p99 enter | Redis tick steps (ms each) |\n|---:|---:|---:|---:|---:|---:|---:|---:|");
+    const drain = await measureBacklogDrain(redisUrl, 20_000);
+    report.backlogDrain = drain;
     console.log(
       `| ${rate.arrivalsPerSecond.toFixed(0)} | ${rate.admissionsPerSecond.toFixed(0)} | ${rate.waitingAtStart} | ${rate.waitingAtEnd} | ${rate.peakWaiting} | ${rate.drainedAfterMs === undefined ? "> 30 s" : `${rate.drainedAfterMs.toFixed(0)} ms`} | ${rate.enterP99Ms.toFixed(0)} ms | ${rate.tickSteps ?? "-"} (${rate.msPerTickStep?.toFixed(1) ?? "-"}) |`,
     );
+    console.log(`\na backlog let in: ${drain.backlog} fans waiting in a room with space for all, admitted by the queue's AdmissionWorker (250 ms tick, batch 1,000) on Redis\n`);
+    console.log(`| backlog | drained in | admissions/s |\n|---:|---:|---:|\n| ${drain.backlog} | ${drain.seconds.toFixed(2)} s | ${drain.admissionsPerSecond.toFixed(0)} |`);
   }
 
   if (selected("admission tick")) {
