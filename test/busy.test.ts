@@ -10,12 +10,16 @@ import { startHost, type Host } from "../services/platform/host.js";
  * MAX_CALLS_IN_FLIGHT (host.ts): with as many unary calls in progress as the
  * host takes, the next is answered Unavailable with reason SERVER_BUSY at once,
  * without running, on the raw gRPC path and on Connect alike; once calls end,
- * calls are served again. Streams do not count.
+ * calls are served again. Gated RPCs (admitted fans buying) and streams do not count.
  */
 
 let release: () => void = () => {};
 let started = 0;
 const impl = {
+  // Gated in the contract (ACCESS_GATED): admitted fans' calls are not counted against the limit.
+  async listSeats() {
+    return { seats: [] };
+  },
   async listConcerts(_req: unknown, ctx: HandlerContext) {
     started++;
     await new Promise<void>((resolve) => {
@@ -63,6 +67,8 @@ describe("a host with as many calls in progress as it takes answers the next one
       const turnedAway = await Promise.all(Array.from({ length: 5 }, () => outcome(client.listConcerts({}))));
       expect(turnedAway).toEqual(Array(5).fill("Unavailable SERVER_BUSY"));
       expect(started).toBe(3);
+      // An admitted fan's gated call is served meanwhile.
+      expect(await outcome(client.listSeats({ scheduleId: "s" }))).toBe("served");
       release();
       expect(await Promise.all(held)).toEqual(["served", "served", "served"]);
       // Their slots are free again.

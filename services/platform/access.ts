@@ -104,6 +104,15 @@ function accessLevel(method: DescMethod): Access {
 }
 
 /**
+ * Whether the RPC is gated (ACCESS_GATED, ACCESS_GATED_IDEMPOTENT): only fans admitted from the waiting room
+ * get past its access check, so its calls in progress are bounded by the rooms' max_active.
+ */
+export function isGated(method: DescMethod): boolean {
+  const level = accessLevel(method);
+  return level === Access.GATED || level === Access.GATED_IDEMPOTENT;
+}
+
+/**
  * The access rule of the contract for one call: the level its RPC declares
  * (`option (boxoffice.common.v1.access)`) checked against the call's headers,
  * and what the check proves (the caller, the admission) put in its context

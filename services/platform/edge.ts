@@ -81,8 +81,12 @@ export interface RpcPaths {
   all: ReadonlySet<string>;
   get: ReadonlySet<string>;
   streamingRequests: ReadonlySet<string>;
-  /** Unary RPCs: counted against the host's limit of calls in progress. */
-  unary: ReadonlySet<string>;
+  /**
+   * Unary RPCs counted against the host's limit of calls in progress: all but the gated ones, whose callers
+   * are the fans admitted to a sale (bounded by max_active), so that a crowd still entering does not turn
+   * away the fans who are buying.
+   */
+  capped: ReadonlySet<string>;
 }
 
 /**

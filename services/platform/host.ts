@@ -7,6 +7,7 @@ import { answer, boundDeadline, limitBodyTime, precheck, requestGate, type RpcPa
 import { HealthStatus } from "./health.js";
 import { peerAddressKey } from "./peer.js";
 import { answerRaw, isRawGrpcRequest, methodPath, rawUnary, specifiedGrpcMessage, type RawStream, type RawStreamHandler } from "./raw-streams.js";
+import { isGated } from "./access.js";
 import { serverBusy } from "./errors.js";
 import { logger } from "./log.js";
 import { unaryTarget, type UnaryTarget } from "./in-process.js";
@@ -144,9 +145,9 @@ export async function startHost(options: HostOptions): Promise<Host> {
   const serve = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     const path = (req.url ?? "").split("?", 1)[0]!;
     if (paths.all.has(path)) {
-      const refused = precheck(req, path, paths) ?? (paths.unary.has(path) && !calls.take() ? serverBusy() : undefined);
+      const refused = precheck(req, path, paths) ?? (paths.capped.has(path) && !calls.take() ? serverBusy() : undefined);
       if (refused) return answer(req, res, refused);
-      if (paths.unary.has(path)) res.once("close", calls.done);
+      if (paths.capped.has(path)) res.once("close", calls.done);
       const deadlineMs = boundDeadline(req.headers);
       if (!paths.streamingRequests.has(path)) limitBodyTime(req, res, deadlineMs);
     }
@@ -176,6 +177,10 @@ export async function startHost(options: HostOptions): Promise<Host> {
     const peer = (stream: http2.ServerHttp2Stream) => createContextValues().set(peerAddressKey, stream.session?.socket?.remoteAddress);
     for (const target of unaryTargets(options.routes)) {
       const unary = rawUnary(target, peer);
+      if (!paths.capped.has(methodPath(target.method))) {
+        raw.set(methodPath(target.method), unary);
+        continue;
+      }
       raw.set(methodPath(target.method), (stream, headers, host) => {
         if (!calls.take()) return answerRaw(stream, serverBusy());
         stream.once("close", calls.done);
@@ -356,7 +361,7 @@ function rpcPaths(routes: (router: ConnectRouter) => void): RpcPaths {
   return {
     all: paths(() => true),
     get: paths((handler) => handler.allowedMethods.includes("GET")),
-    unary: paths((handler) => handler.method.methodKind === "unary"),
+    capped: paths((handler) => handler.method.methodKind === "unary" && !isGated(handler.method)),
     streamingRequests: paths((handler) => handler.method.methodKind === "client_streaming" || handler.method.methodKind === "bidi_streaming"),
   };
 }
