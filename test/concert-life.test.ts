@@ -302,10 +302,12 @@ describe.each(databases)("a concert's life on $name", ({ env }) => {
   });
 
   it("ListConcerts shows the listed, published concerts on sale or coming, on sale first by first date, then by sale opening; every field filled", async () => {
+    // One clock reading for both dates: two of Date.now() a millisecond apart made them a day and a millisecond apart.
+    const now = Date.now();
     const late = await create({
       schedules: [
-        { startsAt: inDays(20), seatCount: 2, price: 300n },
-        { startsAt: inDays(21), seatCount: 2, price: 100n },
+        { startsAt: at(now + 20 * 86_400_000), seatCount: 2, price: 300n },
+        { startsAt: at(now + 21 * 86_400_000), seatCount: 2, price: 100n },
       ],
       seatLimit: 7,
     });
