@@ -9,6 +9,7 @@ import { IssueQueueTokenRequestSchema } from "../gen/boxoffice/token/v1/token_pb
 import { HealthStatus } from "../services/platform/health.js";
 import { startHost, type Host } from "../services/platform/host.js";
 import type { Suite } from "../services/platform/suite.js";
+import { envelope, h2, type H2Answer } from "./h2.js";
 import { concertOnSale, newUser, startTestSuite } from "./support.js";
 
 /**
@@ -26,34 +27,6 @@ beforeAll(async () => {
   suite = await startTestSuite();
 });
 afterAll(() => suite?.close());
-
-interface H2Answer {
-  status: number;
-  headers: http2.IncomingHttpHeaders;
-  trailers: http2.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-/** One request over its own h2c connection (prior knowledge), as sent. */
-function h2(url: string, path: string, headers: http2.OutgoingHttpHeaders, body: Uint8Array): Promise<H2Answer> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(url);
-    session.on("error", reject);
-    const stream = session.request({ ":method": "POST", ":path": path, te: "trailers", ...headers });
-    const chunks: Buffer[] = [];
-    let answer: Omit<H2Answer, "body" | "trailers"> | undefined;
-    let trailers: http2.IncomingHttpHeaders = {};
-    stream.on("response", (h) => (answer = { status: Number(h[":status"]), headers: h }));
-    stream.on("trailers", (t) => (trailers = t));
-    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.on("error", reject);
-    stream.on("end", () => {
-      session.close();
-      resolve({ ...answer!, trailers, body: Buffer.concat(chunks) });
-    });
-    stream.end(body);
-  });
-}
 
 /** The gRPC status of an answer: in the trailers, or in the headers of a trailers-only answer. */
 function grpcStatus(answer: H2Answer | { headers: http.IncomingHttpHeaders; body: Buffer }): { code: number; message: string } {
@@ -92,13 +65,6 @@ function h1(url: string, method: string, path: string, headers: http.OutgoingHtt
   });
 }
 
-const envelope = (bytes: Uint8Array, flags = 0) => {
-  const out = Buffer.alloc(5 + bytes.length);
-  out[0] = flags;
-  out.writeUInt32BE(bytes.length, 1);
-  out.set(bytes, 5);
-  return out;
-};
 
 const listConcerts = "/boxoffice.concert.v1.ConcertService/ListConcerts";
 const watch = "/boxoffice.coordinator.v1.CoordinatorService/WatchQueueStatus";

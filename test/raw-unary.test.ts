@@ -1,13 +1,13 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConcertService, ListConcertsRequestSchema } from "../gen/boxoffice/concert/v1/concert_pb.js";
 import { errorMapper, NotFound, Reason, reasonOf } from "../services/platform/errors.js";
 import { HealthStatus } from "../services/platform/health.js";
 import { startHost, type Host } from "../services/platform/host.js";
 import { peerAddressKey } from "../services/platform/peer.js";
+import { envelope, h2, type H2Answer } from "./h2.js";
 
 /**
  * Pins what the raw unary path (services/platform/raw-streams.ts rawUnary)
@@ -100,40 +100,6 @@ async function outcomeOf(work: Promise<unknown>) {
     const connectError = ConnectError.from(error);
     return { code: Code[connectError.code], message: connectError.rawMessage, reason: reasonOf(connectError), requestId: connectError.metadata.get("x-request-id") };
   }
-}
-
-interface H2Answer {
-  headers: http2.IncomingHttpHeaders;
-  trailers: http2.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-/** One request as sent, over its own h2c connection. */
-function h2(url: string, path: string, headers: http2.OutgoingHttpHeaders, body: Uint8Array): Promise<H2Answer> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(url);
-    session.on("error", reject);
-    const stream = session.request({ ":method": "POST", ":path": path, te: "trailers", ...headers });
-    const chunks: Buffer[] = [];
-    let answered: http2.IncomingHttpHeaders = {};
-    let trailers: http2.IncomingHttpHeaders = {};
-    stream.on("response", (h) => (answered = h));
-    stream.on("trailers", (t) => (trailers = t));
-    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.on("error", reject);
-    stream.on("end", () => {
-      session.close();
-      resolve({ headers: answered, trailers, body: Buffer.concat(chunks) });
-    });
-    stream.end(body);
-  });
-}
-
-function envelope(message: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + message.length);
-  out.writeUInt32BE(message.length, 1);
-  out.set(message, 5);
-  return out;
 }
 
 /** The status of an answer, wherever it came (trailers, or the headers of a trailers-only answer). */
