@@ -145,9 +145,10 @@ export async function startHost(options: HostOptions): Promise<Host> {
   const serve = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
     const path = (req.url ?? "").split("?", 1)[0]!;
     if (paths.all.has(path)) {
-      const refused = precheck(req, path, paths) ?? (paths.capped.has(path) && !calls.take() ? serverBusy() : undefined);
+      const capped = paths.capped.has(path);
+      const refused = precheck(req, path, paths) ?? (capped && !calls.take() ? serverBusy() : undefined);
       if (refused) return answer(req, res, refused);
-      if (paths.capped.has(path)) res.once("close", calls.done);
+      if (capped) res.once("close", calls.done);
       const deadlineMs = boundDeadline(req.headers);
       if (!paths.streamingRequests.has(path)) limitBodyTime(req, res, deadlineMs);
     }
