@@ -45,7 +45,13 @@ const impl = {
     if (req.concertId === "bug") throw new TypeError("a bug, not the caller's fault");
     throw new NotFound(Reason.CONCERT_NOT_FOUND, "no concert with id x");
   },
-  async listSeats(_req: unknown, ctx: HandlerContext) {
+  async listSeats(req: { scheduleId: string }, ctx: HandlerContext) {
+    if (req.scheduleId === "slow") {
+      // Answers 300 ms on, unless its signal aborted meanwhile (as the server's shutdown aborts it).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      seen.push({ url: "", protocol: "", header: null, peer: undefined, seenBy: [], signalAbortedAtEnd: ctx.signal.aborted });
+      return { seats: [] };
+    }
     // Never answers; ends only when the call's signal does.
     await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve()));
     seen.push({ url: "", protocol: "", header: null, peer: undefined, seenBy: [], signalAbortedAtEnd: ctx.signal.aborted });
@@ -207,5 +213,29 @@ describe("the raw unary path answers as Connect does", () => {
       hosts().map((host) => h2(host.url, listConcerts, { "content-type": "application/grpc" }, envelope(toBinary(ListConcertsRequestSchema, create(ListConcertsRequestSchema))))),
     );
     expect(ok!.body.equals(okConnect!.body)).toBe(true);
+  });
+
+  it("a call in progress when the server shuts down is answered within the grace period, its signal aborted with the shutdown, on both paths", async () => {
+    const start = (rawUnary: boolean) =>
+      startHost({
+        host: "127.0.0.1",
+        port: 0,
+        routes: (router) => router.service(ConcertService, impl, { interceptors: [errorMapper] }),
+        health: new HealthStatus(),
+        shutdownGraceMs: 2_000,
+        rawUnary,
+      });
+    seen.length = 0;
+    const outcomes = await Promise.all(
+      [true, false].map(async (rawUnary) => {
+        const doomed = await start(rawUnary);
+        const call = outcomeOf(createClient(ConcertService, createGrpcTransport({ baseUrl: doomed.url })).listSeats({ scheduleId: "slow" }));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        await doomed.close();
+        return call;
+      }),
+    );
+    expect(outcomes).toEqual(["resolved", "resolved"]);
+    expect(seen.map((s) => s.signalAbortedAtEnd)).toEqual([true, true]);
   });
 });
