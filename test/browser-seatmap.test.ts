@@ -99,6 +99,8 @@ describe("the seat map by section in Chromium", () => {
     await byTestId(page, "best-count").selectOption("2");
     await byTestId(page, "best-hold").click();
     await expect.poll(textOf(page, "hold-seats"), wait).toMatch(/^Balcony · row A · seats \d, \d$/);
+    // The seat map is drawn again from the seats read after the hold: it may come a moment after the hold's summary.
+    await expect.poll(() => page.locator('[data-testid="seats"] .seat[data-state="mine"]').count(), wait).toBe(2);
     const mine = await page.locator('[data-testid="seats"] .seat[data-state="mine"]').evaluateAll((nodes) =>
       nodes.map((node) => ({ id: (node as HTMLElement).dataset.testid!, tier: (node as HTMLElement).dataset.tier, row: node.closest<HTMLElement>(".seat-row")!.dataset.testid, label: node.textContent })),
     );
